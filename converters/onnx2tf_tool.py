@@ -1,0 +1,89 @@
+"""Calling onnx2tf safely: its own process, a working directory we control, no downloads.
+
+onnx2tf is used as a tool, not a library: it runs in a child process (it holds gigabytes
+on big models and prints pages of logs), its log goes to a file, and its working directory
+is a scratch folder. That folder gets the calibration sample that onnx2tf would otherwise
+download from the internet (it looks in the working directory first), made from real images.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+# The file name onnx2tf looks for before it tries to download its sample.
+ONNX2TF_SAMPLE_NAME = "calibration_image_sample_data_20x128x128x3_float32.npy"
+
+
+class ConversionError(RuntimeError):
+    """A converter failed; the message says which step and where its log is."""
+
+
+def write_onnx2tf_sample(image_paths: Sequence[Path], work_dir: Path, count: int = 20) -> Path:
+    """Write onnx2tf's 20x128x128x3 float32 [0, 1] sample from real images into ``work_dir``."""
+    from PIL import Image, ImageOps
+
+    if not image_paths:
+        raise ConversionError("onnx2tf needs sample images, and none were given")
+    arrays = []
+    for path in list(image_paths)[:count]:
+        with Image.open(path) as img:
+            rgb = ImageOps.exif_transpose(img).convert("RGB").resize((128, 128), Image.BILINEAR)
+            arrays.append(np.asarray(rgb, dtype=np.float32) / 255.0)
+    while len(arrays) < count:  # repeat real images rather than invent data
+        arrays.append(arrays[len(arrays) % len(image_paths)])
+    work_dir.mkdir(parents=True, exist_ok=True)
+    out = work_dir / ONNX2TF_SAMPLE_NAME
+    np.save(out, np.stack(arrays).astype(np.float32))
+    return out
+
+
+def simplify_to_batch1(onnx_path: Path, out_path: Path) -> Path:
+    """Write a batch-1, onnx-simplifier-folded copy of ``onnx_path``.
+
+    onnx2tf's TensorFlow path mis-lays-out ViT's position-embedding Add when the batch
+    is dynamic (it sees [?, ?, hidden] + [1, tokens, hidden]); folding the shape
+    arithmetic at batch 1 first gives it static shapes everywhere.
+    """
+    import onnx
+    import onnxsim
+
+    model = onnx.load(str(onnx_path))
+    name = model.graph.input[0].name
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    simplified, ok = onnxsim.simplify(model, overwrite_input_shapes={name: [1, *dims[1:]]})
+    if not ok:
+        raise ConversionError(f"onnx-simplifier could not verify the simplified {onnx_path}")
+    onnx.save(simplified, str(out_path))
+    return out_path
+
+
+def run_onnx2tf(args: Sequence[str], *, work_dir: Path, log_path: Path) -> None:
+    """Run ``onnx2tf ARGS`` in ``work_dir``; raise ConversionError with the log's tail on failure."""
+    env = dict(os.environ)
+    bin_dir = str(Path(sys.executable).parent)
+    # onnx2tf calls the `onnxsim` executable, which lives next to our interpreter.
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["CUDA_VISIBLE_DEVICES"] = "-1"
+    cmd = [sys.executable, "-c", "import sys, onnx2tf; sys.exit(onnx2tf.main())", *args]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:
+        log.write("$ onnx2tf " + " ".join(args) + "\n")
+        log.flush()
+        proc = subprocess.run(cmd, cwd=work_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise ConversionError(
+            f"onnx2tf exited with status {proc.returncode}; log: {log_path}\n" + _tail(log_path)
+        )
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    text = path.read_text(errors="replace").splitlines()
+    # onnx2tf's progress bars are long carriage-return lines; keep the readable ones.
+    useful = [line for line in text if "it/s" not in line and line.strip()]
+    return "\n".join(useful[-lines:])

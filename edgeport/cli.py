@@ -1,0 +1,181 @@
+"""The `edgeport` command line: export, validate, export-all."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+# Keep TensorFlow out of `import transformers`, and its C++ logs quiet, in every process.
+os.environ.setdefault("USE_TF", "0")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from edgeport import __version__  # noqa: E402
+from edgeport.config import Config, ConfigError, ModelEntry, load_config  # noqa: E402
+from edgeport.model_source import ModelSourceError, resolve_source  # noqa: E402
+from edgeport.variants import DEFAULT_VARIANTS, VARIANTS  # noqa: E402
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+DESCRIPTION = """\
+Export a Hugging Face ViT image classifier to ONNX, TF SavedModel and TFLite, run every
+variant and the PyTorch reference on the same evaluation images, and gate on budgets.
+
+Exit status: 0 all variants within budget, 1 a variant failed or missed its budget,
+2 bad input (config, model, evaluation folder)."""
+
+VARIANT_HELP = "\n".join(f"  {name:<17} {spec.description}" for name, spec in VARIANTS.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except (ConfigError, ModelSourceError, FileNotFoundError, ValueError) as exc:
+        print(f"edgeport: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("edgeport: interrupted; finished artifacts are kept, partial ones were discarded", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgeport", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"edgeport {__version__}")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    p = sub.add_parser(
+        "export", help="convert one model to its variants",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Convert MODEL to ONNX / SavedModel / TFLite variants and write manifest.json.\n\n"
+                    "MODEL is a model name from the config, a local Hugging Face model folder\n"
+                    "(config.json, model.safetensors, preprocessor_config.json), or a hub id\n"
+                    "with --revision.\n\nVariants:\n" + VARIANT_HELP,
+    )
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--out", type=Path, help="output folder (default: ARTIFACTS/<model name>)")
+    p.add_argument("--revision", help="hub commit to pin (required for hub ids)")
+    p.add_argument("--variants", help=f"comma-separated variants (default: {','.join(DEFAULT_VARIANTS)})")
+    p.add_argument("--images", type=Path,
+                   help="folder of real images for onnx2tf's sample (default: the model's calibration "
+                        "or eval folder from the config)")
+    p.add_argument("--config", type=Path, help="config file (default: edgeport.toml)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "validate", help="run every exported variant on an evaluation set and gate on budgets",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the PyTorch reference and every variant in DIR/manifest.json on the images\n"
+                    "in EVAL_DIR/CLASS/*.jpg (class folders named like the model's labels, any case),\n"
+                    "write DIR/report.json and DIR/report.md, and exit 1 if any variant misses its\n"
+                    "budget. Budgets come from the config (by model name, else the defaults).",
+    )
+    p.add_argument("dir", type=Path, metavar="DIR", help="folder written by `edgeport export`")
+    p.add_argument("--eval", type=Path, required=True, metavar="EVAL_DIR", help="evaluation set in class folders")
+    p.add_argument("--config", type=Path, help="config file with budgets (default: edgeport.toml)")
+    p.add_argument("--latency-runs", type=int, help="timed batch-1 runs per variant (default from config: 20)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser(
+        "export-all", help="export and validate every model in the config",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="For every [[models]] entry in the config: export its variants into\n"
+                    "ARTIFACTS/<name>/ and validate them on its eval folder. Exit 1 if any variant\n"
+                    "of any model failed or missed its budget (the others are still produced).",
+    )
+    p.add_argument("--config", type=Path, help="config file (default: edgeport.toml)")
+    p.add_argument("--out-root", type=Path, help="artifacts folder (default: from the config, 'artifacts')")
+    p.add_argument("--eval", action="append", default=[], metavar="NAME=DIR",
+                   help="evaluate model NAME on DIR instead of its configured eval folder (repeatable)")
+    p.add_argument("--only", action="append", default=[], metavar="NAME", help="only this model (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_export_all)
+    return parser
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from edgeport.pipeline import export_model
+
+    cfg = _config(args)
+    entry = cfg.model(args.model)
+    if entry is None:
+        entry = ModelEntry(name=Path(args.model.rstrip("/")).name, source=args.model, base_dir=Path.cwd(),
+                           revision=args.revision)
+    elif args.revision:
+        entry.revision = args.revision
+    source = resolve_source(entry.source, entry.revision, entry.base_dir)
+    variants = args.variants.split(",") if args.variants else entry.variants
+    out = args.out or cfg.artifacts_dir / entry.name
+    images = args.images or entry.calibration_dir or entry.eval_dir
+    result = export_model(entry.name, source, out, variants=variants, images_dir=images, opset=cfg.opset)
+    print(f"manifest: {out / 'manifest.json'}")
+    return EXIT_FAILED if result.failed else EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from edgeport.pipeline import read_manifest, validate_export
+
+    cfg = _config(args)
+    manifest = read_manifest(args.dir)
+    settings = cfg.run
+    if args.latency_runs:
+        settings = type(settings)(**{**settings.__dict__, "runs": args.latency_runs})
+    report = validate_export(args.dir, args.eval, cfg.budgets_for(cfg.model(manifest["model"])), settings,
+                             progress=not args.no_progress)
+    return EXIT_OK if report["passed"] else EXIT_FAILED
+
+
+def cmd_export_all(args: argparse.Namespace) -> int:
+    from edgeport.pipeline import export_model, validate_export
+
+    cfg = _config(args)
+    overrides = dict(_name_dir(s) for s in args.eval)
+    models = [m for m in cfg.models if not args.only or m.name in args.only]
+    if not models:
+        raise ConfigError(f"{cfg.path}: no models to export" + (f" named {args.only}" if args.only else ""))
+    unknown = sorted(set(overrides) - {m.name for m in cfg.models})
+    if unknown:
+        raise ConfigError(f"--eval names unknown model(s) {unknown}")
+    root = args.out_root or cfg.artifacts_dir
+    # Check every input before hours of conversion start.
+    plans = []
+    for m in models:
+        eval_dir = overrides.get(m.name, m.eval_dir)
+        if eval_dir is None or not eval_dir.is_dir():
+            raise FileNotFoundError(f"model {m.name!r}: evaluation folder not found: {eval_dir}")
+        plans.append((m, resolve_source(m.source, m.revision, m.base_dir), eval_dir))
+
+    failed = []
+    for m, source, eval_dir in plans:
+        result = export_model(m.name, source, root / m.name, variants=m.variants,
+                              images_dir=m.calibration_dir or eval_dir, opset=cfg.opset)
+        report = validate_export(root / m.name, eval_dir, cfg.budgets_for(m), cfg.run,
+                                 progress=not args.no_progress)
+        if result.failed or not report["passed"]:
+            failed.append(m.name)
+    if failed:
+        print(f"edgeport: {len(failed)} of {len(plans)} model(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"edgeport: all {len(plans)} model(s) passed; reports under {root}/")
+    return EXIT_OK
+
+
+def _name_dir(spec: str) -> tuple[str, Path]:
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise ConfigError(f"--eval expects NAME=DIR, got {spec!r}")
+    return name, Path(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

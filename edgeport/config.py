@@ -1,0 +1,121 @@
+"""The one configuration file a user edits: models, variants, budgets, run settings."""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeport.variants import DEFAULT_VARIANTS, VARIANTS
+from validation.budgets import Budget, BudgetError
+from validation.harness import RunSettings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "edgeport.toml"
+DEFAULT_BUDGETS = {"fp32": Budget(min_agreement=1.0, max_abs_diff=1e-4)}
+
+
+class ConfigError(ValueError):
+    """The configuration file is malformed; the message names the file and the key."""
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    source: str  # a directory (relative to base_dir) or a Hugging Face Hub id
+    base_dir: Path = REPO_ROOT
+    revision: str | None = None
+    eval_dir: Path | None = None
+    calibration_dir: Path | None = None
+    variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
+    budgets: dict[str, Budget] = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    path: Path | None
+    models: list[ModelEntry] = field(default_factory=list)
+    budgets: dict[str, Budget] = field(default_factory=lambda: dict(DEFAULT_BUDGETS))
+    run: RunSettings = RunSettings()
+    artifacts_dir: Path = REPO_ROOT / "artifacts"
+    opset: int = 18
+
+    def model(self, name: str) -> ModelEntry | None:
+        return next((m for m in self.models if m.name == name), None)
+
+    def budgets_for(self, model: ModelEntry | None) -> dict[str, Budget]:
+        """Global budgets with the model's overrides applied key by key."""
+        merged = dict(self.budgets)
+        for key, budget in (model.budgets if model else {}).items():
+            merged[key] = merged[key].merged(budget) if key in merged else budget
+        return merged
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read ``path`` (default: edgeport.toml at the repository root)."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    base = path.resolve().parent
+    settings = data.get("settings", {})
+    _check_keys(settings, {"artifacts", "opset", "threads", "batch", "warmup", "latency_runs", "variants"},
+                f"{path} [settings]")
+    default_variants = _variants(settings.get("variants", DEFAULT_VARIANTS), f"{path} [settings]")
+    budgets = dict(DEFAULT_BUDGETS)
+    budgets.update(_budgets(data.get("budgets", {}), f"{path} [budgets]"))
+    cfg = Config(
+        path=path,
+        budgets=budgets,
+        run=RunSettings(
+            threads=int(settings.get("threads", 2)),
+            batch=int(settings.get("batch", 8)),
+            warmup=int(settings.get("warmup", 3)),
+            runs=int(settings.get("latency_runs", 20)),
+        ),
+        artifacts_dir=base / settings.get("artifacts", "artifacts"),
+        opset=int(settings.get("opset", 18)),
+    )
+    names = set()
+    for i, raw in enumerate(data.get("models", [])):
+        where = f"{path} [[models]] #{i + 1}"
+        _check_keys(raw, {"name", "source", "revision", "eval", "calibration", "variants", "budgets"}, where)
+        for key in ("name", "source"):
+            if not raw.get(key):
+                raise ConfigError(f"{where}: '{key}' is required")
+        if raw["name"] in names:
+            raise ConfigError(f"{where}: duplicate model name {raw['name']!r}")
+        names.add(raw["name"])
+        cfg.models.append(ModelEntry(
+            name=raw["name"],
+            source=raw["source"],
+            base_dir=base,
+            revision=raw.get("revision") or None,
+            eval_dir=base / raw["eval"] if raw.get("eval") else None,
+            calibration_dir=base / raw["calibration"] if raw.get("calibration") else None,
+            variants=_variants(raw.get("variants", default_variants), where),
+            budgets=_budgets(raw.get("budgets", {}), f"{where} budgets"),
+        ))
+    return cfg
+
+
+def _check_keys(table: dict, known: set[str], where: str) -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+
+
+def _variants(names: list[str], where: str) -> list[str]:
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"{where}: unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    return list(names)
+
+
+def _budgets(table: dict, where: str) -> dict[str, Budget]:
+    try:
+        return {key: Budget.from_dict(value, where=f"{where}.{key}") for key, value in table.items()}
+    except BudgetError as exc:
+        raise ConfigError(str(exc)) from None

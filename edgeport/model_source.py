@@ -1,0 +1,92 @@
+"""Where a model comes from: a local Hugging Face directory, or a hub id at a pinned revision."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+WEIGHTS = "model.safetensors"
+
+
+class ModelSourceError(ValueError):
+    """The model cannot be found or is not a usable image classifier directory."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A resolved model: ``location`` is an absolute directory or a hub id."""
+
+    location: str
+    revision: str | None
+    local: bool
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance for manifests and reports."""
+        info: dict[str, Any] = {"path": self.location} if self.local else {"id": self.location}
+        info["revision"] = self.revision
+        if self.local:
+            cfg = json.loads((Path(self.location) / "config.json").read_text())
+            info["random_weights"] = bool(cfg.get("edgeport_random_weights", False))
+            info["weights_sha256"] = sha256_file(Path(self.location) / WEIGHTS)
+        return info
+
+
+def resolve_source(source: str, revision: str | None = None, base_dir: str | Path = ".") -> ModelSource:
+    """Turn a config/CLI ``source`` into a ModelSource, with a clear error if it is unusable."""
+    path = Path(source) if Path(source).is_absolute() else Path(base_dir) / source
+    if path.is_dir():
+        missing = [n for n in ("config.json", "preprocessor_config.json") if not (path / n).exists()]
+        if missing:
+            raise ModelSourceError(
+                f"{path} is missing {', '.join(missing)}: save the model and its image processor "
+                "with save_pretrained() into that folder"
+            )
+        if not (path / WEIGHTS).exists():
+            pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+            hint = (f" It holds pickle weights ({', '.join(pickles)}), which can run code when loaded; "
+                    "convert them once in a trusted environment with "
+                    "model.save_pretrained(dir, safe_serialization=True).") if pickles else ""
+            raise ModelSourceError(f"{path / WEIGHTS} not found: edgeport loads safetensors weights only.{hint}")
+        return ModelSource(str(path.resolve()), revision, local=True)
+    if HUB_ID.match(source) and not source.startswith((".", "/")):
+        if not revision:
+            raise ModelSourceError(
+                f"{source!r} is not a local folder, so it is read as a Hugging Face Hub id; pin it with a "
+                "revision (a commit sha) in the config or with --revision, so that what you validate is what ships"
+            )
+        return ModelSource(source, revision, local=False)
+    raise ModelSourceError(f"model not found: {path} is not a folder (and {source!r} is not a hub id)")
+
+
+def copy_model_metadata(source: ModelSource, out_dir: Path) -> None:
+    """Copy config.json and preprocessor_config.json next to the artifacts."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "preprocessor_config.json"):
+        if source.local:
+            shutil.copyfile(Path(source.location) / name, out_dir / name)
+        else:  # pragma: no cover - needs the hub
+            from huggingface_hub import hf_hub_download
+
+            shutil.copyfile(hf_hub_download(source.location, name, revision=source.revision), out_dir / name)
+
+
+def read_labels(config_json: Path) -> list[str]:
+    """Labels in output order, from a Hugging Face config's ``id2label``."""
+    cfg = json.loads(config_json.read_text())
+    id2label = cfg.get("id2label")
+    if not id2label:
+        raise ModelSourceError(f"{config_json} has no id2label: not an image classifier config")
+    return [id2label[k] for k in sorted(id2label, key=int)]
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,30 @@
+"""Runtimes: one small runner class per runtime behind one interface (runtimes.base.Runner).
+
+Runner classes are imported lazily so that, say, running ONNX never imports TensorFlow.
+"""
+from __future__ import annotations
+
+import importlib
+
+from runtimes.base import Runner, RunnerError
+
+_RUNNERS = {
+    "torch": ("runtimes.torch_runner", "TorchRunner"),
+    "onnxruntime": ("runtimes.onnxruntime_runner", "OnnxRuntimeRunner"),
+    "savedmodel": ("runtimes.savedmodel_runner", "SavedModelRunner"),
+    "tflite": ("runtimes.tflite_runner", "TFLiteRunner"),
+}
+
+RUNTIMES = tuple(_RUNNERS)
+
+
+def runner_class(runtime: str) -> type[Runner]:
+    """Return the runner class for a runtime name (see RUNTIMES)."""
+    try:
+        module, name = _RUNNERS[runtime]
+    except KeyError:
+        raise RunnerError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}") from None
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = ["Runner", "RunnerError", "RUNTIMES", "runner_class"]

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Create the project's virtual environment (.venv) from requirements.lock if it is
+# missing or out of date. Called by every Makefile target; safe to run repeatedly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3.11}
+STAMP="$VENV/.edgeport-lock.sha256"
+want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+
+if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+    exit 0
+fi
+
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+    echo "error: $PYTHON not found. edgeport needs Python 3.11 (set PYTHON=/path/to/python3.11)." >&2
+    exit 1
+fi
+
+echo "==> creating $VENV from requirements.lock (first run takes a few minutes)"
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+# A machine image of this project keeps a CPU build of torch in /opt/wheels; use it when present.
+find_links=()
+[ -d /opt/wheels ] && find_links=(--find-links /opt/wheels)
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip==25.3
+# --no-deps: the lock is complete; --ignore-requires-python: see the comment in requirements.lock.
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+    --no-deps --ignore-requires-python "${find_links[@]}" -r requirements.lock
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+echo "$want" > "$STAMP"
+echo "==> $VENV ready"

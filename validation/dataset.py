@@ -1,0 +1,150 @@
+"""Evaluation sets in class folders (``EVAL/CLASS/*.jpg``), read once and preprocessed once.
+
+A file that cannot be used is reported by name with a reason and counted, never a crash.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+
+
+class LabelMappingError(ValueError):
+    """Class folders that match none of the model's labels."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass
+class EvalSet:
+    """The images of an evaluation folder, with the label index of each."""
+
+    root: Path
+    labels: list[str]
+    samples: list[Sample] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    folder_to_label: dict[str, str] = field(default_factory=dict)
+
+
+def map_folders_to_labels(folders: Iterable[str], labels: Sequence[str]) -> dict[str, int]:
+    """Map class-folder names to label indices, case-insensitively.
+
+    Raises LabelMappingError listing every folder that matches no label.
+    """
+    by_name = {label.lower(): i for i, label in enumerate(labels)}
+    mapping, unmatched = {}, []
+    for folder in sorted(folders):
+        index = by_name.get(folder.lower())
+        if index is None:
+            unmatched.append(folder)
+        else:
+            mapping[folder] = index
+    if unmatched:
+        raise LabelMappingError(
+            f"class folder(s) {', '.join(repr(f) for f in unmatched)} match none of the model's "
+            f"labels ({', '.join(labels)}); rename the folders to the labels (case does not matter)"
+        )
+    return mapping
+
+
+def scan_eval_set(root: str | Path, labels: Sequence[str]) -> EvalSet:
+    """List the images under ``root/CLASS/``; raise before any work if a folder matches no label."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"evaluation folder not found: {root}")
+    folders = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if not folders:
+        raise LabelMappingError(f"{root} has no class folders; expected {root}/LABEL/image.jpg")
+    mapping = map_folders_to_labels(folders, labels)
+    result = EvalSet(root=root, labels=list(labels),
+                     folder_to_label={f: labels[i] for f, i in mapping.items()})
+    for folder, index in sorted(mapping.items()):
+        for path in sorted((root / folder).iterdir()):
+            rel = str(path.relative_to(root))
+            if path.name.startswith("."):
+                result.skipped.append(Skipped(rel, "hidden file"))
+            elif path.is_dir():
+                result.skipped.append(Skipped(rel, "nested folder (not read)"))
+            elif path.suffix.lower() not in IMAGE_EXTENSIONS:
+                result.skipped.append(Skipped(rel, f"not an image extension ({path.suffix or 'none'})"))
+            else:
+                result.samples.append(Sample(path, index))
+    return result
+
+
+def open_image(path: Path) -> Image.Image:
+    """Decode an image fully, upright (EXIF orientation applied), as RGB.
+
+    Raises ValueError with a readable reason for anything that cannot be used.
+    """
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns between 1x and 2x its pixel limit; treat that as a bomb too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                return _to_rgb(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ValueError(f"image too large (decompression bomb guard): {exc}") from None
+    except UnidentifiedImageError:
+        raise ValueError("not a readable image (unknown or corrupt format)") from None
+    except (OSError, SyntaxError) as exc:
+        raise ValueError(f"corrupt or truncated image: {exc}") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grayscale: scale to 8 bits instead of clipping at 255
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return img.convert("RGB")
+
+
+def load_eval_arrays(
+    eval_set: EvalSet,
+    preprocess: Callable[[Image.Image], np.ndarray],
+    *,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray, list[Path]]:
+    """Decode and preprocess every sample once.
+
+    Returns (inputs N x C x H x W float32, labels N, paths N). Files that fail are moved
+    to ``eval_set.skipped`` with the reason.
+    """
+    from tqdm import tqdm
+
+    arrays, labels, paths = [], [], []
+    for sample in tqdm(eval_set.samples, desc="reading images", unit="img", disable=not progress):
+        try:
+            arrays.append(preprocess(open_image(sample.path)))
+        except ValueError as exc:
+            eval_set.skipped.append(Skipped(str(sample.path.relative_to(eval_set.root)), str(exc)))
+            continue
+        labels.append(sample.label)
+        paths.append(sample.path)
+    if not arrays:
+        raise ValueError(f"no usable images in {eval_set.root} ({len(eval_set.skipped)} skipped)")
+    return np.stack(arrays), np.asarray(labels, dtype=np.int64), paths

@@ -1,0 +1,182 @@
+"""Feed the same preprocessed images to every variant and the reference, and judge them."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from validation import metrics
+from validation.budgets import Budget, Failure
+
+
+@dataclass
+class Variant:
+    """An artifact to validate (or one whose export failed: ``error`` says why)."""
+
+    name: str
+    runtime: str
+    precision: str
+    path: str
+    revision: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    threads: int = 2
+    batch: int = 8
+    warmup: int = 3
+    runs: int = 20
+    timeout_s: float = 1800.0
+
+
+@dataclass
+class VariantResult:
+    """Everything the report says about one variant."""
+
+    name: str
+    runtime: str
+    path: str
+    precision: str
+    size_bytes: int | None = None
+    metrics: dict = field(default_factory=dict)
+    latency_ms: dict | None = None
+    budget: dict = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and not self.failures
+
+    def to_dict(self) -> dict:
+        m = self.metrics
+        return {
+            "name": self.name,
+            "runtime": self.runtime,
+            "precision": self.precision,
+            "path": self.path,
+            "size_bytes": self.size_bytes,
+            "accuracy": m.get("accuracy"),
+            "per_class_accuracy": m.get("per_class_accuracy"),
+            "agreement": m.get("agreement"),
+            "max_abs_diff": m.get("max_abs_diff"),
+            "mean_abs_diff": m.get("mean_abs_diff"),
+            "cosine": m.get("cosine"),
+            "latency_ms": self.latency_ms,
+            "budget": self.budget,
+            "passed": self.passed,
+            "error": self.error,
+            "failures": [f.to_dict() for f in self.failures]
+            + ([{"metric": "error", "value": None, "budget": None, "op": "", "message": self.error}]
+               if self.error else []),
+        }
+
+
+class WorkerError(RuntimeError):
+    pass
+
+
+def artifact_size(path: str | Path) -> int | None:
+    """Bytes of a file, or of every file under a directory (a SavedModel)."""
+    p = Path(path)
+    if p.is_file():
+        return p.stat().st_size
+    if p.is_dir():
+        if (p / "config.json").exists():  # a Hugging Face model directory: count the weights
+            return sum(f.stat().st_size for f in p.glob("*.safetensors")) or None
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return None
+
+
+def run_variant(variant: Variant, inputs_path: Path, settings: RunSettings, work_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Run one variant in a worker process; return (logits, per-run latency seconds)."""
+    out = work_dir / f"{variant.name}.npz"
+    cmd = [sys.executable, "-m", "validation.worker", "--runtime", variant.runtime, "--path", variant.path,
+           "--inputs", str(inputs_path), "--out", str(out), "--threads", str(settings.threads),
+           "--batch", str(settings.batch), "--warmup", str(settings.warmup), "--runs", str(settings.runs)]
+    if variant.revision:
+        cmd += ["--revision", variant.revision]
+    env = dict(os.environ, USE_TF="0", TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1")
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=settings.timeout_s)
+    except subprocess.TimeoutExpired:
+        raise WorkerError(f"{variant.runtime} run timed out after {settings.timeout_s:.0f} s") from None
+    if proc.returncode != 0 or not out.exists():
+        raise WorkerError(_describe_exit(proc.returncode, proc.stderr))
+    with np.load(out) as data:
+        return data["logits"], data["latency_s"]
+
+
+def _describe_exit(code: int, stderr: str) -> str:
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    detail = errors[-1][len("error:"):].strip() if errors else " | ".join(lines[-3:])
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"runtime crashed ({name}) {detail}".strip()
+    return detail or f"worker exited with status {code}"
+
+
+def validate(
+    reference: Variant,
+    variants: Sequence[Variant],
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    label_names: list[str],
+    budget_of: Callable[[Variant], Budget],
+    settings: RunSettings = RunSettings(),
+    progress: bool = True,
+) -> tuple[VariantResult, list[VariantResult]]:
+    """Run the reference and every variant on ``inputs``; return their results.
+
+    A variant that failed to export, crashed, or produced unusable output is a failed
+    result with the reason; the others are still run.
+    """
+    from tqdm import tqdm
+
+    with tempfile.TemporaryDirectory(prefix="edgeport-validate-") as tmp:
+        work = Path(tmp)
+        inputs_path = work / "inputs.npy"
+        np.save(inputs_path, np.ascontiguousarray(inputs, dtype=np.float32))
+
+        bar = tqdm(total=1 + len(variants), desc="validating", unit="variant", disable=not progress)
+        bar.set_postfix_str(reference.name)
+        ref_result = VariantResult(reference.name, reference.runtime, reference.path, reference.precision,
+                                   size_bytes=artifact_size(reference.path))
+        ref_logits, ref_latency = run_variant(reference, inputs_path, settings, work)  # no reference: fatal
+        ref_result.metrics = metrics.compare(ref_logits, ref_logits, labels, label_names)
+        ref_result.latency_ms = metrics.latency_summary(ref_latency)
+        bar.update()
+
+        results = []
+        for variant in variants:
+            bar.set_postfix_str(variant.name)
+            result = VariantResult(variant.name, variant.runtime, variant.path, variant.precision,
+                                   size_bytes=artifact_size(variant.path))
+            budget = budget_of(variant)
+            result.budget = budget.to_dict()
+            if variant.error:
+                result.error = f"export failed: {variant.error}"
+            else:
+                try:
+                    logits, latency = run_variant(variant, inputs_path, settings, work)
+                    result.metrics = metrics.compare(logits, ref_logits, labels, label_names)
+                    result.latency_ms = metrics.latency_summary(latency)
+                    result.failures = budget.check(result.metrics, ref_result.metrics["accuracy"])
+                except (WorkerError, ValueError) as exc:
+                    result.error = str(exc)
+            results.append(result)
+            bar.update()
+        bar.close()
+    return ref_result, results

@@ -1,0 +1,64 @@
+"""Pure functions over logits: how far a variant is from the reference, and how accurate."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of rows whose arg-max equals the label."""
+    return float(np.mean(np.argmax(logits, axis=1) == labels))
+
+
+def per_class_accuracy(logits: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, float | None]:
+    """Accuracy per label (None for a label with no images)."""
+    pred = np.argmax(logits, axis=1)
+    out: dict[str, float | None] = {}
+    for i, name in enumerate(names):
+        mask = labels == i
+        out[name] = float(np.mean(pred[mask] == i)) if mask.any() else None
+    return out
+
+
+def agreement(logits: np.ndarray, reference: np.ndarray) -> float:
+    """Fraction of rows whose top-1 class equals the reference's top-1 class."""
+    return float(np.mean(np.argmax(logits, axis=1) == np.argmax(reference, axis=1)))
+
+
+def abs_diff(logits: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """(max, mean) absolute difference between two logit arrays."""
+    d = np.abs(logits.astype(np.float64) - reference.astype(np.float64))
+    return float(d.max()), float(d.mean())
+
+
+def cosine(logits: np.ndarray, reference: np.ndarray) -> float:
+    """Mean over rows of the cosine similarity between logit vectors."""
+    a = logits.astype(np.float64)
+    b = reference.astype(np.float64)
+    num = np.sum(a * b, axis=1)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.where(den > 0, num / den, np.where(np.all(a == b, axis=1), 1.0, 0.0))
+    return float(np.mean(cos))
+
+
+def latency_summary(seconds: np.ndarray) -> dict[str, float]:
+    """p50 and p90 latency in milliseconds."""
+    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
+    return {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90))}
+
+
+def compare(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray, names: list[str]) -> dict:
+    """Every accuracy and parity metric of one variant against the reference."""
+    if logits.shape != reference.shape:
+        raise ValueError(f"output shape {logits.shape} differs from the reference's {reference.shape}")
+    if not np.all(np.isfinite(logits)):
+        raise ValueError("output holds NaN or infinite values")
+    max_d, mean_d = abs_diff(logits, reference)
+    return {
+        "accuracy": accuracy(logits, labels),
+        "per_class_accuracy": per_class_accuracy(logits, labels, names),
+        "agreement": agreement(logits, reference),
+        "max_abs_diff": max_d,
+        "mean_abs_diff": mean_d,
+        "cosine": cosine(logits, reference),
+    }

@@ -1,0 +1,143 @@
+"""The parity report: ``report.json`` for machines, ``report.md`` for a pull-request comment."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from validation.harness import VariantResult
+
+
+def cpu_description() -> dict[str, Any]:
+    """CPU model, core count and the SIMD extensions that matter for int8 speed."""
+    info: dict[str, Any] = {"machine": platform.machine(), "cores": os.cpu_count()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    for line in text.splitlines():
+        if line.startswith("model name") and "model" not in info:
+            info["model"] = line.split(":", 1)[1].strip()
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            wanted = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "fma", "f16c"]
+            info["isa"] = [f for f in wanted if f in flags]
+            break
+    return info
+
+
+def build_report(
+    *,
+    model: str,
+    source: dict[str, Any],
+    labels: list[str],
+    eval_set: dict[str, Any],
+    reference: VariantResult,
+    variants: list[VariantResult],
+    settings: dict[str, Any],
+    edgeport_version: str,
+) -> dict[str, Any]:
+    """Assemble the report dictionary (the schema of report.json)."""
+    return {
+        "model": model,
+        "source": source,
+        "labels": labels,
+        "eval_set": eval_set,
+        "passed": all(v.passed for v in variants),
+        "reference": reference.to_dict(),
+        "variants": [v.to_dict() for v in variants],
+        "settings": settings,
+        "machine": cpu_description(),
+        "edgeport_version": edgeport_version,
+    }
+
+
+def write_reports(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
+    """Write report.json and report.md into ``out_dir`` (each atomically)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / "report.json", out_dir / "report.md"
+    _write(json_path, json.dumps(report, indent=2) + "\n")
+    _write(md_path, render_markdown(report))
+    return json_path, md_path
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def failure_lines(report: dict[str, Any]) -> list[str]:
+    """One line per missed budget or error: 'MODEL/VARIANT: metric value (budget ...)'."""
+    lines = []
+    for v in report["variants"]:
+        for f in v["failures"]:
+            lines.append(f"{report['model']}/{v['name']}: {f['message']}")
+    return lines
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """A compact summary: status line, one table (failures first), then the failure list."""
+    src = report["source"]
+    ev = report["eval_set"]
+    status = "PASSED" if report["passed"] else "FAILED"
+    lines = [
+        f"# edgeport parity report: {report['model']} — {status}",
+        "",
+        f"- source: `{src.get('path') or src.get('id')}`"
+        + (f" @ `{src['revision']}`" if src.get("revision") else "")
+        + (" — **random weights: latency and parity only, accuracy means nothing**" if src.get("random_weights") else ""),
+        f"- evaluation set: `{ev['path']}` — {ev['images']} images, {ev['skipped']} skipped",
+        f"- labels: {', '.join(report['labels'])}",
+        f"- reference (PyTorch) accuracy: {_pct(report['reference']['accuracy'])}, "
+        f"latency p50 {_ms(report['reference']['latency_ms'])}",
+        "",
+        "| status | variant | runtime | accuracy | agreement | max abs diff | mean abs diff | cosine | p50 ms | p90 ms | size |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    ordered = sorted(report["variants"], key=lambda v: v["passed"])  # failures first, stable
+    for v in ordered:
+        lat = v["latency_ms"] or {}
+        lines.append(
+            f"| {'pass' if v['passed'] else '**FAIL**'} | {v['name']} | {v['runtime']} | {_pct(v['accuracy'])} | "
+            f"{_pct(v['agreement'])} | {_num(v['max_abs_diff'])} | {_num(v['mean_abs_diff'])} | "
+            f"{_num(v['cosine'], 6)} | {_num(lat.get('p50'), 3)} | {_num(lat.get('p90'), 3)} | {_size(v['size_bytes'])} |"
+        )
+    failures = failure_lines(report)
+    if failures:
+        lines += ["", "## Failures", ""] + [f"- {line}" for line in failures]
+    if ev.get("skipped_files"):
+        lines += ["", f"## Skipped files ({ev['skipped']})", ""]
+        lines += [f"- `{s['path']}`: {s['reason']}" for s in ev["skipped_files"][:50]]
+        if ev["skipped"] > 50:
+            lines.append(f"- … and {ev['skipped'] - 50} more (see report.json)")
+    return "\n".join(lines) + "\n"
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x * 100:.2f}%"
+
+
+def _num(x: float | None, digits: int = 2) -> str:
+    if x is None:
+        return "–"
+    if digits > 2:
+        return f"{x:.{digits}f}" if abs(x) >= 1e-3 else f"{x:.2e}"
+    return f"{x:.2e}"
+
+
+def _ms(lat: dict | None) -> str:
+    return "–" if not lat else f"{lat['p50']:.3f} ms"
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "–"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
