@@ -7,8 +7,11 @@ with the batch axis left dynamic.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 from converters.atomic import atomic_path
@@ -38,7 +41,7 @@ def export_onnx(
     height, width = (size, size) if isinstance(size, int) else tuple(size)
     channels = getattr(config, "num_channels", 3)
 
-    with tempfile.TemporaryDirectory(prefix="edgeport-onnx-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="edgeport-onnx-") as tmp, _quiet():
         main_export(
             source,
             output=tmp,
@@ -60,3 +63,19 @@ def export_onnx(
     with atomic_path(out_path) as tmp_path:
         onnx.save(model, str(tmp_path))
     return Path(out_path)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Hide the tracer's known ViT warnings (shape checks traced as constants) and optimum's chatter."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with contextlib.redirect_stdout(io.StringIO()):
+                yield
+    finally:
+        hf_logging.set_verbosity(level)

@@ -1,0 +1,50 @@
+"""Shared fixtures: a small random ViT, exported once per test session, and real face images."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("USE_TF", "0")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+FACES = REPO / "tests" / "data" / "faces"
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    """8 real UTKFace crops in class folders female/ and male/ (see tests/data/README.md)."""
+    return FACES
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory) -> Path:
+    """A 32x32, 2-layer ViTForImageClassification with random weights (labels female, male)."""
+    from edgeport.random_model import make_random_vit
+
+    return make_random_vit(tmp_path_factory.mktemp("models") / "tiny-vit")
+
+
+@pytest.fixture(scope="session")
+def exported_tiny(tiny_vit, faces_dir, tmp_path_factory) -> Path:
+    """tiny_vit exported to every fp32 variant (done once; tests copy it before changing it)."""
+    from edgeport.model_source import resolve_source
+    from edgeport.pipeline import export_model
+
+    out = tmp_path_factory.mktemp("export") / "tiny-vit"
+    result = export_model("tiny-vit", resolve_source(str(tiny_vit)), out,
+                          variants=["onnx-fp32", "savedmodel-fp32", "tflite-fp32"], images_dir=faces_dir)
+    assert result.failed == [], result.manifest
+    return out
+
+
+@pytest.fixture
+def exported_copy(exported_tiny, tmp_path) -> Path:
+    """A private copy of the exported folder, safe to modify."""
+    dst = tmp_path / "tiny-vit"
+    shutil.copytree(exported_tiny, dst)
+    return dst
