@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -75,11 +76,27 @@ def run_onnx2tf(args: Sequence[str], *, work_dir: Path, log_path: Path) -> None:
     with open(log_path, "w") as log:
         log.write("$ onnx2tf " + " ".join(args) + "\n")
         log.flush()
-        proc = subprocess.run(cmd, cwd=work_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
+        proc = subprocess.Popen(cmd, cwd=work_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            returncode = _wait_with_heartbeat(proc, log_path)
+        except BaseException:  # Ctrl-C or an error here: do not leave onnx2tf running
+            proc.kill()
+            proc.wait()
+            raise
+    if returncode != 0:
         raise ConversionError(
-            f"onnx2tf exited with status {proc.returncode}; log: {log_path}\n" + _tail(log_path)
+            f"onnx2tf exited with status {returncode}; log: {log_path}\n" + _tail(log_path)
         )
+
+
+def _wait_with_heartbeat(proc: subprocess.Popen, log_path: Path, every_s: float = 30.0) -> int:
+    """Wait for ``proc``, printing a line every ``every_s`` seconds: big models take minutes."""
+    start = time.monotonic()
+    while True:
+        try:
+            return proc.wait(timeout=every_s)
+        except subprocess.TimeoutExpired:
+            print(f"    onnx2tf still running ({time.monotonic() - start:.0f} s; log: {log_path})", flush=True)
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -1,5 +1,9 @@
 """PyTorch (Hugging Face) -> ONNX fp32, with optimum's exporter.
 
+The default opset is 20, the first with a ``Gelu`` operator: onnx2tf turns it into the
+TFLite ``GELU`` builtin. At opset 18 GELU is exported as Erf arithmetic, which onnx2tf
+either emits as a Flex op or replaces with a pseudo-Erf whose int8 form divides by zero.
+
 optimum's ViT export config marks channels, height and width as dynamic as well as the
 batch. The model itself only works at its trained size, and onnx2tf cannot lay out a graph
 whose channel count is unknown, so after export the input is pinned to (batch, C, H, W)
@@ -16,7 +20,7 @@ from pathlib import Path
 
 from converters.atomic import atomic_path
 
-DEFAULT_OPSET = 18
+DEFAULT_OPSET = 20
 
 
 def export_onnx(

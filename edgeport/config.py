@@ -37,7 +37,7 @@ class Config:
     budgets: dict[str, Budget] = field(default_factory=lambda: dict(DEFAULT_BUDGETS))
     run: RunSettings = RunSettings()
     artifacts_dir: Path = REPO_ROOT / "artifacts"
-    opset: int = 18
+    opset: int = 20
 
     def model(self, name: str) -> ModelEntry | None:
         return next((m for m in self.models if m.name == name), None)
@@ -76,7 +76,7 @@ def load_config(path: str | Path | None = None) -> Config:
             runs=int(settings.get("latency_runs", 20)),
         ),
         artifacts_dir=base / settings.get("artifacts", "artifacts"),
-        opset=int(settings.get("opset", 18)),
+        opset=int(settings.get("opset", 20)),
     )
     names = set()
     for i, raw in enumerate(data.get("models", [])):

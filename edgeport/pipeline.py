@@ -55,7 +55,7 @@ def export_model(
     *,
     variants: Sequence[str],
     images_dir: Path | None,
-    opset: int = 18,
+    opset: int = 20,
 ) -> ExportResult:
     """Produce every requested variant of ``source`` under ``out_dir`` and write manifest.json.
 
