@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import tempfile
 import warnings
@@ -76,6 +77,9 @@ def _quiet():
 
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
+    optimum_logger = logging.getLogger("optimum")
+    optimum_level = optimum_logger.level
+    optimum_logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -83,3 +87,4 @@ def _quiet():
                 yield
     finally:
         hf_logging.set_verbosity(level)
+        optimum_logger.setLevel(optimum_level)

@@ -12,6 +12,7 @@ from converters.onnx2tf_tool import (
     simplify_to_batch1,
     write_onnx2tf_sample,
 )
+from converters.tflite_ops import require_builtin_ops
 
 
 def convert_tflite_fp32(
@@ -20,8 +21,11 @@ def convert_tflite_fp32(
     *,
     sample_images: Sequence[Path],
     work_dir: str | Path,
-) -> Path:
-    """Convert ``onnx_path`` to a float32 ``.tflite`` at ``out_path`` (NHWC input, batch 1)."""
+) -> dict:
+    """Convert ``onnx_path`` to a float32 ``.tflite`` at ``out_path`` (NHWC input, batch 1).
+
+    Returns {"ops": [...]}; raises ConversionError if the file holds non-builtin ops.
+    """
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     write_onnx2tf_sample(sample_images, work)
@@ -36,6 +40,7 @@ def convert_tflite_fp32(
     produced = out_dir / f"{static.stem}_float32.tflite"
     if not produced.exists():
         raise ConversionError(f"onnx2tf wrote no {produced.name} in {out_dir}")
+    ops = require_builtin_ops(produced)
     with atomic_path(out_path) as tmp:
         shutil.copyfile(produced, tmp)
-    return Path(out_path)
+    return {"ops": ops}

@@ -61,9 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output folder (default: ARTIFACTS/<model name>)")
     p.add_argument("--revision", help="hub commit to pin (required for hub ids)")
     p.add_argument("--variants", help=f"comma-separated variants (default: {','.join(DEFAULT_VARIANTS)})")
+    p.add_argument("--calibration", type=Path,
+                   help="folder of real images (any depth) that calibrates the int8 variants; must not "
+                        "overlap the evaluation set (default: the model's 'calibration' from the config)")
     p.add_argument("--images", type=Path,
-                   help="folder of real images for onnx2tf's sample (default: the model's calibration "
-                        "or eval folder from the config)")
+                   help="folder of real images for onnx2tf's sample (default: the calibration folder, "
+                        "else the model's eval folder)")
     p.add_argument("--config", type=Path, help="config file (default: edgeport.toml)")
     p.set_defaults(func=cmd_export)
 
@@ -116,8 +119,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     source = resolve_source(entry.source, entry.revision, entry.base_dir)
     variants = args.variants.split(",") if args.variants else entry.variants
     out = args.out or cfg.artifacts_dir / entry.name
-    images = args.images or entry.calibration_dir or entry.eval_dir
-    result = export_model(entry.name, source, out, variants=variants, images_dir=images, opset=cfg.opset)
+    calibration = args.calibration or entry.calibration_dir
+    images = args.images or (None if calibration else entry.eval_dir)
+    result = export_model(entry.name, source, out, variants=variants, images_dir=images,
+                          calibration_dir=calibration, eval_dir=entry.eval_dir, opset=cfg.opset)
     print(f"manifest: {out / 'manifest.json'}")
     return EXIT_FAILED if result.failed else EXIT_OK
 
@@ -158,7 +163,8 @@ def cmd_export_all(args: argparse.Namespace) -> int:
     failed = []
     for m, source, eval_dir in plans:
         result = export_model(m.name, source, root / m.name, variants=m.variants,
-                              images_dir=m.calibration_dir or eval_dir, opset=cfg.opset)
+                              images_dir=None if m.calibration_dir else eval_dir,
+                              calibration_dir=m.calibration_dir, eval_dir=eval_dir, opset=cfg.opset)
         report = validate_export(root / m.name, eval_dir, cfg.budgets_for(m), cfg.run,
                                  progress=not args.no_progress)
         if result.failed or not report["passed"]:

@@ -11,7 +11,11 @@ from validation.harness import RunSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "edgeport.toml"
-DEFAULT_BUDGETS = {"fp32": Budget(min_agreement=1.0, max_abs_diff=1e-4)}
+DEFAULT_BUDGETS = {
+    "fp32": Budget(min_agreement=1.0, max_abs_diff=1e-4),
+    "fp16": Budget(min_agreement=0.995, max_accuracy_drop=0.5),
+    "int8": Budget(min_agreement=0.97, max_accuracy_drop=1.0),
+}
 
 
 class ConfigError(ValueError):

@@ -1,6 +1,7 @@
 """Export one model to its variants, then validate them: the two halves of every command."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -13,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from edgeport import __version__
-from edgeport.model_source import ModelSource, copy_model_metadata, read_labels
-from edgeport.variants import VARIANTS, ExportContext, resolve_variants
+import numpy as np
+
+from edgeport.model_source import ModelSource, copy_model_metadata, read_labels, sha256_file
+from edgeport.variants import TF_INT8, VARIANTS, ExportContext, resolve_variants
+from runtimes.tflite_runner import tflite_io_details
 from validation.budgets import Budget, budget_for
-from validation.dataset import IMAGE_EXTENSIONS, load_eval_arrays, scan_eval_set
+from validation.dataset import IMAGE_EXTENSIONS, load_eval_arrays, open_image, scan_eval_set
 from validation.harness import RunSettings, Variant, validate
 from validation.preprocess import Preprocessing
 from validation.report import build_report, failure_lines, write_reports
@@ -28,10 +32,42 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
+NEEDS_CALIBRATION = {"onnx-int8-static"} | TF_INT8
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Every image file under ``folder`` (recursively, sorted, hidden files excluded)."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def check_disjoint(calibration: Sequence[Path], evaluation: Sequence[Path], calib_dir: Path, eval_dir: Path) -> None:
+    """Refuse calibration images that also appear (byte for byte) in the evaluation set."""
+    calib = {sha256_file(p): p for p in calibration}
+    shared = [p for p in evaluation if sha256_file(p) in calib]
+    if shared:
+        raise ValueError(
+            f"{len(shared)} image(s) of the evaluation set {eval_dir} are also in the calibration set "
+            f"{calib_dir} (e.g. {shared[0].name}); calibrating on evaluation images hides quantization "
+            "error: use disjoint folders"
+        )
+
+
+def calibration_arrays(paths: Sequence[Path], pre: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
+    """(preprocessed NCHW, resized NHWC in [0, 1]) arrays of the calibration images."""
+    unnormalized = dataclasses.replace(pre, do_normalize=False, do_rescale=True, rescale_factor=1 / 255)
+    raw = np.stack([unnormalized(open_image(p)) for p in paths])  # N, C, H, W in [0, 1]
+    mean = np.asarray(pre.image_mean, dtype=np.float32)[None, :, None, None]
+    std = np.asarray(pre.image_std, dtype=np.float32)[None, :, None, None]
+    nchw = ((raw - mean) / std).astype(np.float32) if pre.do_normalize else raw
+    return nchw, np.ascontiguousarray(raw.transpose(0, 2, 3, 1))
+
+
 def sample_images(folder: Path, count: int = 20) -> list[Path]:
     """Up to ``count`` images spread evenly over ``folder`` (searched recursively, sorted)."""
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
-                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    paths = list_images(folder)
     if len(paths) <= count:
         return paths
     step = len(paths) / count
@@ -55,20 +91,33 @@ def export_model(
     *,
     variants: Sequence[str],
     images_dir: Path | None,
+    calibration_dir: Path | None = None,
+    eval_dir: Path | None = None,
     opset: int = 20,
 ) -> ExportResult:
     """Produce every requested variant of ``source`` under ``out_dir`` and write manifest.json.
 
-    A variant whose conversion fails is recorded with its error (and so is every variant
-    converted from it); the others are still produced.
+    ``calibration_dir`` holds the real images that calibrate int8 variants (searched
+    recursively); it must share no image with ``eval_dir``. ``images_dir`` (default: the
+    calibration folder) gives onnx2tf its sample. A variant whose conversion fails is
+    recorded with its error (and so is every variant converted from it); the others are
+    still produced.
     """
+    specs = resolve_variants(variants)
+    names = [s.name for s in specs]
+    calib_paths = list_images(calibration_dir) if calibration_dir else []
+    if calib_paths and eval_dir:
+        check_disjoint(calib_paths, list_images(eval_dir), calibration_dir, eval_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     copy_model_metadata(source, out_dir)
     labels = read_labels(out_dir / "config.json")
-    specs = resolve_variants(variants)
-    images = sample_images(images_dir) if images_dir else []
+    preprocessing = Preprocessing.from_file(out_dir / "preprocessor_config.json")
+    images = sample_images(images_dir or calibration_dir) if (images_dir or calibration_dir) else []
     work_dir = out_dir / ".work"
-    ctx = ExportContext(source.location, source.revision, out_dir, work_dir, images, opset)
+    ctx = ExportContext(source.location, source.revision, out_dir, work_dir, images, opset, variants=names,
+                        mean=preprocessing.image_mean, std=preprocessing.image_std)
+    if calib_paths and NEEDS_CALIBRATION & set(names):
+        ctx.calibration_nchw, ctx.calibration_nhwc01 = calibration_arrays(calib_paths, preprocessing)
 
     records: dict[str, dict[str, Any]] = {}
     for i, spec in enumerate(specs, 1):
@@ -87,7 +136,11 @@ def export_model(
             continue
         start = time.perf_counter()
         try:
-            spec.convert(ctx, out_dir / spec.filename)
+            settings = spec.convert(ctx, out_dir / spec.filename)
+            if settings:
+                record["settings"] = settings
+            if spec.runtime == "tflite":
+                record["io"] = tflite_io_details(str(out_dir / spec.filename))
         except Exception as exc:  # one failed variant must not stop the others
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
             (work_dir).mkdir(parents=True, exist_ok=True)
@@ -101,9 +154,14 @@ def export_model(
         "model": name,
         "source": source.describe(),
         "labels": labels,
-        "preprocessing": Preprocessing.from_file(out_dir / "preprocessor_config.json").to_dict(),
+        "preprocessing": preprocessing.to_dict(),
         "variants": list(records.values()),
         "sample_images": [str(p) for p in images],
+        "calibration": {
+            "path": str(calibration_dir) if calibration_dir else None,
+            "images": [str(p.relative_to(calibration_dir)) for p in calib_paths],
+            "sha256": [sha256_file(p) for p in calib_paths],
+        },
         "edgeport_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -134,6 +192,14 @@ def validate_export(
     manifest = read_manifest(out_dir)
     labels = manifest["labels"]
     eval_set = scan_eval_set(eval_dir, labels)  # label mapping errors surface before any work
+    calib_hashes = set(manifest.get("calibration", {}).get("sha256", []))
+    if calib_hashes:
+        shared = [s.path for s in eval_set.samples if sha256_file(s.path) in calib_hashes]
+        if shared:
+            raise ValueError(
+                f"{len(shared)} evaluation image(s) in {eval_dir} were used to calibrate the int8 variants "
+                f"(e.g. {shared[0].name}): evaluate on images disjoint from the calibration set"
+            )
     preprocess = Preprocessing.from_file(out_dir / "preprocessor_config.json")
     inputs, y, _ = load_eval_arrays(eval_set, preprocess, progress=progress)
     src = manifest["source"]

@@ -14,8 +14,11 @@ class SavedModelRunner(Runner):
     def _load(self) -> None:
         import tensorflow as tf
 
-        tf.config.threading.set_intra_op_parallelism_threads(self.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(self.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:
+            pass  # TensorFlow already started in this process; its thread pools are fixed now
         try:
             loaded = tf.saved_model.load(str(self.path))
         except Exception as exc:

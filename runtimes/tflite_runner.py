@@ -62,3 +62,19 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
         return y.astype(np.float32)
     scale, zero = detail["quantization"]
     return (y.astype(np.float32) - zero) * scale
+
+
+def tflite_io_details(path: str) -> dict:
+    """Input and output name, shape, dtype and (scale, zero point) of a .tflite file."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path))
+
+    def describe(d: dict) -> dict:
+        scale, zero = d["quantization"]
+        out = {"name": d["name"], "shape": [int(x) for x in d["shape"]], "dtype": np.dtype(d["dtype"]).name}
+        if scale:
+            out.update(scale=float(scale), zero_point=int(zero))
+        return out
+
+    return {"input": describe(interp.get_input_details()[0]), "output": describe(interp.get_output_details()[0])}

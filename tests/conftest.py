@@ -13,12 +13,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 FACES = REPO / "tests" / "data" / "faces"
+CALIB = REPO / "tests" / "data" / "calib"
+ALL_VARIANTS = ["onnx-fp32", "onnx-fp16", "onnx-int8-dynamic", "onnx-int8-static", "savedmodel-fp32",
+                "tflite-fp32", "tflite-fp16", "tflite-int8-dynamic", "tflite-int8", "tflite-int8-io"]
 
 
 @pytest.fixture(scope="session")
 def faces_dir() -> Path:
     """8 real UTKFace crops in class folders female/ and male/ (see tests/data/README.md)."""
     return FACES
+
+
+@pytest.fixture(scope="session")
+def calib_dir() -> Path:
+    """8 other real UTKFace crops, disjoint from faces_dir, for int8 calibration."""
+    return CALIB
 
 
 @pytest.fixture(scope="session")
@@ -30,14 +39,15 @@ def tiny_vit(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def exported_tiny(tiny_vit, faces_dir, tmp_path_factory) -> Path:
-    """tiny_vit exported to every fp32 variant (done once; tests copy it before changing it)."""
+def exported_tiny(tiny_vit, faces_dir, calib_dir, tmp_path_factory) -> Path:
+    """tiny_vit exported to every variant (done once; tests copy it before changing it)."""
     from edgeport.model_source import resolve_source
     from edgeport.pipeline import export_model
 
     out = tmp_path_factory.mktemp("export") / "tiny-vit"
     result = export_model("tiny-vit", resolve_source(str(tiny_vit)), out,
-                          variants=["onnx-fp32", "savedmodel-fp32", "tflite-fp32"], images_dir=faces_dir)
+                          variants=ALL_VARIANTS, images_dir=None, calibration_dir=calib_dir,
+                          eval_dir=faces_dir)
     assert result.failed == [], result.manifest
     return out
 

@@ -16,7 +16,9 @@ VARIANT_KEYS = {"name", "runtime", "path", "size_bytes", "accuracy", "agreement"
 
 def _config(tmp_path, budgets: str) -> str:
     path = tmp_path / "edgeport.toml"
-    path.write_text("[settings]\nlatency_runs = 3\nwarmup = 1\n\n" + budgets)
+    # fp32 budgets only: a random-weight ViT's logits are too close together for int8 agreement
+    path.write_text("[settings]\nlatency_runs = 3\nwarmup = 1\n[budgets.int8]\nmin_agreement = 0\n"
+                    "[budgets.fp16]\nmin_agreement = 0\nmax_accuracy_drop = 100\n\n" + budgets)
     return str(path)
 
 
@@ -31,12 +33,16 @@ def test_validate_passes_and_writes_reports(exported_copy, faces_dir, tmp_path, 
     assert report["labels"] == ["female", "male"]
     assert report["eval_set"]["images"] == 8 and report["eval_set"]["skipped"] == 0
     assert report["source"]["random_weights"] is True
+    from conftest import ALL_VARIANTS
+
     names = [v["name"] for v in report["variants"]]
-    assert names == ["onnx-fp32", "savedmodel-fp32", "tflite-fp32"]
+    assert names == ALL_VARIANTS
     for v in report["variants"]:
         assert VARIANT_KEYS <= set(v)
-        assert v["agreement"] == 1.0 and v["max_abs_diff"] < 1e-4
         assert v["latency_ms"]["p50"] > 0 and v["size_bytes"] > 0
+        if v["precision"] == "fp32":
+            assert v["agreement"] == 1.0 and v["max_abs_diff"] < 1e-4
+        assert set(v["per_class_drift_points"]) == {"female", "male"}
     md = (exported_copy / "report.md").read_text()
     assert "PASSED" in md and "| tflite-fp32 |" in md and "random weights" in md
 

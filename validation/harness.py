@@ -70,6 +70,8 @@ class VariantResult:
             "max_abs_diff": m.get("max_abs_diff"),
             "mean_abs_diff": m.get("mean_abs_diff"),
             "cosine": m.get("cosine"),
+            "accuracy_drift_points": m.get("accuracy_drift_points"),
+            "per_class_drift_points": m.get("per_class_drift_points"),
             "latency_ms": self.latency_ms,
             "budget": self.budget,
             "passed": self.passed,
@@ -172,6 +174,7 @@ def validate(
                 try:
                     logits, latency = run_variant(variant, inputs_path, settings, work)
                     result.metrics = metrics.compare(logits, ref_logits, labels, label_names)
+                    result.metrics.update(metrics.drift(result.metrics, ref_result.metrics))
                     result.latency_ms = metrics.latency_summary(latency)
                     result.failures = budget.check(result.metrics, ref_result.metrics["accuracy"])
                 except (WorkerError, ValueError) as exc:

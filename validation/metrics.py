@@ -62,3 +62,14 @@ def compare(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray, names
         "mean_abs_diff": mean_d,
         "cosine": cosine(logits, reference),
     }
+
+
+def drift(variant: dict, reference: dict) -> dict:
+    """Accuracy change from the reference in percentage points, overall and per class."""
+    per_class = {
+        name: None if acc is None or reference["per_class_accuracy"].get(name) is None
+        else (acc - reference["per_class_accuracy"][name]) * 100.0
+        for name, acc in variant["per_class_accuracy"].items()
+    }
+    return {"accuracy_drift_points": (variant["accuracy"] - reference["accuracy"]) * 100.0,
+            "per_class_drift_points": per_class}

@@ -3,29 +3,11 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from pathlib import Path
 from typing import Any
 
+from runtimes.machine import cpu_description
 from validation.harness import VariantResult
-
-
-def cpu_description() -> dict[str, Any]:
-    """CPU model, core count and the SIMD extensions that matter for int8 speed."""
-    info: dict[str, Any] = {"machine": platform.machine(), "cores": os.cpu_count()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return info
-    for line in text.splitlines():
-        if line.startswith("model name") and "model" not in info:
-            info["model"] = line.split(":", 1)[1].strip()
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            wanted = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "fma", "f16c"]
-            info["isa"] = [f for f in wanted if f in flags]
-            break
-    return info
 
 
 def build_report(

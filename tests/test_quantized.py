@@ -1,0 +1,150 @@
+"""Quantized and fp16 variants: each runtime runs each format; builtin-only TFLite; calibration rules."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from converters.onnx2tf_tool import ConversionError
+from converters.tflite_ops import non_builtin_operators, require_builtin_ops
+from runtimes import runner_class
+from validation.dataset import load_eval_arrays, scan_eval_set
+from validation.preprocess import Preprocessing
+
+QUANTIZED = [
+    ("onnxruntime", "model_fp16.onnx", 5e-3),
+    ("onnxruntime", "model_int8_dynamic.onnx", 0.1),
+    ("onnxruntime", "model_int8_static.onnx", 0.5),
+    ("tflite", "model_fp16.tflite", 5e-3),
+    ("tflite", "model_int8_dynamic.tflite", 0.1),
+    ("tflite", "model_int8.tflite", 0.5),
+    ("tflite", "model_int8_io.tflite", 0.5),
+]
+
+
+@pytest.fixture(scope="module")
+def batch_and_reference(exported_tiny, tiny_vit, faces_dir):
+    pre = Preprocessing.from_file(exported_tiny / "preprocessor_config.json")
+    inputs, _, _ = load_eval_arrays(scan_eval_set(faces_dir, ["female", "male"]), pre, progress=False)
+    with runner_class("torch")(tiny_vit) as r:
+        return inputs, r.infer(inputs)
+
+
+@pytest.mark.parametrize("runtime, artifact, atol", QUANTIZED)
+def test_runtime_runs_quantized_format(runtime, artifact, atol, exported_tiny, batch_and_reference):
+    inputs, reference = batch_and_reference
+    with runner_class(runtime)(exported_tiny / artifact) as runner:
+        out = runner.infer(inputs)
+    assert out.shape == reference.shape and out.dtype == np.float32
+    assert np.isfinite(out).all()
+    diff = np.abs(out - reference).max()
+    assert 0 < diff < atol  # quantized: close to the reference, but not bit-identical
+
+
+def test_quantized_files_are_smaller(exported_tiny):
+    fp32 = (exported_tiny / "model_fp32.tflite").stat().st_size
+    for name in ("model_int8.tflite", "model_int8_io.tflite", "model_int8_dynamic.tflite", "model_fp16.tflite"):
+        assert (exported_tiny / name).stat().st_size < 0.8 * fp32, name
+
+
+def test_int8_io_records_quantization_and_takes_int8(exported_tiny):
+    manifest = json.loads((exported_tiny / "manifest.json").read_text())
+    rec = {v["name"]: v for v in manifest["variants"]}
+    io = rec["tflite-int8-io"]["io"]
+    assert io["input"]["dtype"] == "int8" and io["output"]["dtype"] == "int8"
+    assert io["input"]["scale"] > 0 and isinstance(io["input"]["zero_point"], int)
+    assert io["input"]["shape"][-1] == 3  # NHWC
+    assert rec["tflite-int8"]["io"]["input"]["dtype"] == "float32"
+    for name in ("tflite-fp32", "tflite-fp16", "tflite-int8-dynamic", "tflite-int8", "tflite-int8-io"):
+        assert rec[name]["status"] == "ok" and "GELU" in rec[name]["settings"]["ops"]
+
+
+def test_calibration_images_recorded_and_disjoint_from_eval(exported_tiny, calib_dir, faces_dir):
+    manifest = json.loads((exported_tiny / "manifest.json").read_text())
+    cal = manifest["calibration"]
+    assert sorted(cal["images"]) == sorted(p.name for p in calib_dir.glob("*.jpg"))
+    from edgeport.model_source import sha256_file
+
+    eval_hashes = {sha256_file(p) for p in faces_dir.rglob("*.jpg")}
+    assert eval_hashes and not eval_hashes & set(cal["sha256"])
+
+
+def test_bundled_calibration_and_eval_sets_are_disjoint():
+    from edgeport.config import load_config
+    from edgeport.model_source import sha256_file
+
+    for model in load_config().models:
+        calib = {sha256_file(p) for p in model.calibration_dir.rglob("*") if p.is_file()}
+        evals = {sha256_file(p) for p in model.eval_dir.rglob("*") if p.is_file()}
+        assert calib and evals and not calib & evals, model.name
+
+
+def test_export_refuses_calibration_overlapping_eval(tiny_vit, faces_dir, tmp_path):
+    from edgeport.model_source import resolve_source
+    from edgeport.pipeline import export_model
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    shutil.copy(next(faces_dir.rglob("*.jpg")), calib / "copied.jpg")
+    with pytest.raises(ValueError, match="also in the calibration set"):
+        export_model("t", resolve_source(str(tiny_vit)), tmp_path / "out", variants=["onnx-int8-static"],
+                     images_dir=None, calibration_dir=calib, eval_dir=faces_dir)
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_validate_refuses_eval_set_used_for_calibration(exported_copy, calib_dir, tmp_path):
+    from edgeport.config import DEFAULT_BUDGETS
+    from edgeport.pipeline import validate_export
+    from validation.harness import RunSettings
+
+    ev = tmp_path / "ev" / "male"
+    ev.mkdir(parents=True)
+    shutil.copy(next(calib_dir.glob("*.jpg")), ev)
+    with pytest.raises(ValueError, match="used to calibrate"):
+        validate_export(exported_copy, tmp_path / "ev", DEFAULT_BUDGETS, RunSettings(runs=1), progress=False)
+
+
+@pytest.fixture(scope="module")
+def flex_tflite(tmp_path_factory):
+    """A .tflite that needs a Flex (SELECT_TF_OPS) op."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32)])
+    def f(x):
+        return tf.math.erf(x)  # exact erf has no TFLite builtin: it becomes FlexErf
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    path = tmp_path_factory.mktemp("flex") / "flex.tflite"
+    path.write_bytes(conv.convert())
+    return path
+
+
+def test_flex_op_is_detected(flex_tflite, exported_tiny):
+    assert non_builtin_operators(flex_tflite) == ["FlexErf"]
+    assert non_builtin_operators(exported_tiny / "model_int8.tflite") == []
+    with pytest.raises(ConversionError, match="FlexErf"):
+        require_builtin_ops(flex_tflite)
+
+
+def test_flex_op_fails_the_variant_in_the_report(tiny_vit, calib_dir, faces_dir, flex_tflite, tmp_path, monkeypatch):
+    import converters.tflite_fp32 as tflite_fp32
+    from edgeport.model_source import resolve_source
+    from edgeport.pipeline import export_model
+
+    real_run = tflite_fp32.run_onnx2tf
+
+    def run_then_swap(args, *, work_dir, log_path):  # onnx2tf "produces" a Flex model
+        real_run(args, work_dir=work_dir, log_path=log_path)
+        out = args[args.index("-o") + 1]
+        shutil.copy(flex_tflite, f"{out}/model_b1_float32.tflite")
+
+    monkeypatch.setattr(tflite_fp32, "run_onnx2tf", run_then_swap)
+    result = export_model("t", resolve_source(str(tiny_vit)), tmp_path / "out", variants=["tflite-fp32"],
+                          images_dir=None, calibration_dir=calib_dir, eval_dir=faces_dir)
+    rec = {v["name"]: v for v in result.manifest["variants"]}
+    assert rec["onnx-fp32"]["status"] == "ok"
+    assert rec["tflite-fp32"]["status"] == "failed" and "FlexErf" in rec["tflite-fp32"]["error"]
+    assert not (tmp_path / "out" / "model_fp32.tflite").exists()
