@@ -8,11 +8,12 @@ export USE_TF := 0
 export HF_HUB_OFFLINE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv export-all test clean help
+.PHONY: venv export-all test train-models clean help
 
 help:
 	@echo "make export-all   export + validate every model in $(CONFIG) into artifacts/"
 	@echo "make test         run the test suite"
+	@echo "make train-models retrain the bundled models (needs ../shared/datasets; see training/README.md)"
 	@echo "make clean        remove artifacts/ outputs"
 
 venv:
@@ -23,6 +24,14 @@ export-all: venv
 
 test: venv
 	$(PY) -m pytest
+
+# Reproduces models/ and data/ from the shared datasets (about an hour per model on 1 core).
+train-models: venv
+	$(PY) -m training.make_subsets --out data
+	$(PY) -m training.train_vit --recipe training/recipes/gender.toml --out models/gender-vit
+	$(PY) -m training.evaluate --recipe training/recipes/gender.toml --model models/gender-vit
+	$(PY) -m training.train_vit --recipe training/recipes/emotion.toml --out models/emotion-vit
+	$(PY) -m training.evaluate --recipe training/recipes/emotion.toml --model models/emotion-vit
 
 clean:
 	rm -rf artifacts/*/
