@@ -90,3 +90,18 @@ def _key(onnx_path: Path, calibration: CalibrationData | None) -> str:
         h.update(np.ascontiguousarray(calibration.images_nhwc, dtype=np.float32).tobytes())
         h.update(repr((list(calibration.mean), list(calibration.std))).encode())
     return h.hexdigest()
+
+
+def copy_checked_tflite(out_dir: Path, kind: str, dest: str | Path) -> dict:
+    """Copy the ``kind`` .tflite of a tensorflow_outputs folder to ``dest`` if it is builtin-only.
+
+    Returns {"ops": [...]} for the manifest; raises ConversionError naming any Flex/custom op.
+    """
+    from converters.atomic import atomic_path
+    from converters.tflite_ops import require_builtin_ops
+
+    src = tflite_file(out_dir, kind)
+    ops = require_builtin_ops(src)
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+    return {"ops": ops}

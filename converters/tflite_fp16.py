@@ -5,18 +5,11 @@ gets an fp16 input), so this one comes from the TensorFlow converter run.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-from converters.atomic import atomic_path
-from converters.tensorflow_run import tflite_file
-from converters.tflite_ops import require_builtin_ops
+from converters.tensorflow_run import copy_checked_tflite
 
 
 def copy_tflite_fp16(tf_outputs: Path, out_path: str | Path) -> dict:
     """Copy the fp16 .tflite of a tensorflow_outputs folder to ``out_path`` if builtin-only."""
-    src = tflite_file(tf_outputs, "fp16")
-    ops = require_builtin_ops(src)
-    with atomic_path(out_path) as tmp:
-        shutil.copyfile(src, tmp)
-    return {"ops": ops}
+    return copy_checked_tflite(tf_outputs, "fp16", out_path)

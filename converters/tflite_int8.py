@@ -9,18 +9,11 @@ allocate_tensors(), so they are not shipped.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-from converters.atomic import atomic_path
-from converters.tensorflow_run import tflite_file
-from converters.tflite_ops import require_builtin_ops
+from converters.tensorflow_run import copy_checked_tflite
 
 
 def copy_tflite_int8(tf_outputs: Path, out_path: str | Path, *, int8_io: bool = False) -> dict:
     """Copy the full-integer .tflite (float I/O, or int8 I/O with ``int8_io``) if builtin-only."""
-    src = tflite_file(tf_outputs, "int8-io" if int8_io else "int8")
-    ops = require_builtin_ops(src)
-    with atomic_path(out_path) as tmp:
-        shutil.copyfile(src, tmp)
-    return {"ops": ops}
+    return copy_checked_tflite(tf_outputs, "int8-io" if int8_io else "int8", out_path)
