@@ -63,6 +63,33 @@ def simplify_to_batch1(onnx_path: Path, out_path: Path) -> Path:
     return out_path
 
 
+def shared_batch1_model(onnx_path: Path, folder: Path) -> Path:
+    """``simplify_to_batch1`` of ``onnx_path`` into ``folder``, done once per ONNX file.
+
+    Both onnx2tf runs (flatbuffer_direct and the TensorFlow backend) need the same input;
+    on ViT-B/16 simplifying takes tens of seconds, so the second run reuses the first's file
+    when the stamp beside it names the same source bytes.
+    """
+    import hashlib
+
+    out = folder / "model_b1.onnx"
+    stamp = folder / "model_b1.onnx.source-sha256"
+    h = hashlib.sha256()
+    with open(onnx_path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    key = h.hexdigest()
+    if out.exists() and stamp.exists() and stamp.read_text() == key:
+        return out
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp.unlink(missing_ok=True)
+    tmp = folder / ".model_b1.partial.onnx"
+    simplify_to_batch1(onnx_path, tmp)
+    os.replace(tmp, out)
+    stamp.write_text(key)
+    return out
+
+
 def run_onnx2tf(args: Sequence[str], *, work_dir: Path, log_path: Path) -> None:
     """Run ``onnx2tf ARGS`` in ``work_dir``; raise ConversionError with the log's tail on failure."""
     env = dict(os.environ)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.onnx2tf_tool import ConversionError, run_onnx2tf, simplify_to_batch1, write_onnx2tf_sample
+from converters.onnx2tf_tool import ConversionError, run_onnx2tf, shared_batch1_model, write_onnx2tf_sample
 
 # suffixes of the files onnx2tf writes, by what they are
 FILES = {
@@ -57,10 +57,11 @@ def tensorflow_outputs(
         return out_dir
     shutil.rmtree(out_dir, ignore_errors=True)
     write_onnx2tf_sample(sample_images, work_dir)
-    static = simplify_to_batch1(onnx_path, work_dir / "model_b1.onnx")
+    static = shared_batch1_model(onnx_path, work_dir.parent)
     # -rtpo Erf: an Erf left in the graph (opset < 20 exports) becomes builtin ops, not FlexErf.
+    # -nuo: the input is already simplified; onnx2tf's own onnxsim pass would redo that work.
     args = ["-i", str(static), "-o", str(out_dir), "-tb", "tf_converter", "-osd", "-rtpo", "Erf",
-            "-doem", "-v", "warn"]
+            "-doem", "-nuo", "-v", "warn"]
     if calibration is not None:
         calib_path = work_dir / "calibration_nhwc.npy"
         np.save(calib_path, calibration.images_nhwc.astype(np.float32))

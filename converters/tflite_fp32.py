@@ -9,7 +9,7 @@ from converters.atomic import atomic_path
 from converters.onnx2tf_tool import (
     ConversionError,
     run_onnx2tf,
-    simplify_to_batch1,
+    shared_batch1_model,
     write_onnx2tf_sample,
 )
 from converters.tflite_ops import require_builtin_ops
@@ -29,11 +29,11 @@ def convert_tflite_fp32(
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     write_onnx2tf_sample(sample_images, work)
-    static = simplify_to_batch1(Path(onnx_path), work / "model_b1.onnx")
+    static = shared_batch1_model(Path(onnx_path), work.parent)
     out_dir = work / "tflite-fp32"
     shutil.rmtree(out_dir, ignore_errors=True)
     run_onnx2tf(
-        ["-i", str(static), "-o", str(out_dir), "-tb", "flatbuffer_direct", "-doem", "-v", "warn"],
+        ["-i", str(static), "-o", str(out_dir), "-tb", "flatbuffer_direct", "-doem", "-nuo", "-v", "warn"],
         work_dir=work,
         log_path=work / "onnx2tf-tflite-fp32.log",
     )

@@ -1,4 +1,4 @@
-"""The `edgeport` command line: export, validate, export-all."""
+"""The `edgeport` command line: export, validate, export-all, bench."""
 from __future__ import annotations
 
 import argparse
@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of real images for onnx2tf's sample (default: the calibration folder, "
                         "else the model's eval folder)")
     p.add_argument("--config", type=Path, help="config file (default: edgeport.toml)")
+    p.add_argument("--force", action="store_true",
+                   help="re-export every variant (default: reuse artifacts that are up to date)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
@@ -98,7 +100,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate model NAME on DIR instead of its configured eval folder (repeatable)")
     p.add_argument("--only", action="append", default=[], metavar="NAME", help="only this model (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--force", action="store_true",
+                   help="re-export every variant (default: reuse artifacts whose inputs and sha256 are unchanged, "
+                        "so a rerun after an interruption finishes only the remaining work)")
     p.set_defaults(func=cmd_export_all)
+
+    p = sub.add_parser(
+        "bench", help="benchmark export time, memory and latency on a ViT-B/16 (random weights)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Build a ViT-B/16 with random weights (the architecture of\n"
+                    "rizvandwiki/gender-classification; latency only), export every variant with each\n"
+                    "step in its own process (wall time, peak memory), time each variant at batch 1\n"
+                    "and batch 8 next to PyTorch eager, run the plain tools (optimum-cli, onnx2tf\n"
+                    "defaults) on the same model, and time validation of a bundled model. Writes\n"
+                    "OUT/bench.json and OUT/bench.md with every figure against its target.",
+    )
+    p.add_argument("--config", type=Path, help="config file (default: edgeport.toml)")
+    p.add_argument("--out", type=Path, help="output folder (default: ARTIFACTS/bench; replaced)")
+    p.add_argument("--arch", default="vit-b16", choices=["vit-b16", "tiny"], help="model to build (default vit-b16)")
+    p.add_argument("--variants", help="comma-separated variants (default: all)")
+    p.add_argument("--calibration", type=Path,
+                   help="real images for calibration and onnx2tf's sample (default: the validated model's, "
+                        "else the first configured calibration folder)")
+    p.add_argument("--runs", type=int, default=20, help="timed batch-1 runs per variant (default 20)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the plain optimum-cli + onnx2tf run")
+    p.add_argument("--validate-model", metavar="NAME",
+                   help="bundled model whose validation is timed (default: the config's first; 'none' to skip)")
+    p.add_argument("--validate-eval", type=Path, metavar="DIR",
+                   help="evaluation set for that timing (default: the model's eval folder; the target is "
+                        "stated for 2000 images, e.g. ../shared/datasets/utkface/eval)")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
@@ -122,7 +153,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     calibration = args.calibration or entry.calibration_dir
     images = args.images or (None if calibration else entry.eval_dir)
     result = export_model(entry.name, source, out, variants=variants, images_dir=images,
-                          calibration_dir=calibration, eval_dir=entry.eval_dir, opset=cfg.opset)
+                          calibration_dir=calibration, eval_dir=entry.eval_dir, opset=cfg.opset, force=args.force)
     print(f"manifest: {out / 'manifest.json'}")
     return EXIT_FAILED if result.failed else EXIT_OK
 
@@ -164,7 +195,8 @@ def cmd_export_all(args: argparse.Namespace) -> int:
     for m, source, eval_dir in plans:
         result = export_model(m.name, source, root / m.name, variants=m.variants,
                               images_dir=None if m.calibration_dir else eval_dir,
-                              calibration_dir=m.calibration_dir, eval_dir=eval_dir, opset=cfg.opset)
+                              calibration_dir=m.calibration_dir, eval_dir=eval_dir, opset=cfg.opset,
+                              force=args.force)
         report = validate_export(root / m.name, eval_dir, cfg.budgets_for(m), cfg.run,
                                  progress=not args.no_progress)
         if result.failed or not report["passed"]:
@@ -173,6 +205,34 @@ def cmd_export_all(args: argparse.Namespace) -> int:
         print(f"edgeport: {len(failed)} of {len(plans)} model(s) failed: {', '.join(failed)}", file=sys.stderr)
         return EXIT_FAILED
     print(f"edgeport: all {len(plans)} model(s) passed; reports under {root}/")
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edgeport.bench import BenchOptions, run_bench
+
+    cfg = _config(args)
+    model = None
+    if (args.validate_model or "").lower() != "none" and cfg.models:
+        model = cfg.model(args.validate_model) if args.validate_model else cfg.models[0]
+        if model is None:
+            raise ConfigError(f"--validate-model {args.validate_model!r} is not a model in {cfg.path}")
+    eval_dir = args.validate_eval or (model.eval_dir if model else None)
+    if eval_dir is not None and not eval_dir.is_dir():
+        raise FileNotFoundError(f"evaluation folder not found: {eval_dir}")
+    calibration = args.calibration or next(
+        (m.calibration_dir for m in ([model] if model else []) + cfg.models if m.calibration_dir), None)
+    if calibration is None:
+        raise ConfigError("bench needs real images for calibration: pass --calibration DIR")
+    opts = BenchOptions(
+        out_dir=args.out or cfg.artifacts_dir / "bench", arch=args.arch,
+        variants=args.variants.split(",") if args.variants else DEFAULT_VARIANTS,
+        calibration_dir=calibration, runs=args.runs, baseline=not args.no_baseline,
+        validate_model=model, validate_eval=eval_dir, threads=cfg.run.threads,
+        budgets=cfg.budgets_for(model) if model else {}, run_settings=cfg.run,
+    )
+    result = run_bench(opts)
+    print(f"bench: {opts.out_dir / 'bench.md'} and bench.json ({result['total_seconds'] / 60:.1f} min)")
     return EXIT_OK
 
 

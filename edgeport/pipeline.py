@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -17,7 +17,8 @@ from edgeport import __version__
 import numpy as np
 
 from edgeport.model_source import ModelSource, copy_model_metadata, read_labels, sha256_file
-from edgeport.variants import TF_INT8, VARIANTS, ExportContext, resolve_variants
+from edgeport.stage import StageResult, run_stage, run_stage_in_process, save_context
+from edgeport.variants import SHARED_TF_STEP, TF_BACKEND, TF_INT8, VARIANTS, ExportContext, resolve_variants
 from runtimes.tflite_runner import tflite_io_details
 from validation.budgets import Budget, budget_for
 from validation.dataset import IMAGE_EXTENSIONS, load_eval_arrays, open_image, scan_eval_set
@@ -94,6 +95,8 @@ def export_model(
     calibration_dir: Path | None = None,
     eval_dir: Path | None = None,
     opset: int = 20,
+    isolate: bool = True,
+    force: bool = False,
 ) -> ExportResult:
     """Produce every requested variant of ``source`` under ``out_dir`` and write manifest.json.
 
@@ -101,7 +104,13 @@ def export_model(
     recursively); it must share no image with ``eval_dir``. ``images_dir`` (default: the
     calibration folder) gives onnx2tf its sample. A variant whose conversion fails is
     recorded with its error (and so is every variant converted from it); the others are
-    still produced.
+    still produced. Each step runs in its own process (``isolate``; see edgeport.stage), so
+    its wall time and peak memory are recorded and its memory is returned when it ends.
+
+    The manifest is rewritten after every step, so a run that is killed keeps the record of
+    what it finished; the next run reuses every artifact whose inputs (source weights,
+    opset, calibration images, the artifact it is converted from) are unchanged and whose
+    file still has the sha256 the manifest records, unless ``force``.
     """
     specs = resolve_variants(variants)
     names = [s.name for s in specs]
@@ -109,6 +118,7 @@ def export_model(
     if calib_paths and eval_dir:
         check_disjoint(calib_paths, list_images(eval_dir), calibration_dir, eval_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    previous = {} if force else _previous_records(out_dir)
     copy_model_metadata(source, out_dir)
     labels = read_labels(out_dir / "config.json")
     preprocessing = Preprocessing.from_file(out_dir / "preprocessor_config.json")
@@ -118,59 +128,153 @@ def export_model(
                         mean=preprocessing.image_mean, std=preprocessing.image_std)
     if calib_paths and NEEDS_CALIBRATION & set(names):
         ctx.calibration_nchw, ctx.calibration_nhwc01 = calibration_arrays(calib_paths, preprocessing)
+    calib_sha = [sha256_file(p) for p in calib_paths]
+    described = source.describe()
+
+    context_dir = work_dir / "context"
+    save_context(ctx, context_dir)
+
+    def step(name_: str) -> StageResult:
+        return run_stage(name_, context_dir) if isolate else run_stage_in_process(name_, ctx)
 
     records: dict[str, dict[str, Any]] = {}
+    stages: list[dict[str, Any]] = []
+    manifest = {
+        "model": name,
+        "source": described,
+        "labels": labels,
+        "preprocessing": preprocessing.to_dict(),
+        "variants": [],
+        "stages": stages,
+        "export_seconds": None,
+        "sample_images": [str(p) for p in images],
+        "calibration": {
+            "path": str(calibration_dir) if calibration_dir else None,
+            "images": [str(p.relative_to(calibration_dir)) for p in calib_paths],
+            "sha256": calib_sha,
+        },
+        "edgeport_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    tf_error: str | None = None
+    tf_done = False
+    export_start = time.perf_counter()
     for i, spec in enumerate(specs, 1):
+        key = _inputs_key(spec.name, described, opset, calib_sha if spec.name in NEEDS_CALIBRATION else None,
+                          records[spec.requires].get("inputs_key") if spec.requires else None)
         record = {"name": spec.name, "runtime": spec.runtime, "precision": spec.precision,
-                  "path": spec.filename, "status": "ok", "error": None, "seconds": None}
+                  "path": spec.filename, "status": "ok", "error": None, "seconds": None, "inputs_key": key}
         records[spec.name] = record
+        manifest["variants"] = list(records.values())
         log(f"[{name}] ({i}/{len(specs)}) {spec.name}: {spec.description}")
         if spec.requires and records[spec.requires]["status"] != "ok":
             record.update(status="failed", error=f"needs {spec.requires}, which failed")
             log(f"[{name}]   skipped: {record['error']}")
             continue
+        reused, why = _reusable(previous.get(spec.name), key, out_dir / spec.filename)
+        if reused:
+            record.update({k: v for k, v in previous[spec.name].items() if k not in ("seconds", "peak_rss_mb")},
+                          reused=True)
+            log(f"[{name}]   up to date: {spec.filename} (sha256 matches the manifest; --force re-exports)")
+            continue
+        if why:
+            record["note"] = why
+            log(f"[{name}]   {why}")
         if spec.runtime in ("savedmodel", "tflite") and not images:
             record.update(status="failed",
                           error="onnx2tf needs sample images: give the model an 'eval' or 'calibration' folder")
             log(f"[{name}]   failed: {record['error']}")
             continue
-        start = time.perf_counter()
-        try:
-            settings = spec.convert(ctx, out_dir / spec.filename)
-            if settings:
-                record["settings"] = settings
+        if spec.name in TF_BACKEND and not tf_done:
+            tf_done = True
+            log(f"[{name}]   running onnx2tf's TensorFlow backend once for {', '.join(sorted(TF_BACKEND & set(names)))}")
+            shared = step(SHARED_TF_STEP)
+            stages.append(shared.to_dict())
+            tf_error = shared.error
+            log(f"[{name}]   onnx2tf TF backend: {'FAILED: ' + tf_error if tf_error else 'done'} "
+                f"in {shared.seconds:.1f} s, peak {shared.peak_rss_bytes / 2**30:.2f} GiB")
+        if spec.name in TF_BACKEND and tf_error:
+            record.update(status="failed", error=f"the shared onnx2tf TF-backend run failed: {tf_error}")
+            continue
+        stage = step(spec.name)
+        stages.append(stage.to_dict())
+        record["seconds"] = round(stage.seconds, 2)
+        record["peak_rss_mb"] = stage.to_dict()["peak_rss_mb"]
+        if stage.error:
+            record.update(status="failed", error=stage.error)
+            log(f"[{name}]   FAILED: {stage.error.splitlines()[0]} (traceback: {work_dir / (spec.name + '.error.log')})")
+        else:
+            if stage.settings:
+                record["settings"] = stage.settings
             if spec.runtime == "tflite":
                 record["io"] = tflite_io_details(str(out_dir / spec.filename))
-        except Exception as exc:  # one failed variant must not stop the others
-            record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-            (work_dir).mkdir(parents=True, exist_ok=True)
-            (work_dir / f"{spec.name}.error.log").write_text(traceback.format_exc())
-            log(f"[{name}]   FAILED: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
-        record["seconds"] = round(time.perf_counter() - start, 2)
-        if record["status"] == "ok":
-            log(f"[{name}]   wrote {spec.filename} in {record['seconds']:.1f} s")
+            record["sha256"] = artifact_sha256(out_dir / spec.filename)
+            log(f"[{name}]   wrote {spec.filename} in {record['seconds']:.1f} s, "
+                f"peak {stage.peak_rss_bytes / 2**30:.2f} GiB")
+        manifest["export_seconds"] = round(time.perf_counter() - export_start, 2)
+        _write_manifest(out_dir, manifest)  # after every step: a killed run keeps what it finished
 
-    manifest = {
-        "model": name,
-        "source": source.describe(),
-        "labels": labels,
-        "preprocessing": preprocessing.to_dict(),
-        "variants": list(records.values()),
-        "sample_images": [str(p) for p in images],
-        "calibration": {
-            "path": str(calibration_dir) if calibration_dir else None,
-            "images": [str(p.relative_to(calibration_dir)) for p in calib_paths],
-            "sha256": [sha256_file(p) for p in calib_paths],
-        },
-        "edgeport_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    tmp = out_dir / f".tmp-{MANIFEST}"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, out_dir / MANIFEST)
+    manifest["variants"] = list(records.values())
+    manifest["export_seconds"] = round(time.perf_counter() - export_start, 2)
+    _write_manifest(out_dir, manifest)
     if all(r["status"] == "ok" for r in records.values()):
         shutil.rmtree(work_dir, ignore_errors=True)  # keep logs only when something failed
     return ExportResult(out_dir, manifest)
+
+
+def artifact_sha256(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (relative names and contents, sorted)."""
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode() + b"\0" + sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def _inputs_key(variant: str, source: dict[str, Any], opset: int, calibration: list[str] | None,
+                parent_key: str | None) -> str:
+    """What a variant is made from: equal keys mean an existing artifact can be reused."""
+    identity = {"variant": variant, "weights": source.get("weights_sha256"), "id": source.get("id"),
+                "revision": source.get("revision"), "opset": opset, "calibration": calibration,
+                "parent": parent_key, "edgeport": __version__}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _previous_records(out_dir: Path) -> dict[str, dict[str, Any]]:
+    try:
+        old = json.loads((out_dir / MANIFEST).read_text())
+        return {v["name"]: v for v in old.get("variants", [])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # no manifest, or an unreadable one: export everything
+
+
+def _reusable(previous: dict[str, Any] | None, key: str, path: Path) -> tuple[bool, str | None]:
+    """(reuse?, why not, when the reason is worth telling)."""
+    if not previous or previous.get("status") != "ok" or previous.get("inputs_key") != key:
+        return False, None
+    if not path.exists():
+        return False, f"{path.name} is missing: exporting it again"
+    if previous.get("sha256") != artifact_sha256(path):
+        return False, f"{path.name} no longer matches the sha256 in its manifest: exporting it again"
+    return True, None
+
+
+def _changed_since_export(out_dir: Path, record: dict[str, Any]) -> str | None:
+    """An error when an artifact is missing or differs from what its manifest recorded."""
+    path = out_dir / record["path"]
+    if not path.exists():
+        return f"{path} is missing: run `edgeport export` again"
+    if record.get("sha256") and artifact_sha256(path) != record["sha256"]:
+        return (f"{path} changed after export (its sha256 no longer matches manifest.json): "
+                "run `edgeport export` again")
+    return None
+
+
+def _write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
+    tmp = out_dir / f".tmp-{MANIFEST}"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, out_dir / MANIFEST)
 
 
 def read_manifest(out_dir: Path) -> dict[str, Any]:
@@ -206,7 +310,7 @@ def validate_export(
     reference = Variant("reference", "torch", "fp32", src.get("path") or src["id"], revision=src.get("revision"))
     variants = [
         Variant(v["name"], v["runtime"], v["precision"], str(out_dir / v["path"]),
-                error=v["error"] if v["status"] != "ok" else None)
+                error=v["error"] if v["status"] != "ok" else _changed_since_export(out_dir, v))
         for v in manifest["variants"]
     ]
     ref, results = validate(

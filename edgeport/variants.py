@@ -6,7 +6,7 @@ variant here and it can be named in the config.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ class ExportContext:
     calibration_nhwc01: np.ndarray | None = None  # resized, scaled to [0, 1], for onnx2tf -oiqt
     mean: Sequence[float] = (0.5, 0.5, 0.5)
     std: Sequence[float] = (0.5, 0.5, 0.5)
-    cache: dict[str, Any] = field(default_factory=dict)
 
     @property
     def onnx_fp32(self) -> Path:
@@ -56,6 +55,9 @@ class VariantSpec:
 
 
 TF_INT8 = {"tflite-int8-dynamic", "tflite-int8", "tflite-int8-io"}
+# Variants taken from the one shared onnx2tf TensorFlow-backend run (the step SHARED_TF_STEP).
+TF_BACKEND = {"savedmodel-fp32", "tflite-fp16"} | TF_INT8
+SHARED_TF_STEP = "onnx2tf-tf-backend"
 
 
 def _tf_outputs(ctx: ExportContext) -> Path:
@@ -173,3 +175,27 @@ def resolve_variants(names: Sequence[str]) -> list[VariantSpec]:
             wanted.add(req)
             req = VARIANTS[req].requires
     return [spec for name, spec in VARIANTS.items() if name in wanted]
+
+
+def _shared_tf_step(ctx: ExportContext) -> dict:
+    from converters.tensorflow_run import tflite_file
+
+    out = _tf_outputs(ctx)
+    return {"outputs": sorted(p.name for p in out.glob("*.tflite") if "int16" not in p.name),
+            "fp32_tflite_bytes": tflite_file(out, "fp32").stat().st_size}
+
+
+def _variant_step(name: str) -> Callable[[ExportContext], "dict[str, Any] | None"]:
+    def step(ctx: ExportContext) -> "dict[str, Any] | None":
+        spec = VARIANTS[name]  # looked up when run, so the registry stays the one source
+        return spec.convert(ctx, ctx.out_dir / spec.filename)
+
+    return step
+
+
+# Every step `edgeport.stage` can run in its own process: one per variant, plus the shared
+# onnx2tf TensorFlow run that several variants copy their files from.
+STEPS: dict[str, Callable[[ExportContext], "dict[str, Any] | None"]] = {
+    SHARED_TF_STEP: _shared_tf_step,
+    **{name: _variant_step(name) for name in VARIANTS},
+}

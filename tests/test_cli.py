@@ -75,7 +75,7 @@ def test_failed_variant_is_recorded_and_others_kept(tiny_vit, faces_dir, tmp_pat
                                              spec.requires, broken, spec.description))
     out_dir = tmp_path / "out"
     result = export_model("tiny", resolve_source(str(tiny_vit)), out_dir,
-                          variants=["onnx-fp32", "tflite-fp32"], images_dir=faces_dir)
+                          variants=["onnx-fp32", "tflite-fp32"], images_dir=faces_dir, isolate=False)
     assert result.failed == ["tflite-fp32"]
     assert (out_dir / "model.onnx").exists() and not (out_dir / "model_fp32.tflite").exists()
     assert not list(out_dir.glob(".tmp-*"))

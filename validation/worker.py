@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--throughput-batch", type=int, default=0,
+                        help="also time --throughput-runs runs of this batch size (0: off)")
+    parser.add_argument("--throughput-runs", type=int, default=5)
     args = parser.parse_args(argv)
 
     os.environ.setdefault("USE_TF", "0")
@@ -50,11 +53,21 @@ def main(argv: list[str] | None = None) -> int:
                 start = time.perf_counter()
                 runner.infer(one)
                 latency.append(time.perf_counter() - start)
+            batch_seconds = []
+            if args.throughput_batch:
+                reps = -(-args.throughput_batch // len(inputs))  # repeat the inputs up to the batch size
+                big = np.concatenate([np.asarray(inputs)] * reps)[: args.throughput_batch]
+                runner.infer(big)
+                for _ in range(args.throughput_runs):
+                    start = time.perf_counter()
+                    runner.infer(big)
+                    batch_seconds.append(time.perf_counter() - start)
     except RunnerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     tmp = args.out + ".partial.npz"
-    np.savez(tmp, logits=logits, latency_s=np.asarray(latency))
+    np.savez(tmp, logits=logits, latency_s=np.asarray(latency), batch_s=np.asarray(batch_seconds),
+             batch_size=np.asarray(args.throughput_batch))
     os.replace(tmp, args.out)
     return 0
 

@@ -1,0 +1,87 @@
+"""Interrupted and repeated exports: finished work is kept and reused, changed files are caught."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from edgeport.cli import main
+from edgeport.model_source import resolve_source
+from edgeport.pipeline import artifact_sha256, export_model
+
+REPO = Path(__file__).resolve().parent.parent
+QUICK = ["onnx-fp32", "onnx-fp16", "onnx-int8-dynamic"]
+
+
+def _manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def test_rerun_reuses_up_to_date_artifacts_and_redoes_changed_ones(tiny_vit, tmp_path):
+    out = tmp_path / "out"
+    export_model("t", resolve_source(str(tiny_vit)), out, variants=QUICK, images_dir=None)
+    first = {v["name"]: v for v in _manifest(out)["variants"]}
+    assert all(v["status"] == "ok" and len(v["sha256"]) == 64 for v in first.values())
+    mtime = (out / "model_fp16.onnx").stat().st_mtime_ns
+
+    (out / "model_int8_dynamic.onnx").write_bytes(b"tampered")
+    export_model("t", resolve_source(str(tiny_vit)), out, variants=QUICK, images_dir=None)
+    second = {v["name"]: v for v in _manifest(out)["variants"]}
+    assert second["onnx-fp32"].get("reused") and second["onnx-fp16"].get("reused")
+    assert (out / "model_fp16.onnx").stat().st_mtime_ns == mtime  # not rewritten
+    assert not second["onnx-int8-dynamic"].get("reused")
+    assert "no longer matches the sha256" in second["onnx-int8-dynamic"]["note"]
+    assert artifact_sha256(out / "model_int8_dynamic.onnx") == second["onnx-int8-dynamic"]["sha256"]
+
+    export_model("t", resolve_source(str(tiny_vit)), out, variants=QUICK, images_dir=None, force=True)
+    assert not any(v.get("reused") for v in _manifest(out)["variants"])
+
+
+def test_validate_reports_an_artifact_changed_after_export(exported_copy, faces_dir, tmp_path, capsys):
+    (exported_copy / "model_fp16.tflite").write_bytes((exported_copy / "model_fp32.tflite").read_bytes())
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("")
+    code = main(["validate", str(exported_copy), "--eval", str(faces_dir), "--no-progress", "--config", str(cfg)])
+    assert code == 1
+    report = json.loads((exported_copy / "report.json").read_text())
+    by_name = {v["name"]: v for v in report["variants"]}
+    assert "changed after export" in by_name["tflite-fp16"]["error"]
+    assert by_name["tflite-fp32"]["passed"] is True
+
+
+def test_export_killed_mid_run_finishes_on_rerun_with_identical_artifacts(tiny_vit, tmp_path):
+    clean = tmp_path / "clean"
+    export_model("t", resolve_source(str(tiny_vit)), clean, variants=QUICK, images_dir=None)
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "edgeport", "export", str(tiny_vit), "--out", str(out),
+           "--variants", ",".join(QUICK), "--config", str(tmp_path / "none.toml")]
+    (tmp_path / "none.toml").write_text("")
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # kill -9 as soon as the first artifact is recorded
+        if (out / "manifest.json").exists() and any(
+                v.get("sha256") for v in _manifest(out)["variants"]):
+            break
+        assert proc.poll() is None, "export ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = [v for v in _manifest(out)["variants"] if v.get("sha256")]
+    assert done and len(done) < len(QUICK)
+    # nothing that looks finished except what the manifest vouches for (partial files are hidden temps)
+    visible = {p.name for p in out.iterdir() if not p.name.startswith(".")}
+    assert visible <= {"config.json", "preprocessor_config.json", "manifest.json", *(v["path"] for v in done)}
+
+    export_model("t", resolve_source(str(tiny_vit)), out, variants=QUICK, images_dir=None)
+    final = {v["name"]: v for v in _manifest(out)["variants"]}
+    assert all(v["status"] == "ok" for v in final.values())
+    assert final["onnx-fp32"].get("reused")
+    for name in QUICK:  # the ONNX exports and conversions are deterministic
+        path = final[name]["path"]
+        assert artifact_sha256(out / path) == artifact_sha256(clean / path), path
