@@ -8,11 +8,12 @@ export USE_TF := 0
 export HF_HUB_OFFLINE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv export-all test train-models clean help
+.PHONY: venv export-all test bench train-models clean help
 
 help:
 	@echo "make export-all   export + validate every model in $(CONFIG) into artifacts/"
 	@echo "make test         run the test suite"
+	@echo "make bench        ViT-B/16 export/latency benchmark -> artifacts/bench/bench.md (BENCH_ARGS=...)"
 	@echo "make train-models retrain the bundled models (needs ../shared/datasets; see training/README.md)"
 	@echo "make clean        remove artifacts/ outputs"
 
@@ -24,6 +25,10 @@ export-all: venv
 
 test: venv
 	$(PY) -m pytest
+
+# e.g. make bench BENCH_ARGS="--validate-eval ../shared/datasets/utkface/eval"
+bench: venv
+	$(EDGEPORT) bench --config $(CONFIG) $(BENCH_ARGS)
 
 # Reproduces models/ and data/ from the shared datasets (about an hour per model on 1 core).
 train-models: venv

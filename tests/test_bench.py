@@ -1,0 +1,61 @@
+"""The bench machinery on a tiny model (the ViT-B/16 run itself is `make bench`, never a test)."""
+from __future__ import annotations
+
+import json
+import sys
+
+from edgeport.bench import BenchOptions, judge_targets, run_bench
+from edgeport.config import ModelEntry
+from edgeport.stage import _describe_exit, measure_command, run_stage
+from validation.harness import RunSettings
+
+
+def test_bench_on_a_tiny_model_writes_every_section(tiny_vit, calib_dir, faces_dir, tmp_path):
+    entry = ModelEntry(name="tiny", source=str(tiny_vit), eval_dir=faces_dir, calibration_dir=calib_dir,
+                       variants=["onnx-fp32", "onnx-int8-dynamic"])
+    opts = BenchOptions(out_dir=tmp_path / "bench", arch="tiny", variants=["onnx-fp32", "onnx-int8-dynamic"],
+                        calibration_dir=calib_dir, warmup=1, runs=3, throughput_runs=2, baseline=False,
+                        validate_model=entry, validate_eval=faces_dir, run_settings=RunSettings(runs=2))
+    result = run_bench(opts)
+    on_disk = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert on_disk["export"]["variants"] == result["export"]["variants"]
+    stages = {s["name"]: s for s in result["export"]["stages"]}
+    assert set(stages) == {"onnx-fp32", "onnx-int8-dynamic"}
+    # measured in a child process: a real peak, far above nothing and below the whole machine
+    assert all(20 < s["peak_rss_mb"] < 8000 and s["seconds"] > 0 for s in stages.values())
+    lat = {r["name"]: r for r in result["latency"]}
+    assert set(lat) == {"pytorch-eager", "onnx-fp32", "onnx-int8-dynamic"}
+    for row in lat.values():
+        assert row["error"] is None and 0 < row["p50_ms"] <= row["p90_ms"] and row["images_per_s"] > 0
+    assert lat["onnx-int8-dynamic"]["size_bytes"] < lat["onnx-fp32"]["size_bytes"]
+    v = result["validation"]
+    assert v["images"] == 8 and v["variants"] == 2 and v["seconds"] > 0
+    targets = {t["target"].split(" <=")[0]: t for t in result["targets"]}
+    assert targets["export of all variants"]["met"] is True  # a tiny model exports in seconds
+    md = (tmp_path / "bench" / "bench.md").read_text()
+    assert "| onnx-int8-dynamic | onnxruntime | int8 |" in md and "## Validation of a bundled model" in md
+
+
+def test_targets_report_misses_and_failed_variants():
+    result = {
+        "export": {"seconds": 400.0, "peak_rss_mb": 9000.0, "stages": [],
+                   "variants": [{"name": "tflite-int8", "status": "failed", "error": "boom", "size_bytes": None}]},
+        "latency": [{"name": "onnx-fp32", "runtime": "onnxruntime", "precision": "fp32", "p50_ms": 120.0},
+                    {"name": "onnx-int8-dynamic", "runtime": "onnxruntime", "precision": "int8", "p50_ms": 20.0}],
+        "validation": {"images": 400, "variants": 10, "seconds": 60.0, "passed": {"onnx-int8-dynamic": False}},
+    }
+    rows = {t["target"].split(" <=")[0]: t for t in judge_targets(result)}
+    assert rows["export of all variants"]["met"] is False and "tflite-int8" in rows["export of all variants"]["value"]
+    assert rows["export peak memory"]["met"] is False
+    assert rows["best fp32 variant"]["met"] is False
+    int8 = rows["best int8 variant"]
+    assert int8["met"] is False and "MISSED" in int8["value"]  # fast enough, but over its accuracy budget
+    validate = rows["validate 2000 images x all variants"]
+    assert validate["met"] is False and "~300 s per 2000" in validate["value"]
+
+
+def test_a_crashing_step_is_named_with_its_signal(tmp_path):
+    seconds, peak, code = measure_command([sys.executable, "-c", "import os; os.abort()"])
+    assert code < 0 and "SIGABRT" in _describe_exit(code)
+    broken = run_stage("onnx-fp32", tmp_path / "no-such-context")  # the child cannot even load its input
+    assert broken.error and "without a result" in broken.error and broken.settings is None
