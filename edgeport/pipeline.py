@@ -16,6 +16,7 @@ from typing import Any
 from edgeport import __version__
 import numpy as np
 
+from edgeport.mobile_bundle import write_mobile_bundle
 from edgeport.model_source import ModelSource, copy_model_metadata, read_labels, sha256_file
 from edgeport.stage import StageResult, run_stage, run_stage_in_process, save_context
 from edgeport.variants import SHARED_TF_STEP, TF_BACKEND, TF_INT8, VARIANTS, ExportContext, resolve_variants
@@ -336,6 +337,9 @@ def validate_export(
     )
     json_path, md_path = write_reports(report, out_dir)
     _print_summary(report, json_path, md_path)
+    bundle = write_mobile_bundle(out_dir, manifest, report)
+    if bundle:
+        log(f"[{report['model']}] mobile bundle: {bundle}/ (model.json, labels.txt, SHA256SUMS, README.md)")
     return report
 
 

@@ -1,0 +1,223 @@
+"""The mobile hand-off: artifacts/<model>/mobile/ with everything an app developer needs.
+
+    mobile/
+      model_fp32.tflite ...   the TFLite variants (fp32, fp16, int8, int8-io) that exported
+      labels.txt              one label per line, in output order
+      model.json              per file: input/output name, shape, layout, dtype, int8 scale and
+                              zero point, size, sha256, accuracy/drift/latency from the report;
+                              preprocessing, output meaning, labels, source and its sha256
+      README.md               model card with Kotlin and Swift snippets
+      SHA256SUMS              `sha256sum -c SHA256SUMS` verifies every file above
+
+Written from the manifest (what was exported) and the report (how it did), after
+validation. Labels and normalization are not embedded as TFLite metadata: the maintained
+way to write it (tflite-support's metadata writers) has no release for this Python and
+TensorFlow, so model.json carries it instead, and the model card says so.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from edgeport import __version__
+from edgeport.model_source import sha256_file
+
+BUNDLE = "mobile"
+# the variants an app developer gets, in the order the card lists them
+MOBILE_VARIANTS = ("tflite-fp32", "tflite-fp16", "tflite-int8", "tflite-int8-io")
+
+
+def write_mobile_bundle(out_dir: Path, manifest: dict[str, Any], report: dict[str, Any]) -> Path | None:
+    """Write ``out_dir/mobile/`` (replacing it whole); None when no mobile variant exported."""
+    exported = {v["name"]: v for v in manifest["variants"] if v["status"] == "ok"}
+    wanted = [name for name in MOBILE_VARIANTS if name in exported]
+    if not wanted:
+        return None
+    results = {v["name"]: v for v in report.get("variants", [])}
+    final = out_dir / BUNDLE
+    tmp = out_dir / f".{BUNDLE}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+
+    files = []
+    for name in wanted:
+        record = exported[name]
+        src = out_dir / record["path"]
+        shutil.copyfile(src, tmp / src.name)
+        files.append(_file_entry(name, record, results.get(name), tmp / src.name))
+    labels = manifest["labels"]
+    (tmp / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
+    model = {
+        "edgeport_version": __version__,
+        "model": manifest["model"],
+        "source": {k: manifest["source"].get(k) for k in ("id", "path", "revision", "weights_sha256", "random_weights")
+                   if k in manifest["source"]},
+        "labels": labels,
+        "preprocessing": preprocessing_spec(manifest["preprocessing"]),
+        "output": {"kind": "logits", "shape": [1, len(labels)],
+                   "to_probabilities": "softmax over the last axis; argmax gives the label index in labels.txt"},
+        "evaluation": {"images": report.get("eval_set", {}).get("images"),
+                       "reference_accuracy": report.get("reference", {}).get("accuracy"),
+                       "latency_measured_on": (report.get("machine") or {}).get("model")},
+        "files": files,
+        "tflite_metadata": "not embedded: labels and normalization are in this file and labels.txt",
+    }
+    (tmp / "model.json").write_text(json.dumps(model, indent=2) + "\n")
+    (tmp / "README.md").write_text(model_card(model))
+    sums = [f"{sha256_file(p)}  {p.name}\n" for p in sorted(tmp.iterdir()) if p.is_file()]
+    (tmp / "SHA256SUMS").write_text("".join(sums))
+
+    if final.exists():  # swap in whole: a reader never sees a half-written bundle
+        old = out_dir / f".{BUNDLE}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    return final
+
+
+def preprocessing_spec(pre: dict[str, Any]) -> dict[str, Any]:
+    """The preprocessing spelled out for someone re-implementing it on a phone."""
+    return {
+        "color": "RGB",
+        "resize": {"height": pre["height"], "width": pre["width"], "method": pre.get("resample_name", "bilinear"),
+                   "keep_aspect_ratio": False},
+        "rescale_factor": pre["rescale_factor"] if pre.get("do_rescale", True) else 1.0,
+        "mean": pre["image_mean"] if pre.get("do_normalize", True) else [0.0, 0.0, 0.0],
+        "std": pre["image_std"] if pre.get("do_normalize", True) else [1.0, 1.0, 1.0],
+        "formula": "x = (pixel * rescale_factor - mean[c]) / std[c], pixel in 0..255, per RGB channel c",
+        "layout": "NHWC: [1, height, width, 3] (the TFLite files take channels last)",
+    }
+
+
+def _file_entry(name: str, record: dict[str, Any], result: dict[str, Any] | None, path: Path) -> dict[str, Any]:
+    io = record.get("io") or {}
+    entry: dict[str, Any] = {
+        "file": path.name,
+        "variant": name,
+        "precision": record["precision"],
+        "size_bytes": path.stat().st_size,
+        "sha256": sha256_file(path),
+        "input": _tensor(io.get("input"), is_input=True),
+        "output": _tensor(io.get("output"), is_input=False),
+    }
+    if result:
+        latency = result.get("latency_ms") or {}
+        entry.update(accuracy=result.get("accuracy"), accuracy_drift_points=result.get("accuracy_drift_points"),
+                     agreement=result.get("agreement"), latency_ms_p50=latency.get("p50"),
+                     passed_budget=result.get("passed"))
+    return entry
+
+
+def _tensor(details: dict[str, Any] | None, *, is_input: bool) -> dict[str, Any] | None:
+    if not details:
+        return None
+    out = {"name": details["name"], "shape": details["shape"], "dtype": details["dtype"],
+           "layout": "NHWC" if is_input else "[batch, labels]"}
+    if "scale" in details:
+        out["quantization"] = {"scale": details["scale"], "zero_point": details["zero_point"]}
+        out["how"] = ("q = clamp(round(x / scale) + zero_point, -128, 127) with x the normalized input"
+                      if is_input else "logit = (q - zero_point) * scale")
+    return out
+
+
+def model_card(model: dict[str, Any]) -> str:
+    """README.md of the bundle: what the files are, how to feed them, Kotlin and Swift snippets."""
+    pre = model["preprocessing"]
+    h, w = pre["resize"]["height"], pre["resize"]["width"]
+    mean, std = pre["mean"], pre["std"]
+    src = model["source"]
+    origin = src.get("id") or Path(src.get("path", "?")).name
+    lines = [
+        f"# {model['model']}: TFLite files for Android and iOS",
+        "",
+        f"Source: `{origin}`" + (f" at revision `{src['revision']}`" if src.get("revision") else "")
+        + (f", weights sha256 `{src['weights_sha256'][:16]}…`" if src.get("weights_sha256") else "")
+        + f". Exported and validated by edgeport {model['edgeport_version']}."
+        + (" **Random weights: for testing only.**" if src.get("random_weights") else ""),
+        "",
+        f"Labels ({len(model['labels'])}, output order, also in `labels.txt`): {', '.join(model['labels'])}.",
+        "",
+        "| file | precision | input | MB | accuracy | drift (points) | p50 ms* | budget |",
+        "|---|---|---|---:|---:|---:|---:|---|",
+    ]
+    for f in model["files"]:
+        inp = f["input"] or {}
+        dtype = inp.get("dtype", "?")
+        if "quantization" in inp:
+            q = inp["quantization"]
+            dtype += f" (scale {q['scale']:.6g}, zero point {q['zero_point']})"
+        acc = "–" if f.get("accuracy") is None else f"{f['accuracy'] * 100:.2f}%"
+        drift = "–" if f.get("accuracy_drift_points") is None else f"{f['accuracy_drift_points']:+.2f}"
+        p50 = "–" if f.get("latency_ms_p50") is None else f"{f['latency_ms_p50']:.2f}"
+        ok = {True: "pass", False: "FAIL", None: "–"}[f.get("passed_budget")]
+        lines.append(f"| `{f['file']}` | {f['precision']} | {dtype} {inp.get('shape')} | "
+                     f"{f['size_bytes'] / 2**20:.2f} | {acc} | {drift} | {p50} | {ok} |")
+    ev = model["evaluation"]
+    lines += [
+        "",
+        f"*Accuracy on {ev.get('images')} evaluation images (reference "
+        f"{'–' if ev.get('reference_accuracy') is None else format(ev['reference_accuracy'] * 100, '.2f') + '%'}); "
+        "latency measured on the export machine's CPU at batch 1, not on a phone.",
+        "",
+        "## Input",
+        "",
+        f"RGB, resized to {w}x{h} (bilinear, no crop, aspect ratio not kept), then per channel "
+        f"`x = (pixel / 255 - mean) / std` with mean {mean} and std {std}; layout NHWC `[1, {h}, {w}, 3]`, float32. "
+        "The int8-io file takes int8 instead: quantize x with the input scale and zero point in `model.json` "
+        "(`q = round(x / scale) + zero_point`, clamped to -128..127).",
+        "",
+        "## Output",
+        "",
+        f"`[1, {len(model['labels'])}]` logits (int8 for the int8-io file: `logit = (q - zero_point) * scale`). "
+        "Softmax gives probabilities; the argmax is the index into `labels.txt`.",
+        "",
+        "Labels and normalization are **not embedded as TFLite metadata** (the maintained writer, "
+        "tflite-support, has no release for this toolchain): read them from `labels.txt` and `model.json`.",
+        "",
+        "## Kotlin (Android, LiteRT / TensorFlow Lite Interpreter)",
+        "",
+        "```kotlin",
+        "val model = FileUtil.loadMappedFile(context, \"model_fp32.tflite\")",
+        "val interpreter = Interpreter(model)",
+        "val labels = context.assets.open(\"labels.txt\").bufferedReader().readLines()",
+        f"val scaled = Bitmap.createScaledBitmap(bitmap, {w}, {h}, true)  // bilinear",
+        f"val input = ByteBuffer.allocateDirect(4 * {h} * {w} * 3).order(ByteOrder.nativeOrder())",
+        f"val mean = floatArrayOf({', '.join(f'{m}f' for m in mean)}); val std = floatArrayOf({', '.join(f'{s}f' for s in std)})",
+        f"for (y in 0 until {h}) for (x in 0 until {w}) {{",
+        "    val p = scaled.getPixel(x, y)",
+        "    val rgb = intArrayOf((p shr 16) and 0xFF, (p shr 8) and 0xFF, p and 0xFF)",
+        "    for (c in 0 until 3) input.putFloat((rgb[c] / 255f - mean[c]) / std[c])",
+        "}",
+        f"val logits = Array(1) {{ FloatArray({len(model['labels'])}) }}",
+        "interpreter.run(input.rewind(), logits)",
+        "val top = labels[logits[0].indices.maxBy { logits[0][it] }]",
+        "```",
+        "",
+        "## Swift (iOS, TensorFlowLiteSwift)",
+        "",
+        "```swift",
+        "let interpreter = try Interpreter(modelPath: Bundle.main.path(forResource: \"model_fp32\", ofType: \"tflite\")!)",
+        "try interpreter.allocateTensors()",
+        "let labels = try String(contentsOfFile: Bundle.main.path(forResource: \"labels\", ofType: \"txt\")!)",
+        "    .split(separator: \"\\n\").map(String.init)",
+        f"let mean: [Float] = {mean}, std: [Float] = {std}",
+        f"// rgb: [UInt8] of the image resized to {w}x{h} (bilinear), row-major RGB",
+        "var input = [Float](); input.reserveCapacity(rgb.count)",
+        "for (i, v) in rgb.enumerated() { input.append((Float(v) / 255 - mean[i % 3]) / std[i % 3]) }",
+        "try interpreter.copy(Data(bytes: input, count: input.count * 4), toInputAt: 0)",
+        "try interpreter.invoke()",
+        "let out = try interpreter.output(at: 0).data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }",
+        "let top = labels[out.indices.max(by: { out[$0] < out[$1] })!]",
+        "```",
+        "",
+        "## Checksums",
+        "",
+        "`sha256sum -c SHA256SUMS` (or `shasum -a 256 -c SHA256SUMS` on macOS) verifies every file.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,62 @@
+"""The mobile hand-off bundle written after validation."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from edgeport.cli import main
+from runtimes.tflite_runner import tflite_io_details
+
+
+@pytest.fixture
+def bundle(exported_copy, faces_dir, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("")
+    main(["validate", str(exported_copy), "--eval", str(faces_dir), "--no-progress", "--config", str(cfg),
+          "--latency-runs", "2"])
+    return exported_copy / "mobile"
+
+
+def test_bundle_files_and_checksums_verify(bundle):
+    names = sorted(p.name for p in bundle.iterdir())
+    assert names == ["README.md", "SHA256SUMS", "labels.txt", "model.json", "model_fp16.tflite", "model_fp32.tflite",
+                     "model_int8.tflite", "model_int8_io.tflite"]
+    assert (bundle / "labels.txt").read_text() == "female\nmale\n"
+    assert shutil.which("sha256sum"), "coreutils sha256sum is needed to check SHA256SUMS as a user would"
+    ok = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=bundle, capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout.count(": OK") == len(names) - 1
+    (bundle / "model_int8.tflite").write_bytes(b"corrupted in transit")
+    bad = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=bundle, capture_output=True, text=True)
+    assert bad.returncode != 0 and "model_int8.tflite: FAILED" in bad.stdout
+
+
+def test_model_json_matches_the_tflite_files(bundle):
+    model = json.loads((bundle / "model.json").read_text())
+    assert model["labels"] == ["female", "male"]
+    pre = model["preprocessing"]
+    assert pre["resize"]["height"] == 32 and pre["mean"] == [0.5, 0.5, 0.5] and pre["rescale_factor"] == pytest.approx(1 / 255)
+    assert model["source"]["weights_sha256"] and model["output"]["kind"] == "logits"
+    assert [f["file"] for f in model["files"]] == ["model_fp32.tflite", "model_fp16.tflite", "model_int8.tflite",
+                                                   "model_int8_io.tflite"]
+    for entry in model["files"]:
+        actual = tflite_io_details(str(bundle / entry["file"]))
+        for side in ("input", "output"):
+            assert entry[side]["name"] == actual[side]["name"]
+            assert entry[side]["shape"] == actual[side]["shape"]
+            assert entry[side]["dtype"] == actual[side]["dtype"]
+            if "scale" in actual[side]:
+                assert entry[side]["quantization"] == {"scale": actual[side]["scale"],
+                                                       "zero_point": actual[side]["zero_point"]}
+            else:
+                assert "quantization" not in entry[side]
+        assert entry["input"]["layout"] == "NHWC" and entry["input"]["shape"] == [1, 32, 32, 3]
+        assert entry["size_bytes"] == (bundle / entry["file"]).stat().st_size
+        assert entry["accuracy"] is not None and entry["latency_ms_p50"] > 0
+    io = model["files"][-1]
+    assert io["input"]["dtype"] == "int8" and io["output"]["dtype"] == "int8"
+    card = (bundle / "README.md").read_text()
+    assert "```kotlin" in card and "```swift" in card and "not embedded as TFLite metadata" in card
+    assert f"zero point {io['input']['quantization']['zero_point']}" in card
