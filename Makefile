@@ -8,10 +8,11 @@ export USE_TF := 0
 export HF_HUB_OFFLINE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv export-all test bench train-models clean help
+.PHONY: venv export-all gate test bench train-models clean help
 
 help:
 	@echo "make export-all   export + validate every model in $(CONFIG) into artifacts/"
+	@echo "make gate         fail on any report's missed budget (GATE_ARGS=\"--baseline DIR\" for regressions)"
 	@echo "make test         run the test suite"
 	@echo "make bench        ViT-B/16 export/latency benchmark -> artifacts/bench/bench.md (BENCH_ARGS=...)"
 	@echo "make train-models retrain the bundled models (needs ../shared/datasets; see training/README.md)"
@@ -22,6 +23,10 @@ venv:
 
 export-all: venv
 	$(EDGEPORT) export-all --config $(CONFIG)
+
+# e.g. make gate GATE_ARGS="--baseline baseline-artifacts/"
+gate: venv
+	$(EDGEPORT) gate --config $(CONFIG) $(GATE_ARGS)
 
 test: venv
 	$(PY) -m pytest

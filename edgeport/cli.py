@@ -1,4 +1,4 @@
-"""The `edgeport` command line: export, validate, export-all, bench."""
+"""The `edgeport` command line: export, validate, export-all, gate, bench."""
 from __future__ import annotations
 
 import argparse
@@ -106,6 +106,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export_all)
 
     p = sub.add_parser(
+        "gate", help="fail on missed budgets, unreadable images, or regressions against a baseline report",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read each REPORT (a report.json, or the folder holding it; default: the report of\n"
+                    "every model in the config) and exit 1 with one line per reason when a variant\n"
+                    "missed its budget or failed, when more than [settings] max_skipped_fraction of\n"
+                    "the evaluation images could not be read, or (with --baseline) when a variant's\n"
+                    "accuracy or agreement dropped by more than [gate] max_accuracy_regression /\n"
+                    "max_agreement_regression points against the baseline (for example the reports\n"
+                    "saved from the main branch).",
+    )
+    p.add_argument("reports", type=Path, nargs="*", metavar="REPORT")
+    p.add_argument("--baseline", type=Path, metavar="OLD",
+                   help="a report.json, or a folder holding report.json or <model>/report.json")
+    p.add_argument("--config", type=Path, help="config file with the margins (default: edgeport.toml)")
+    p.add_argument("--max-accuracy-regression", type=float, metavar="POINTS", help="override [gate]")
+    p.add_argument("--max-agreement-regression", type=float, metavar="POINTS", help="override [gate]")
+    p.set_defaults(func=cmd_gate)
+
+    p = sub.add_parser(
         "bench", help="benchmark export time, memory and latency on a ViT-B/16 (random weights)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Build a ViT-B/16 with random weights (the architecture of\n"
@@ -168,7 +187,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
         settings = type(settings)(**{**settings.__dict__, "runs": args.latency_runs})
     report = validate_export(args.dir, args.eval, cfg.budgets_for(cfg.model(manifest["model"])), settings,
                              progress=not args.no_progress)
-    return EXIT_OK if report["passed"] else EXIT_FAILED
+    return EXIT_OK if _passed(report, cfg) else EXIT_FAILED
+
+
+def _passed(report: dict, cfg: Config) -> bool:
+    """Budgets met and not too many unreadable evaluation images (which is printed)."""
+    from validation.gate import too_many_skipped
+
+    skipped = too_many_skipped(report, cfg.gate)
+    if skipped:
+        print(skipped)
+    return report["passed"] and not skipped
 
 
 def cmd_export_all(args: argparse.Namespace) -> int:
@@ -199,13 +228,59 @@ def cmd_export_all(args: argparse.Namespace) -> int:
                               force=args.force)
         report = validate_export(root / m.name, eval_dir, cfg.budgets_for(m), cfg.run,
                                  progress=not args.no_progress)
-        if result.failed or not report["passed"]:
+        if result.failed or not _passed(report, cfg):
             failed.append(m.name)
     if failed:
         print(f"edgeport: {len(failed)} of {len(plans)} model(s) failed: {', '.join(failed)}", file=sys.stderr)
         return EXIT_FAILED
     print(f"edgeport: all {len(plans)} model(s) passed; reports under {root}/")
     return EXIT_OK
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from validation.gate import gate
+
+    cfg = _config(args)
+    overrides = {k: v for k, v in (("max_accuracy_regression", args.max_accuracy_regression),
+                                   ("max_agreement_regression", args.max_agreement_regression)) if v is not None}
+    settings = dataclasses.replace(cfg.gate, **overrides)
+    paths = args.reports or [cfg.artifacts_dir / m.name for m in cfg.models]
+    if not paths:
+        raise ConfigError(f"nothing to gate: name a REPORT, or configure [[models]] in {cfg.path}")
+    failed = 0
+    for path in paths:
+        report = _load_report(path)
+        baseline = _load_report(_baseline_for(args.baseline, report["model"])) if args.baseline else None
+        reasons = gate(report, baseline, settings)
+        for line in reasons:
+            print(line)
+        if reasons:
+            failed += 1
+            print(f"gate: {report['model']} FAILED ({len(reasons)} reason(s))", file=sys.stderr)
+        else:
+            print(f"gate: {report['model']} passed ({len(report['variants'])} variants"
+                  + (", no regression against the baseline)" if baseline else ")"))
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _load_report(path: Path) -> dict:
+    import json
+
+    path = path / "report.json" if path.is_dir() else path
+    if not path.exists():
+        raise FileNotFoundError(f"report not found: {path} (run `edgeport validate` or `make export-all` first)")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path} is not a readable report.json: {exc}") from None
+
+
+def _baseline_for(baseline: Path, model: str) -> Path:
+    if baseline.is_dir() and not (baseline / "report.json").exists():
+        return baseline / model / "report.json"
+    return baseline
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

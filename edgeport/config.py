@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edgeport.variants import DEFAULT_VARIANTS, VARIANTS
 from validation.budgets import Budget, BudgetError
+from validation.gate import GateSettings
 from validation.harness import RunSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +43,7 @@ class Config:
     run: RunSettings = RunSettings()
     artifacts_dir: Path = REPO_ROOT / "artifacts"
     opset: int = 20
+    gate: GateSettings = GateSettings()
 
     def model(self, name: str) -> ModelEntry | None:
         return next((m for m in self.models if m.name == name), None)
@@ -65,8 +67,10 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     base = path.resolve().parent
     settings = data.get("settings", {})
-    _check_keys(settings, {"artifacts", "opset", "threads", "batch", "warmup", "latency_runs", "variants"},
-                f"{path} [settings]")
+    _check_keys(settings, {"artifacts", "opset", "threads", "batch", "warmup", "latency_runs", "variants",
+                           "max_skipped_fraction"}, f"{path} [settings]")
+    gate_table = data.get("gate", {})
+    _check_keys(gate_table, {"max_accuracy_regression", "max_agreement_regression"}, f"{path} [gate]")
     default_variants = _variants(settings.get("variants", DEFAULT_VARIANTS), f"{path} [settings]")
     budgets = dict(DEFAULT_BUDGETS)
     budgets.update(_budgets(data.get("budgets", {}), f"{path} [budgets]"))
@@ -81,6 +85,11 @@ def load_config(path: str | Path | None = None) -> Config:
         ),
         artifacts_dir=base / settings.get("artifacts", "artifacts"),
         opset=int(settings.get("opset", 20)),
+        gate=GateSettings(
+            max_accuracy_regression=float(gate_table.get("max_accuracy_regression", 0.5)),
+            max_agreement_regression=float(gate_table.get("max_agreement_regression", 0.5)),
+            max_skipped_fraction=float(settings.get("max_skipped_fraction", 0.02)),
+        ),
     )
     names = set()
     for i, raw in enumerate(data.get("models", [])):

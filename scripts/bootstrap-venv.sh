@@ -21,7 +21,8 @@ fi
 echo "==> creating $VENV from requirements.lock (first run takes a few minutes)"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 # A machine image of this project keeps a CPU build of torch in /opt/wheels; use it when present.
-find_links=()
+# Elsewhere (CI runners, laptops) torch==2.13.0+cpu comes from the PyTorch CPU wheel index.
+find_links=(--extra-index-url https://download.pytorch.org/whl/cpu)
 [ -d /opt/wheels ] && find_links=(--find-links /opt/wheels)
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip==25.3
 # --no-deps: the lock is complete; --ignore-requires-python: see the comment in requirements.lock.
