@@ -58,3 +58,22 @@ def exported_copy(exported_tiny, tmp_path) -> Path:
     dst = tmp_path / "tiny-vit"
     shutil.copytree(exported_tiny, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def validated_tiny(exported_tiny, faces_dir, tmp_path_factory) -> Path:
+    """A copy of exported_tiny validated once on faces_dir (report.*, mobile/); do not modify.
+
+    Its config relaxes the int8 budgets: a random-weight model cannot track the reference in
+    int8, and these tests are about what the validation writes, not about int8 accuracy.
+    """
+    from edgeport.cli import main
+
+    dst = tmp_path_factory.mktemp("validated") / "tiny-vit"
+    shutil.copytree(exported_tiny, dst)
+    cfg = dst.parent / "lenient.toml"
+    cfg.write_text("[budgets.int8]\nmin_agreement = 0.0\nmax_accuracy_drop = 100.0\n")
+    code = main(["validate", str(dst), "--eval", str(faces_dir), "--no-progress", "--config", str(cfg),
+                 "--latency-runs", "3"])
+    assert code == 0
+    return dst

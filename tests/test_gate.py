@@ -39,13 +39,10 @@ def test_too_many_skipped_images_fail():
     assert gate(report, None, GateSettings(max_skipped_fraction=0.10)) == []
 
 
-def test_gate_cli_on_real_reports(exported_copy, faces_dir, tmp_path, capsys):
+def test_gate_cli_on_real_reports(validated_tiny, tmp_path, capsys):
+    exported_copy = validated_tiny
     cfg = tmp_path / "c.toml"
-    # random weights: int8 cannot track the reference, so only the regression gate is under test here
-    cfg.write_text("[gate]\nmax_accuracy_regression = 0.5\n[budgets.int8]\nmin_agreement = 0.0\n"
-                   "max_accuracy_drop = 100.0\n")
-    assert main(["validate", str(exported_copy), "--eval", str(faces_dir), "--no-progress", "--config", str(cfg),
-                 "--latency-runs", "2"]) == 0
+    cfg.write_text("[gate]\nmax_accuracy_regression = 0.5\n")
     report = json.loads((exported_copy / "report.json").read_text())
     assert main(["gate", str(exported_copy), "--config", str(cfg)]) == 0
     assert main(["gate", "--config", str(cfg)]) == 2  # its default: configured models, none here

@@ -8,6 +8,7 @@ from typing import Any
 
 from runtimes.machine import cpu_description
 from validation.harness import VariantResult
+from validation.report_html import render_html
 
 
 def build_report(
@@ -37,12 +38,13 @@ def build_report(
 
 
 def write_reports(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
-    """Write report.json and report.md into ``out_dir`` (each atomically)."""
+    """Write report.json, report.md and report.html into ``out_dir`` (each atomically)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / "report.json", out_dir / "report.md"
     _write(json_path, json.dumps(report, indent=2) + "\n")
     _write(md_path, render_markdown(report))
+    _write(out_dir / "report.html", render_html(report))
     return json_path, md_path
 
 
