@@ -318,6 +318,7 @@ def validate_export(
         reference, variants, inputs, y, labels,
         lambda v: budget_for(v.name, v.precision, budgets), settings, progress=progress,
     )
+    _localize_onnx_failures(out_dir, manifest, results, inputs)
     report = build_report(
         model=manifest["model"],
         source=src,
@@ -341,6 +342,28 @@ def validate_export(
     if bundle:
         log(f"[{report['model']}] mobile bundle: {bundle}/ (model.json, labels.txt, SHA256SUMS, README.md)")
     return report
+
+
+def _localize_onnx_failures(out_dir: Path, manifest: dict[str, Any], results: list, inputs: np.ndarray) -> None:
+    """For each ONNX variant that ran but missed its budget, find where it leaves onnx-fp32."""
+    from validation.localize import localize_divergence
+
+    fp32 = next((v for v in manifest["variants"] if v["name"] == "onnx-fp32" and v["status"] == "ok"), None)
+    for result in results:
+        if result.runtime != "onnxruntime" or result.passed or result.error or fp32 is None \
+                or result.name == "onnx-fp32":
+            continue
+        log(f"[{manifest['model']}]   {result.name} missed its budget: comparing its intermediate tensors "
+            "with onnx-fp32")
+        try:
+            result.localization = localize_divergence(out_dir / fp32["path"], result.path, inputs)
+        except Exception as exc:  # a diagnosis must not cost the report
+            result.localization = {"error": f"{type(exc).__name__}: {exc}"}
+            continue
+        first = result.localization["first_divergent"]
+        if first:
+            log(f"[{manifest['model']}]   first divergent node: {first['node']} ({first['op_type']}), "
+                f"relative error {first['relative_error']:.3f} > {result.localization['tolerance']}")
 
 
 def _print_summary(report: dict[str, Any], json_path: Path, md_path: Path) -> None:

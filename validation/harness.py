@@ -51,6 +51,7 @@ class VariantResult:
     budget: dict = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     error: str | None = None
+    localization: dict | None = None  # for an ONNX variant over budget: where it diverges
 
     @property
     def passed(self) -> bool:
@@ -76,6 +77,7 @@ class VariantResult:
             "budget": self.budget,
             "passed": self.passed,
             "error": self.error,
+            "localization": self.localization,
             "failures": [f.to_dict() for f in self.failures]
             + ([{"metric": "error", "value": None, "budget": None, "op": "", "message": self.error}]
                if self.error else []),

@@ -63,6 +63,25 @@ def failure_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def localization_lines(report: dict[str, Any]) -> list[str]:
+    """Where each failed ONNX variant first diverges from onnx-fp32, one line each."""
+    lines = []
+    for v in report["variants"]:
+        loc = v.get("localization") or {}
+        first = loc.get("first_divergent")
+        if first:
+            lines.append(f"{report['model']}/{v['name']}: first diverges at node `{first['node']}` "
+                         f"({first['op_type']}, tensor `{first['tensor']}`): relative error "
+                         f"{first['relative_error']:.3f} > {loc['tolerance']} on {loc['images']} images "
+                         f"(all {loc['compared_tensors']} tensors in report.json)")
+        elif loc.get("error"):
+            lines.append(f"{report['model']}/{v['name']}: drift localization failed: {loc['error']}")
+        elif loc:
+            lines.append(f"{report['model']}/{v['name']}: no intermediate tensor exceeds relative error "
+                         f"{loc['tolerance']}; the drift accumulates")
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """A compact summary: status line, one table (failures first), then the failure list."""
     src = report["source"]
@@ -93,6 +112,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     failures = failure_lines(report)
     if failures:
         lines += ["", "## Failures", ""] + [f"- {line}" for line in failures]
+    located = localization_lines(report)
+    if located:
+        lines += ["", "## Where the failing ONNX variants diverge", ""] + [f"- {line}" for line in located]
     if ev.get("skipped_files"):
         lines += ["", f"## Skipped files ({ev['skipped']})", ""]
         lines += [f"- `{s['path']}`: {s['reason']}" for s in ev["skipped_files"][:50]]
