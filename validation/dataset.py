@@ -75,7 +75,10 @@ def scan_eval_set(root: str | Path, labels: Sequence[str]) -> EvalSet:
     result = EvalSet(root=root, labels=list(labels),
                      folder_to_label={f: labels[i] for f, i in mapping.items()})
     for folder, index in sorted(mapping.items()):
-        for path in sorted((root / folder).iterdir()):
+        entries = sorted((root / folder).iterdir())
+        if not any(not p.name.startswith(".") for p in entries):
+            result.skipped.append(Skipped(f"{folder}/", f"empty class folder (label {labels[index]!r} gets no images)"))
+        for path in entries:
             rel = str(path.relative_to(root))
             if path.name.startswith("."):
                 result.skipped.append(Skipped(rel, "hidden file"))
