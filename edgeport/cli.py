@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="config file (default: edgeport.toml)")
     p.add_argument("--force", action="store_true",
                    help="re-export every variant (default: reuse artifacts that are up to date)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="accept a model folder with only pickle weights (pytorch_model.bin...), which can run "
+                        "code when loaded; only for files you trust. Recorded in the manifest and report")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
@@ -103,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="re-export every variant (default: reuse artifacts whose inputs and sha256 are unchanged, "
                         "so a rerun after an interruption finishes only the remaining work)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="accept pickle-only model folders for every model (see `export --help`); per model: "
+                        "allow_pickle = true in the config")
     p.set_defaults(func=cmd_export_all)
 
     p = sub.add_parser(
@@ -166,7 +172,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                            revision=args.revision)
     elif args.revision:
         entry.revision = args.revision
-    source = resolve_source(entry.source, entry.revision, entry.base_dir)
+    source = resolve_source(entry.source, entry.revision, entry.base_dir,
+                            allow_pickle=args.allow_pickle or entry.allow_pickle)
     variants = args.variants.split(",") if args.variants else entry.variants
     out = args.out or cfg.artifacts_dir / entry.name
     calibration = args.calibration or entry.calibration_dir
@@ -218,7 +225,8 @@ def cmd_export_all(args: argparse.Namespace) -> int:
         eval_dir = overrides.get(m.name, m.eval_dir)
         if eval_dir is None or not eval_dir.is_dir():
             raise FileNotFoundError(f"model {m.name!r}: evaluation folder not found: {eval_dir}")
-        plans.append((m, resolve_source(m.source, m.revision, m.base_dir), eval_dir))
+        plans.append((m, resolve_source(m.source, m.revision, m.base_dir,
+                                        allow_pickle=args.allow_pickle or m.allow_pickle), eval_dir))
 
     failed = []
     for m, source, eval_dir in plans:

@@ -33,6 +33,7 @@ class ModelEntry:
     calibration_dir: Path | None = None
     variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
     budgets: dict[str, Budget] = field(default_factory=dict)
+    allow_pickle: bool = False  # accept pickle-only weights (can run code when loaded)
 
 
 @dataclass
@@ -94,7 +95,8 @@ def load_config(path: str | Path | None = None) -> Config:
     names = set()
     for i, raw in enumerate(data.get("models", [])):
         where = f"{path} [[models]] #{i + 1}"
-        _check_keys(raw, {"name", "source", "revision", "eval", "calibration", "variants", "budgets"}, where)
+        _check_keys(raw, {"name", "source", "revision", "eval", "calibration", "variants", "budgets",
+                          "allow_pickle"}, where)
         for key in ("name", "source"):
             if not raw.get(key):
                 raise ConfigError(f"{where}: '{key}' is required")
@@ -110,6 +112,7 @@ def load_config(path: str | Path | None = None) -> Config:
             calibration_dir=base / raw["calibration"] if raw.get("calibration") else None,
             variants=_variants(raw.get("variants", default_variants), where),
             budgets=_budgets(raw.get("budgets", {}), f"{where} budgets"),
+            allow_pickle=bool(raw.get("allow_pickle", False)),
         ))
     return cfg
 

@@ -24,20 +24,46 @@ class ModelSource:
     location: str
     revision: str | None
     local: bool
+    allow_pickle: bool = False  # the user opted in to pickle weights (--allow-pickle)
+
+    @property
+    def weights_file(self) -> Path | None:
+        """The local weights file (safetensors, else the opted-in pickle), or None for hub ids."""
+        if not self.local:
+            return None
+        folder = Path(self.location)
+        if (folder / WEIGHTS).exists():
+            return folder / WEIGHTS
+        pickles = _pickle_files(folder)
+        return folder / pickles[0] if pickles else None
 
     def describe(self) -> dict[str, Any]:
         """Provenance for manifests and reports."""
         info: dict[str, Any] = {"path": self.location} if self.local else {"id": self.location}
         info["revision"] = self.revision
+        if self.allow_pickle:
+            info["allow_pickle"] = True
         if self.local:
             cfg = json.loads((Path(self.location) / "config.json").read_text())
             info["random_weights"] = bool(cfg.get("edgeport_random_weights", False))
-            info["weights_sha256"] = sha256_file(Path(self.location) / WEIGHTS)
+            weights = self.weights_file
+            info["weights_file"] = weights.name
+            info["weights_format"] = "safetensors" if weights.name == WEIGHTS else "pickle (--allow-pickle)"
+            info["weights_sha256"] = sha256_file(weights)
         return info
 
 
-def resolve_source(source: str, revision: str | None = None, base_dir: str | Path = ".") -> ModelSource:
-    """Turn a config/CLI ``source`` into a ModelSource, with a clear error if it is unusable."""
+def _pickle_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+
+
+def resolve_source(source: str, revision: str | None = None, base_dir: str | Path = ".", *,
+                   allow_pickle: bool = False) -> ModelSource:
+    """Turn a config/CLI ``source`` into a ModelSource, with a clear error if it is unusable.
+
+    Local folders must hold ``model.safetensors``; pickle weights (which can run code when
+    loaded) are used only with ``allow_pickle``, which the manifest and report record.
+    """
     path = Path(source) if Path(source).is_absolute() else Path(base_dir) / source
     if path.is_dir():
         missing = [n for n in ("config.json", "preprocessor_config.json") if not (path / n).exists()]
@@ -47,10 +73,13 @@ def resolve_source(source: str, revision: str | None = None, base_dir: str | Pat
                 "with save_pretrained() into that folder"
             )
         if not (path / WEIGHTS).exists():
-            pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+            pickles = _pickle_files(path)
+            if pickles and allow_pickle:
+                return ModelSource(str(path.resolve()), revision, local=True, allow_pickle=True)
             hint = (f" It holds pickle weights ({', '.join(pickles)}), which can run code when loaded; "
                     "convert them once in a trusted environment with "
-                    "model.save_pretrained(dir, safe_serialization=True).") if pickles else ""
+                    "model.save_pretrained(dir, safe_serialization=True), or pass --allow-pickle if you "
+                    "trust this file (the report records it).") if pickles else ""
             raise ModelSourceError(f"{path / WEIGHTS} not found: edgeport loads safetensors weights only.{hint}")
         return ModelSource(str(path.resolve()), revision, local=True)
     if HUB_ID.match(source) and not source.startswith((".", "/")):
@@ -59,7 +88,7 @@ def resolve_source(source: str, revision: str | None = None, base_dir: str | Pat
                 f"{source!r} is not a local folder, so it is read as a Hugging Face Hub id; pin it with a "
                 "revision (a commit sha) in the config or with --revision, so that what you validate is what ships"
             )
-        return ModelSource(source, revision, local=False)
+        return ModelSource(source, revision, local=False, allow_pickle=allow_pickle)
     raise ModelSourceError(f"model not found: {path} is not a folder (and {source!r} is not a hub id)")
 
 

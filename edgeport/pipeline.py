@@ -308,7 +308,8 @@ def validate_export(
     preprocess = Preprocessing.from_file(out_dir / "preprocessor_config.json")
     inputs, y, _ = load_eval_arrays(eval_set, preprocess, progress=progress)
     src = manifest["source"]
-    reference = Variant("reference", "torch", "fp32", src.get("path") or src["id"], revision=src.get("revision"))
+    reference = Variant("reference", "torch", "fp32", src.get("path") or src["id"], revision=src.get("revision"),
+                        allow_pickle=bool(src.get("allow_pickle")))
     variants = [
         Variant(v["name"], v["runtime"], v["precision"], str(out_dir / v["path"]),
                 error=v["error"] if v["status"] != "ok" else _changed_since_export(out_dir, v))

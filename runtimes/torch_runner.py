@@ -11,9 +11,10 @@ class TorchRunner(Runner):
 
     runtime = "torch"
 
-    def __init__(self, path, *, threads: int = 2, revision: str | None = None) -> None:
+    def __init__(self, path, *, threads: int = 2, revision: str | None = None, allow_pickle: bool = False) -> None:
         super().__init__(path, threads=threads)
         self.revision = revision or None
+        self.allow_pickle = allow_pickle  # False: safetensors only
         self._model = None
 
     def activate(self) -> None:
@@ -29,7 +30,7 @@ class TorchRunner(Runner):
         torch.set_num_threads(self.threads)
         try:
             self._model = AutoModelForImageClassification.from_pretrained(
-                str(self.path), revision=self.revision, use_safetensors=True
+                str(self.path), revision=self.revision, use_safetensors=None if self.allow_pickle else True
             ).eval()
         except (OSError, ValueError) as exc:
             raise RunnerError(f"torch: cannot load model from {self.path}: {exc}") from exc

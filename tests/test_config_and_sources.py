@@ -73,3 +73,31 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     with atomic_path(final) as tmp:
         tmp.write_bytes(b"whole")
     assert final.read_bytes() == b"whole" and list(tmp_path.iterdir()) == [final]
+
+
+def test_allow_pickle_is_an_explicit_opt_in_recorded_in_the_report(tiny_vit, faces_dir, tmp_path):
+    import json
+
+    import torch
+    from transformers import ViTForImageClassification
+
+    from edgeport.cli import main
+
+    d = tmp_path / "pickled"
+    shutil.copytree(tiny_vit, d)
+    ViTForImageClassification.from_pretrained(str(tiny_vit)).save_pretrained(d, safe_serialization=False)
+    (d / "model.safetensors").unlink()
+    assert (d / "pytorch_model.bin").exists() and torch.__version__
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("")
+    out = tmp_path / "out"
+    args = ["export", str(d), "--out", str(out), "--variants", "onnx-fp32", "--config", str(cfg)]
+    assert main(args) == 2  # refused without the opt-in
+    assert main([*args, "--allow-pickle"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source"]["allow_pickle"] is True and manifest["source"]["weights_file"] == "pytorch_model.bin"
+    assert main(["validate", str(out), "--eval", str(faces_dir), "--no-progress", "--config", str(cfg),
+                 "--latency-runs", "2"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["source"]["allow_pickle"] is True and report["source"]["weights_format"].startswith("pickle")
+    assert "pickle weights loaded (--allow-pickle)" in (out / "report.md").read_text()

@@ -26,6 +26,7 @@ class Variant:
     path: str
     revision: str | None = None
     error: str | None = None
+    allow_pickle: bool = False  # reference only: the user opted in to pickle weights
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,8 @@ def run_variant(variant: Variant, inputs_path: Path, settings: RunSettings, work
            "--batch", str(settings.batch), "--warmup", str(settings.warmup), "--runs", str(settings.runs)]
     if variant.revision:
         cmd += ["--revision", variant.revision]
+    if variant.allow_pickle:
+        cmd += ["--allow-pickle"]
     env = dict(os.environ, USE_TF="0", TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1")
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=settings.timeout_s)

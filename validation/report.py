@@ -92,7 +92,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"- source: `{src.get('path') or src.get('id')}`"
         + (f" @ `{src['revision']}`" if src.get("revision") else "")
-        + (" — **random weights: latency and parity only, accuracy means nothing**" if src.get("random_weights") else ""),
+        + (" — **random weights: latency and parity only, accuracy means nothing**" if src.get("random_weights") else "")
+        + (" — **pickle weights loaded (--allow-pickle)**" if src.get("allow_pickle") else ""),
         f"- evaluation set: `{ev['path']}` — {ev['images']} images, {ev['skipped']} skipped",
         f"- labels: {', '.join(report['labels'])}",
         f"- reference (PyTorch) accuracy: {_pct(report['reference']['accuracy'])}, "

@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runtime", required=True)
     parser.add_argument("--path", required=True)
     parser.add_argument("--revision", default=None)
+    parser.add_argument("--allow-pickle", action="store_true", help="torch: accept pickle weights")
     parser.add_argument("--inputs", required=True, help="float32 NCHW .npy")
     parser.add_argument("--out", required=True, help="output .npz (logits, latency_s)")
     parser.add_argument("--threads", type=int, default=2)
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     inputs = np.load(args.inputs, mmap_mode="r")
     cls = runner_class(args.runtime)
-    kwargs = {"revision": args.revision} if args.runtime == "torch" else {}
+    kwargs = {"revision": args.revision, "allow_pickle": args.allow_pickle} if args.runtime == "torch" else {}
     try:
         with cls(args.path, threads=args.threads, **kwargs) as runner:
             logits = np.concatenate(
