@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", type=Path, required=True, metavar="EVAL_DIR", help="evaluation set in class folders")
     p.add_argument("--config", type=Path, help="config file with budgets (default: edgeport.toml)")
     p.add_argument("--latency-runs", type=int, help="timed batch-1 runs per variant (default from config: 20)")
+    p.add_argument("--label-map", action="append", default=[], metavar="FOLDER=LABEL",
+                   help="read class folder FOLDER as LABEL, or FOLDER=ignore to leave it out (repeatable; "
+                        "adds to the model's [models.label_map] in the config)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_validate)
 
@@ -192,8 +195,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     settings = cfg.run
     if args.latency_runs:
         settings = type(settings)(**{**settings.__dict__, "runs": args.latency_runs})
-    report = validate_export(args.dir, args.eval, cfg.budgets_for(cfg.model(manifest["model"])), settings,
-                             progress=not args.no_progress)
+    entry = cfg.model(manifest["model"])
+    label_map = {**(entry.label_map if entry else {}), **dict(_folder_label(x) for x in args.label_map)}
+    report = validate_export(args.dir, args.eval, cfg.budgets_for(entry), settings,
+                             progress=not args.no_progress, label_map=label_map)
     return EXIT_OK if _passed(report, cfg) else EXIT_FAILED
 
 
@@ -225,8 +230,13 @@ def cmd_export_all(args: argparse.Namespace) -> int:
         eval_dir = overrides.get(m.name, m.eval_dir)
         if eval_dir is None or not eval_dir.is_dir():
             raise FileNotFoundError(f"model {m.name!r}: evaluation folder not found: {eval_dir}")
-        plans.append((m, resolve_source(m.source, m.revision, m.base_dir,
-                                        allow_pickle=args.allow_pickle or m.allow_pickle), eval_dir))
+        source = resolve_source(m.source, m.revision, m.base_dir, allow_pickle=args.allow_pickle or m.allow_pickle)
+        if source.local:  # class folders that match no label: an error now, not after the export
+            from edgeport.model_source import read_labels
+            from validation.dataset import scan_eval_set
+
+            scan_eval_set(eval_dir, read_labels(Path(source.location) / "config.json"), m.label_map)
+        plans.append((m, source, eval_dir))
 
     failed = []
     for m, source, eval_dir in plans:
@@ -235,7 +245,7 @@ def cmd_export_all(args: argparse.Namespace) -> int:
                               calibration_dir=m.calibration_dir, eval_dir=eval_dir, opset=cfg.opset,
                               force=args.force)
         report = validate_export(root / m.name, eval_dir, cfg.budgets_for(m), cfg.run,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, label_map=m.label_map)
         if result.failed or not _passed(report, cfg):
             failed.append(m.name)
     if failed:
@@ -317,6 +327,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     result = run_bench(opts)
     print(f"bench: {opts.out_dir / 'bench.md'} and bench.json ({result['total_seconds'] / 60:.1f} min)")
     return EXIT_OK
+
+
+def _folder_label(spec: str) -> tuple[str, str]:
+    folder, sep, label = spec.partition("=")
+    if not sep or not folder or not label:
+        raise ConfigError(f"--label-map expects FOLDER=LABEL (or FOLDER=ignore), got {spec!r}")
+    return folder, label
 
 
 def _name_dir(spec: str) -> tuple[str, Path]:

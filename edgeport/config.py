@@ -34,6 +34,7 @@ class ModelEntry:
     variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
     budgets: dict[str, Budget] = field(default_factory=dict)
     allow_pickle: bool = False  # accept pickle-only weights (can run code when loaded)
+    label_map: dict[str, str] = field(default_factory=dict)  # eval folder -> label, or "ignore"
 
 
 @dataclass
@@ -96,7 +97,7 @@ def load_config(path: str | Path | None = None) -> Config:
     for i, raw in enumerate(data.get("models", [])):
         where = f"{path} [[models]] #{i + 1}"
         _check_keys(raw, {"name", "source", "revision", "eval", "calibration", "variants", "budgets",
-                          "allow_pickle"}, where)
+                          "allow_pickle", "label_map"}, where)
         for key in ("name", "source"):
             if not raw.get(key):
                 raise ConfigError(f"{where}: '{key}' is required")
@@ -113,6 +114,7 @@ def load_config(path: str | Path | None = None) -> Config:
             variants=_variants(raw.get("variants", default_variants), where),
             budgets=_budgets(raw.get("budgets", {}), f"{where} budgets"),
             allow_pickle=bool(raw.get("allow_pickle", False)),
+            label_map={str(k): str(v) for k, v in raw.get("label_map", {}).items()},
         ))
     return cfg
 

@@ -292,11 +292,15 @@ def validate_export(
     settings: RunSettings,
     *,
     progress: bool = True,
+    label_map: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Validate every variant in ``out_dir``'s manifest on ``eval_dir``; write report.json/.md."""
+    """Validate every variant in ``out_dir``'s manifest on ``eval_dir``; write the reports.
+
+    ``label_map`` maps evaluation folder names to labels (or "ignore").
+    """
     manifest = read_manifest(out_dir)
     labels = manifest["labels"]
-    eval_set = scan_eval_set(eval_dir, labels)  # label mapping errors surface before any work
+    eval_set = scan_eval_set(eval_dir, labels, label_map)  # label mapping errors surface before any work
     calib_hashes = set(manifest.get("calibration", {}).get("sha256", []))
     if calib_hashes:
         shared = [s.path for s in eval_set.samples if sha256_file(s.path) in calib_hashes]
@@ -330,6 +334,7 @@ def validate_export(
             "skipped": len(eval_set.skipped),
             "skipped_files": [{"path": s.path, "reason": s.reason} for s in eval_set.skipped],
             "folders": eval_set.folder_to_label,
+            "ignored_folders": eval_set.ignored_folders,
         },
         reference=ref,
         variants=results,

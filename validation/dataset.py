@@ -40,17 +40,32 @@ class EvalSet:
     samples: list[Sample] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     folder_to_label: dict[str, str] = field(default_factory=dict)
+    ignored_folders: list[str] = field(default_factory=list)  # left out by the label mapping
 
 
-def map_folders_to_labels(folders: Iterable[str], labels: Sequence[str]) -> dict[str, int]:
+IGNORE = "ignore"
+
+
+def map_folders_to_labels(folders: Iterable[str], labels: Sequence[str],
+                          label_map: dict[str, str] | None = None) -> dict[str, int]:
     """Map class-folder names to label indices, case-insensitively.
 
-    Raises LabelMappingError listing every folder that matches no label.
+    ``label_map`` maps a folder name to a label, or to "ignore" to leave the folder out;
+    it is consulted first. Raises LabelMappingError listing every folder that matches no
+    label, and every mapping that names an unknown label.
     """
     by_name = {label.lower(): i for i, label in enumerate(labels)}
+    bad = sorted(f"{k}={v}" for k, v in (label_map or {}).items() if v.lower() != IGNORE and v.lower() not in by_name)
+    explicit = {k.lower(): v for k, v in (label_map or {}).items()}
+    if bad:
+        raise LabelMappingError(f"label mapping {', '.join(bad)} names no label of the model "
+                                f"({', '.join(labels)}); map a folder to one of them, or to '{IGNORE}'")
     mapping, unmatched = {}, []
     for folder in sorted(folders):
-        index = by_name.get(folder.lower())
+        target = explicit.get(folder.lower(), folder).lower()
+        if target == IGNORE:
+            continue
+        index = by_name.get(target)
         if index is None:
             unmatched.append(folder)
         else:
@@ -58,12 +73,14 @@ def map_folders_to_labels(folders: Iterable[str], labels: Sequence[str]) -> dict
     if unmatched:
         raise LabelMappingError(
             f"class folder(s) {', '.join(repr(f) for f in unmatched)} match none of the model's "
-            f"labels ({', '.join(labels)}); rename the folders to the labels (case does not matter)"
+            f"labels ({', '.join(labels)}); rename the folders to the labels (case does not matter), or map "
+            f"them with --label-map FOLDER=LABEL (FOLDER={IGNORE} to leave one out; in the config: "
+            "[models.label_map])"
         )
     return mapping
 
 
-def scan_eval_set(root: str | Path, labels: Sequence[str]) -> EvalSet:
+def scan_eval_set(root: str | Path, labels: Sequence[str], label_map: dict[str, str] | None = None) -> EvalSet:
     """List the images under ``root/CLASS/``; raise before any work if a folder matches no label."""
     root = Path(root)
     if not root.is_dir():
@@ -71,9 +88,11 @@ def scan_eval_set(root: str | Path, labels: Sequence[str]) -> EvalSet:
     folders = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
     if not folders:
         raise LabelMappingError(f"{root} has no class folders; expected {root}/LABEL/image.jpg")
-    mapping = map_folders_to_labels(folders, labels)
+    mapping = map_folders_to_labels(folders, labels, label_map)
     result = EvalSet(root=root, labels=list(labels),
                      folder_to_label={f: labels[i] for f, i in mapping.items()})
+    for folder in sorted(set(folders) - set(mapping)):
+        result.ignored_folders.append(folder)
     for folder, index in sorted(mapping.items()):
         entries = sorted((root / folder).iterdir())
         if not any(not p.name.startswith(".") for p in entries):
