@@ -85,3 +85,18 @@ def test_export_killed_mid_run_finishes_on_rerun_with_identical_artifacts(tiny_v
     for name in QUICK:  # the ONNX exports and conversions are deterministic
         path = final[name]["path"]
         assert artifact_sha256(out / path) == artifact_sha256(clean / path), path
+
+
+def test_changed_source_weights_are_re_exported(tmp_path):
+    from edgeport.random_model import make_random_vit
+
+    model = make_random_vit(tmp_path / "m", seed=0)
+    out = tmp_path / "out"
+    export_model("t", resolve_source(str(model)), out, variants=["onnx-fp32"], images_dir=None)
+    before = _manifest(out)
+    make_random_vit(tmp_path / "m", seed=1)  # new weights, same folder
+    export_model("t", resolve_source(str(model)), out, variants=["onnx-fp32"], images_dir=None)
+    after = _manifest(out)
+    assert after["source"]["weights_sha256"] != before["source"]["weights_sha256"]
+    (rec,) = after["variants"]
+    assert not rec.get("reused") and rec["sha256"] != before["variants"][0]["sha256"]
