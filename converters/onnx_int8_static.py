@@ -1,7 +1,13 @@
 """ONNX fp32 -> ONNX static int8 (QDQ), calibrated on real images.
 
-Per-channel int8 weights and uint8 activations on MatMul, Gemm and Conv only: LayerNorm,
-GELU, Softmax and the residual Adds stay float, where int8 hurts ViTs most.
+Per-channel int8 weights and uint8 activations on the weight MatMuls of the encoder:
+LayerNorm, GELU, Softmax and the residual Adds stay float, where int8 hurts ViTs most, and
+so do the most sensitive matrix products (see FLOAT_SCOPES). Measured on the bundled
+emotion ViT (655 images), top-1 agreement with fp32 was 89.3% with every MatMul/Gemm/Conv
+in int8, 90.1% with the attention products float, 93.4% with the patch Conv float too,
+and 97.4% with the first encoder layer and the classifier also float. MinMax, percentile
+and entropy calibration, 4x more calibration images and symmetric activations changed it by
+less than 1 point.
 """
 from __future__ import annotations
 
@@ -13,6 +19,22 @@ import numpy as np
 from converters.atomic import atomic_path
 
 OP_TYPES = ["MatMul", "Gemm", "Conv"]
+# Node-name parts of optimum's ViT export that stay float: the patch embedding, the first
+# encoder layer and the classifier head (the first and last layers are the most sensitive).
+FLOAT_SCOPES = ("/embeddings/", "/encoder/layer.0/", "/classifier/")
+
+
+def float_nodes(model) -> list[str]:
+    """Nodes to leave in float: attention's activation x activation MatMuls and FLOAT_SCOPES."""
+    weights = {init.name for init in model.graph.initializer}
+    keep = []
+    for node in model.graph.node:
+        if node.op_type not in OP_TYPES:
+            continue
+        activation_only = node.op_type == "MatMul" and not any(i in weights for i in node.input)
+        if activation_only or any(scope in node.name for scope in FLOAT_SCOPES):
+            keep.append(node.name)
+    return keep
 
 
 def convert_onnx_int8_static(onnx_path: str | Path, out_path: str | Path,
@@ -37,12 +59,15 @@ def convert_onnx_int8_static(onnx_path: str | Path, out_path: str | Path,
             i = next(self._it, None)
             return None if i is None else {input_name: calibration[i : i + 1].astype(np.float32)}
 
-    settings = {"format": "QDQ", "op_types": OP_TYPES, "per_channel": True, "weights": "int8",
-                "activations": "uint8", "calibration": "minmax", "calibration_images": int(len(calibration))}
     with tempfile.TemporaryDirectory(prefix="edgeport-q-") as tmp_dir, atomic_path(out_path) as tmp:
         pre = Path(tmp_dir) / "pre.onnx"
         quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=False)
+        excluded = float_nodes(onnx.load(str(pre)))
         quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         op_types_to_quantize=OP_TYPES, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                        nodes_to_exclude=excluded)
+    settings = {"format": "QDQ", "op_types": OP_TYPES, "per_channel": True, "weights": "int8",
+                "activations": "uint8", "calibration": "minmax", "calibration_images": int(len(calibration)),
+                "float_scopes": list(FLOAT_SCOPES), "float_nodes": len(excluded)}
     return Path(out_path), settings

@@ -161,7 +161,8 @@ def export_model(
     tf_done = False
     export_start = time.perf_counter()
     for i, spec in enumerate(specs, 1):
-        key = _inputs_key(spec.name, described, opset, calib_sha if spec.name in NEEDS_CALIBRATION else None,
+        key = _inputs_key(f"{spec.name}@{spec.recipe}", described, opset,
+                          calib_sha if spec.name in NEEDS_CALIBRATION else None,
                           records[spec.requires].get("inputs_key") if spec.requires else None)
         record = {"name": spec.name, "runtime": spec.runtime, "precision": spec.precision,
                   "path": spec.filename, "status": "ok", "error": None, "seconds": None, "inputs_key": key}

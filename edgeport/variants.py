@@ -52,6 +52,7 @@ class VariantSpec:
     requires: str | None  # variant whose artifact this one is converted from
     convert: Converter
     description: str
+    recipe: str = "1"  # bump when the converter's output changes: part of the reuse key
 
 
 TF_INT8 = {"tflite-int8-dynamic", "tflite-int8", "tflite-int8-io"}
@@ -144,7 +145,8 @@ VARIANTS: dict[str, VariantSpec] = {
         VariantSpec("onnx-int8-dynamic", "onnxruntime", "int8", "model_int8_dynamic.onnx", "onnx-fp32",
                     _onnx_int8_dynamic, "ONNX dynamic int8 on MatMul/Gemm (patch Conv stays float)"),
         VariantSpec("onnx-int8-static", "onnxruntime", "int8", "model_int8_static.onnx", "onnx-fp32",
-                    _onnx_int8_static, "ONNX static int8 QDQ, per-channel, calibrated; LayerNorm/GELU/Softmax/Add float"),
+                    _onnx_int8_static, "ONNX static int8 QDQ, per-channel, calibrated; LayerNorm/GELU/Softmax/Add, "
+                    "patch embedding, first layer and head float", recipe="2"),
         VariantSpec("savedmodel-fp32", "savedmodel", "fp32", "savedmodel", "onnx-fp32", _savedmodel_fp32,
                     "TensorFlow SavedModel fp32 (onnx2tf), NHWC, batch 1"),
         VariantSpec("tflite-fp32", "tflite", "fp32", "model_fp32.tflite", "onnx-fp32", _tflite_fp32,

@@ -183,7 +183,9 @@ def model_card(task: str, recipe: dict, tlog: dict, metrics: dict, cfg: dict) ->
         f"- Optimiser: AdamW lr {tr['lr']}, weight decay {tr['weight_decay']}, batch {tr['batch_size']}, "
         f"{tr['steps']} steps ({epochs:.1f} epochs of the labeled set), {tr['warmup_steps']} warm-up steps "
         f"then cosine decay, gradient clipping {tr.get('grad_clip', 1.0)}. No checkpoint selection on the eval split.",
-        f"- Wall time on 1 CPU thread (shared 2-core machine): {tlog['train_seconds'] / 60:.1f} min of training "
+        f"- Wall time on {tlog.get('threads', 1)} CPU thread(s) of a shared 2-core machine (the two bundled models "
+        f"were trained at the same time, one per core, with other work running): "
+        f"{tlog['train_seconds'] / 60:.1f} min of training "
         f"+ {tlog['data_prep_seconds'] / 60:.1f} min of data preparation (decode, views, teacher; near 0 when the "
         f"/tmp cache from an earlier run was reused).",
         "",
