@@ -10,9 +10,12 @@
       SHA256SUMS              `sha256sum -c SHA256SUMS` verifies every file above
 
 Written from the manifest (what was exported) and the report (how it did), after
-validation. Labels and normalization are not embedded as TFLite metadata: the maintained
-way to write it (tflite-support's metadata writers) has no release for this Python and
-TensorFlow, so model.json carries it instead, and the model card says so.
+validation. Labels and normalization are not embedded as TFLite metadata. tflite-support's
+metadata writers have no release for this Python and TensorFlow. MediaPipe 1.2.2 ships the
+same writers (`mediapipe.tasks.python.metadata.metadata_writers.image_classifier`), but
+importing them fails: they need the native `mediapipe.tasks.cc.metadata` module, which is
+not in the wheel (tried 2026-11-23). So model.json carries the metadata instead, and the
+model card says so.
 """
 from __future__ import annotations
 
@@ -177,8 +180,9 @@ def model_card(model: dict[str, Any]) -> str:
         f"`[1, {len(model['labels'])}]` logits (int8 for the int8-io file: `logit = (q - zero_point) * scale`). "
         "Softmax gives probabilities; the argmax is the index into `labels.txt`.",
         "",
-        "Labels and normalization are **not embedded as TFLite metadata** (the maintained writer, "
-        "tflite-support, has no release for this toolchain): read them from `labels.txt` and `model.json`.",
+        "Labels and normalization are **not embedded as TFLite metadata**. tflite-support has no release "
+        "for this toolchain, and MediaPipe's metadata writer does not import from its wheel. Read them from "
+        "`labels.txt` and `model.json`.",
         "",
         "## Kotlin (Android, LiteRT / TensorFlow Lite Interpreter)",
         "",
