@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from converters.atomic import atomic_path
+
 # The file name onnx2tf looks for before it tries to download its sample.
 ONNX2TF_SAMPLE_NAME = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
@@ -83,9 +85,8 @@ def shared_batch1_model(onnx_path: Path, folder: Path) -> Path:
         return out
     folder.mkdir(parents=True, exist_ok=True)
     stamp.unlink(missing_ok=True)
-    tmp = folder / ".model_b1.partial.onnx"
-    simplify_to_batch1(onnx_path, tmp)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        simplify_to_batch1(onnx_path, tmp)
     stamp.write_text(key)
     return out
 

@@ -342,11 +342,12 @@ def judge_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 def write_bench(result: dict[str, Any], out: Path) -> tuple[Path, Path]:
     """Write bench.json and bench.md (atomically) into ``out``."""
+    from converters.atomic import atomic_path
+
     json_path, md_path = out / "bench.json", out / "bench.md"
     for path, text in ((json_path, json.dumps(result, indent=2) + "\n"), (md_path, render_markdown(result))):
-        tmp = path.with_name(f".tmp-{path.name}")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
     return json_path, md_path
 
 

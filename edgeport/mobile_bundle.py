@@ -20,11 +20,11 @@ model card says so.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+from converters.atomic import atomic_path
 from edgeport import __version__
 from edgeport.model_source import sha256_file
 
@@ -41,46 +41,35 @@ def write_mobile_bundle(out_dir: Path, manifest: dict[str, Any], report: dict[st
         return None
     results = {v["name"]: v for v in report.get("variants", [])}
     final = out_dir / BUNDLE
-    tmp = out_dir / f".{BUNDLE}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-
-    files = []
-    for name in wanted:
-        record = exported[name]
-        src = out_dir / record["path"]
-        shutil.copyfile(src, tmp / src.name)
-        files.append(_file_entry(name, record, results.get(name), tmp / src.name))
-    labels = manifest["labels"]
-    (tmp / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
-    model = {
-        "edgeport_version": __version__,
-        "model": manifest["model"],
-        "source": {k: manifest["source"].get(k) for k in ("id", "path", "revision", "weights_sha256", "random_weights")
-                   if k in manifest["source"]},
-        "labels": labels,
-        "preprocessing": preprocessing_spec(manifest["preprocessing"]),
-        "output": {"kind": "logits", "shape": [1, len(labels)],
-                   "to_probabilities": "softmax over the last axis; argmax gives the label index in labels.txt"},
-        "evaluation": {"images": report.get("eval_set", {}).get("images"),
-                       "reference_accuracy": report.get("reference", {}).get("accuracy"),
-                       "latency_measured_on": (report.get("machine") or {}).get("model")},
-        "files": files,
-        "tflite_metadata": "not embedded: labels and normalization are in this file and labels.txt",
-    }
-    (tmp / "model.json").write_text(json.dumps(model, indent=2) + "\n")
-    (tmp / "README.md").write_text(model_card(model))
-    sums = [f"{sha256_file(p)}  {p.name}\n" for p in sorted(tmp.iterdir()) if p.is_file()]
-    (tmp / "SHA256SUMS").write_text("".join(sums))
-
-    if final.exists():  # swap in whole: a reader never sees a half-written bundle
-        old = out_dir / f".{BUNDLE}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+    # built in a hidden sibling and renamed in whole: a reader never sees a half-written bundle
+    with atomic_path(final, directory=True) as tmp:
+        files = []
+        for name in wanted:
+            record = exported[name]
+            src = out_dir / record["path"]
+            shutil.copyfile(src, tmp / src.name)
+            files.append(_file_entry(name, record, results.get(name), tmp / src.name))
+        labels = manifest["labels"]
+        (tmp / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
+        model = {
+            "edgeport_version": __version__,
+            "model": manifest["model"],
+            "source": {k: manifest["source"].get(k) for k in ("id", "path", "revision", "weights_sha256", "random_weights")
+                       if k in manifest["source"]},
+            "labels": labels,
+            "preprocessing": preprocessing_spec(manifest["preprocessing"]),
+            "output": {"kind": "logits", "shape": [1, len(labels)],
+                       "to_probabilities": "softmax over the last axis; argmax gives the label index in labels.txt"},
+            "evaluation": {"images": report.get("eval_set", {}).get("images"),
+                           "reference_accuracy": report.get("reference", {}).get("accuracy"),
+                           "latency_measured_on": (report.get("machine") or {}).get("model")},
+            "files": files,
+            "tflite_metadata": "not embedded: labels and normalization are in this file and labels.txt",
+        }
+        (tmp / "model.json").write_text(json.dumps(model, indent=2) + "\n")
+        (tmp / "README.md").write_text(model_card(model))
+        sums = [f"{sha256_file(p)}  {p.name}\n" for p in sorted(tmp.iterdir()) if p.is_file()]
+        (tmp / "SHA256SUMS").write_text("".join(sums))
     return final
 
 

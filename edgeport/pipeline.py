@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -13,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from converters.atomic import atomic_path
 from edgeport import __version__
 import numpy as np
 
@@ -274,9 +274,8 @@ def _changed_since_export(out_dir: Path, record: dict[str, Any]) -> str | None:
 
 
 def _write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
-    tmp = out_dir / f".tmp-{MANIFEST}"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, out_dir / MANIFEST)
+    with atomic_path(out_dir / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def read_manifest(out_dir: Path) -> dict[str, Any]:

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from converters.atomic import atomic_path
 from runtimes.machine import cpu_description
 from validation.harness import VariantResult
 from validation.report_html import render_html
@@ -49,9 +49,8 @@ def write_reports(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Pa
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def failure_lines(report: dict[str, Any]) -> list[str]:
