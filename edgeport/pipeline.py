@@ -45,10 +45,15 @@ def list_images(folder: Path) -> list[Path]:
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
-def check_disjoint(calibration: Sequence[Path], evaluation: Sequence[Path], calib_dir: Path, eval_dir: Path) -> None:
+def images_with_hashes(paths: Sequence[Path], hashes: set[str]) -> list[Path]:
+    """The images among ``paths`` whose content has one of the sha256 ``hashes``."""
+    return [p for p in paths if sha256_file(p) in hashes] if hashes else []
+
+
+def check_disjoint(calibration_sha256: Sequence[str], evaluation: Sequence[Path], calib_dir: Path,
+                   eval_dir: Path) -> None:
     """Refuse calibration images that also appear (byte for byte) in the evaluation set."""
-    calib = {sha256_file(p): p for p in calibration}
-    shared = [p for p in evaluation if sha256_file(p) in calib]
+    shared = images_with_hashes(evaluation, set(calibration_sha256))
     if shared:
         raise ValueError(
             f"{len(shared)} image(s) of the evaluation set {eval_dir} are also in the calibration set "
@@ -116,8 +121,9 @@ def export_model(
     specs = resolve_variants(variants)
     names = [s.name for s in specs]
     calib_paths = list_images(calibration_dir) if calibration_dir else []
+    calib_sha = [sha256_file(p) for p in calib_paths]
     if calib_paths and eval_dir:
-        check_disjoint(calib_paths, list_images(eval_dir), calibration_dir, eval_dir)
+        check_disjoint(calib_sha, list_images(eval_dir), calibration_dir, eval_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     previous = {} if force else _previous_records(out_dir)
     copy_model_metadata(source, out_dir)
@@ -129,7 +135,6 @@ def export_model(
                         mean=preprocessing.image_mean, std=preprocessing.image_std)
     if calib_paths and NEEDS_CALIBRATION & set(names):
         ctx.calibration_nchw, ctx.calibration_nhwc01 = calibration_arrays(calib_paths, preprocessing)
-    calib_sha = [sha256_file(p) for p in calib_paths]
     described = source.describe()
 
     context_dir = work_dir / "context"
@@ -167,7 +172,6 @@ def export_model(
         record = {"name": spec.name, "runtime": spec.runtime, "precision": spec.precision,
                   "path": spec.filename, "status": "ok", "error": None, "seconds": None, "inputs_key": key}
         records[spec.name] = record
-        manifest["variants"] = list(records.values())
         log(f"[{name}] ({i}/{len(specs)}) {spec.name}: {spec.description}")
         if spec.requires and records[spec.requires]["status"] != "ok":
             record.update(status="failed", error=f"needs {spec.requires}, which failed")
@@ -200,8 +204,8 @@ def export_model(
             continue
         stage = step(spec.name)
         stages.append(stage.to_dict())
-        record["seconds"] = round(stage.seconds, 2)
-        record["peak_rss_mb"] = stage.to_dict()["peak_rss_mb"]
+        record["seconds"] = stages[-1]["seconds"]
+        record["peak_rss_mb"] = stages[-1]["peak_rss_mb"]
         if stage.error:
             record.update(status="failed", error=stage.error)
             log(f"[{name}]   FAILED: {stage.error.splitlines()[0]} (traceback: {work_dir / (spec.name + '.error.log')})")
@@ -213,11 +217,10 @@ def export_model(
             record["sha256"] = artifact_sha256(out_dir / spec.filename)
             log(f"[{name}]   wrote {spec.filename} in {record['seconds']:.1f} s, "
                 f"peak {stage.peak_rss_bytes / 2**30:.2f} GiB")
-        manifest["export_seconds"] = round(time.perf_counter() - export_start, 2)
+        manifest.update(variants=list(records.values()), export_seconds=round(time.perf_counter() - export_start, 2))
         _write_manifest(out_dir, manifest)  # after every step: a killed run keeps what it finished
 
-    manifest["variants"] = list(records.values())
-    manifest["export_seconds"] = round(time.perf_counter() - export_start, 2)
+    manifest.update(variants=list(records.values()), export_seconds=round(time.perf_counter() - export_start, 2))
     _write_manifest(out_dir, manifest)
     if all(r["status"] == "ok" for r in records.values()):
         shutil.rmtree(work_dir, ignore_errors=True)  # keep logs only when something failed
@@ -251,13 +254,23 @@ def _previous_records(out_dir: Path) -> dict[str, dict[str, Any]]:
         return {}  # no manifest, or an unreadable one: export everything
 
 
+def _artifact_problem(path: Path, expected_sha256: str | None) -> str | None:
+    """Return "missing", "changed" (its sha256 is not ``expected_sha256``, when given) or None."""
+    if not path.exists():
+        return "missing"
+    if expected_sha256 is not None and artifact_sha256(path) != expected_sha256:
+        return "changed"
+    return None
+
+
 def _reusable(previous: dict[str, Any] | None, key: str, path: Path) -> tuple[bool, str | None]:
     """(reuse?, why not, when the reason is worth telling)."""
     if not previous or previous.get("status") != "ok" or previous.get("inputs_key") != key:
         return False, None
-    if not path.exists():
+    problem = _artifact_problem(path, previous.get("sha256", ""))
+    if problem == "missing":
         return False, f"{path.name} is missing: exporting it again"
-    if previous.get("sha256") != artifact_sha256(path):
+    if problem == "changed":
         return False, f"{path.name} no longer matches the sha256 in its manifest: exporting it again"
     return True, None
 
@@ -265,9 +278,10 @@ def _reusable(previous: dict[str, Any] | None, key: str, path: Path) -> tuple[bo
 def _changed_since_export(out_dir: Path, record: dict[str, Any]) -> str | None:
     """An error when an artifact is missing or differs from what its manifest recorded."""
     path = out_dir / record["path"]
-    if not path.exists():
+    problem = _artifact_problem(path, record.get("sha256") or None)
+    if problem == "missing":
         return f"{path} is missing: run `edgeport export` again"
-    if record.get("sha256") and artifact_sha256(path) != record["sha256"]:
+    if problem == "changed":
         return (f"{path} changed after export (its sha256 no longer matches manifest.json): "
                 "run `edgeport export` again")
     return None
@@ -301,14 +315,13 @@ def validate_export(
     manifest = read_manifest(out_dir)
     labels = manifest["labels"]
     eval_set = scan_eval_set(eval_dir, labels, label_map)  # label mapping errors surface before any work
-    calib_hashes = set(manifest.get("calibration", {}).get("sha256", []))
-    if calib_hashes:
-        shared = [s.path for s in eval_set.samples if sha256_file(s.path) in calib_hashes]
-        if shared:
-            raise ValueError(
-                f"{len(shared)} evaluation image(s) in {eval_dir} were used to calibrate the int8 variants "
-                f"(e.g. {shared[0].name}): evaluate on images disjoint from the calibration set"
-            )
+    shared = images_with_hashes([s.path for s in eval_set.samples],
+                                set(manifest.get("calibration", {}).get("sha256", [])))
+    if shared:
+        raise ValueError(
+            f"{len(shared)} evaluation image(s) in {eval_dir} were used to calibrate the int8 variants "
+            f"(e.g. {shared[0].name}): evaluate on images disjoint from the calibration set"
+        )
     preprocess = Preprocessing.from_file(out_dir / "preprocessor_config.json")
     inputs, y, _ = load_eval_arrays(eval_set, preprocess, progress=progress)
     src = manifest["source"]
