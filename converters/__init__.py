@@ -11,4 +11,5 @@
 - tflite_ops:           operators of a .tflite; the builtin-only rule
 - onnx2tf_tool:         running onnx2tf offline, in its own process
 - atomic:               temporary names renamed on success
+- child_process:        a tool in a child process: wall time, peak memory, heartbeat, no orphans
 """

@@ -8,15 +8,14 @@ download from the internet (it looks in the working directory first), made from 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from converters.atomic import atomic_path
+from converters.child_process import measure_command
 
 # The file name onnx2tf looks for before it tries to download its sample.
 ONNX2TF_SAMPLE_NAME = "calibration_image_sample_data_20x128x128x3_float32.npy"
@@ -104,27 +103,12 @@ def run_onnx2tf(args: Sequence[str], *, work_dir: Path, log_path: Path) -> None:
     with open(log_path, "w") as log:
         log.write("$ onnx2tf " + " ".join(args) + "\n")
         log.flush()
-        proc = subprocess.Popen(cmd, cwd=work_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            returncode = _wait_with_heartbeat(proc, log_path)
-        except BaseException:  # Ctrl-C or an error here: do not leave onnx2tf running
-            proc.kill()
-            proc.wait()
-            raise
+        _, _, returncode = measure_command(cmd, env=env, cwd=work_dir, stdout=log,
+                                           label=f"onnx2tf (log: {log_path})", heartbeat_s=30.0)
     if returncode != 0:
         raise ConversionError(
             f"onnx2tf exited with status {returncode}; log: {log_path}\n" + _tail(log_path)
         )
-
-
-def _wait_with_heartbeat(proc: subprocess.Popen, log_path: Path, every_s: float = 30.0) -> int:
-    """Wait for ``proc``, printing a line every ``every_s`` seconds: big models take minutes."""
-    start = time.monotonic()
-    while True:
-        try:
-            return proc.wait(timeout=every_s)
-        except subprocess.TimeoutExpired:
-            print(f"    onnx2tf still running ({time.monotonic() - start:.0f} s; log: {log_path})", flush=True)
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -166,8 +166,10 @@ def _inputs(model_dir: Path, images_dir: Path | None, count: int) -> np.ndarray:
 def measure_latencies(model_dir: Path, export_dir: Path, manifest: dict, inputs: np.ndarray,
                       opts: BenchOptions) -> list[dict[str, Any]]:
     """Batch-1 p50/p90 and batch-N images/s of the reference and every exported variant."""
+    from validation.harness import RunSettings, Variant, WorkerError, run_worker
     from validation.metrics import latency_summary
 
+    settings = RunSettings(threads=opts.threads, batch=opts.throughput_batch or 1, warmup=opts.warmup, runs=opts.runs)
     inputs_path = export_dir / ".bench-inputs.npy"
     np.save(inputs_path, inputs)
     rows = []
@@ -181,12 +183,14 @@ def measure_latencies(model_dir: Path, export_dir: Path, manifest: dict, inputs:
                                "p50_ms": None, "p90_ms": None, "images_per_s": None, "error": error}
         if status == "ok":
             try:
-                lat, batch_s, batch = _run_worker(runtime, path, inputs_path, opts)
-                summary = latency_summary(lat)
+                data = run_worker(Variant(name, runtime, precision, str(path)), inputs_path, settings, export_dir,
+                                  extra_args=["--throughput-batch", str(opts.throughput_batch),
+                                              "--throughput-runs", str(opts.throughput_runs)])
+                summary = latency_summary(data["latency_s"])
                 row.update(p50_ms=round(summary["p50"], 2), p90_ms=round(summary["p90"], 2))
-                if len(batch_s):
-                    row["images_per_s"] = round(batch / statistics.median(batch_s), 1)
-            except RuntimeError as exc:
+                if len(data["batch_s"]):
+                    row["images_per_s"] = round(int(data["batch_size"]) / statistics.median(data["batch_s"]), 1)
+            except WorkerError as exc:
                 row["error"] = str(exc)
         log(f"    {name:<20} p50 {row['p50_ms']} ms, {row['images_per_s']} img/s"
             + (f"  ERROR {row['error']}" if row["error"] else ""))
@@ -195,31 +199,11 @@ def measure_latencies(model_dir: Path, export_dir: Path, manifest: dict, inputs:
     return rows
 
 
-def _run_worker(runtime: str, path: Path, inputs_path: Path, opts: BenchOptions) -> tuple[np.ndarray, np.ndarray, int]:
-    import subprocess
-
-    from validation.harness import _describe_exit
-
-    out = inputs_path.parent / f".bench-{path.name}.npz"
-    cmd = [sys.executable, "-m", "validation.worker", "--runtime", runtime, "--path", str(path),
-           "--inputs", str(inputs_path), "--out", str(out), "--threads", str(opts.threads),
-           "--batch", str(opts.throughput_batch or 1), "--warmup", str(opts.warmup), "--runs", str(opts.runs),
-           "--throughput-batch", str(opts.throughput_batch), "--throughput-runs", str(opts.throughput_runs)]
-    env = dict(os.environ, USE_TF="0", TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1")
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0 or not out.exists():
-        raise RuntimeError(_describe_exit(proc.returncode, proc.stderr))
-    with np.load(out) as data:
-        lat, batch_s, batch = data["latency_s"], data["batch_s"], int(data["batch_size"])
-    out.unlink()
-    return lat, batch_s, batch
-
-
 def plain_way(model_dir: Path, work: Path, images_dir: Path | None) -> dict[str, Any]:
     """Time the same conversion done with the bare tools and their defaults."""
     from converters.onnx2tf_tool import write_onnx2tf_sample
     from edgeport.pipeline import sample_images
-    from edgeport.stage import measure_command
+    from converters.child_process import measure_command
 
     work.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent

@@ -6,7 +6,8 @@ import sys
 
 from edgeport.bench import BenchOptions, judge_targets, run_bench
 from edgeport.config import ModelEntry
-from edgeport.stage import _describe_exit, measure_command, run_stage
+from converters.child_process import measure_command
+from edgeport.stage import _describe_exit, run_stage
 from validation.harness import RunSettings
 
 

@@ -103,10 +103,22 @@ def artifact_size(path: str | Path) -> int | None:
 
 def run_variant(variant: Variant, inputs_path: Path, settings: RunSettings, work_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """Run one variant in a worker process; return (logits, per-run latency seconds)."""
+    data = run_worker(variant, inputs_path, settings, work_dir)
+    return data["logits"], data["latency_s"]
+
+
+def run_worker(variant: Variant, inputs_path: Path, settings: RunSettings, work_dir: Path, *,
+               extra_args: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """Run ``python -m validation.worker`` for ``variant``; return the arrays it saved.
+
+    ``extra_args`` are more worker options (the bench adds --throughput-batch). Raises
+    WorkerError with a readable reason when the worker fails, crashes or times out.
+    """
     out = work_dir / f"{variant.name}.npz"
     cmd = [sys.executable, "-m", "validation.worker", "--runtime", variant.runtime, "--path", variant.path,
            "--inputs", str(inputs_path), "--out", str(out), "--threads", str(settings.threads),
-           "--batch", str(settings.batch), "--warmup", str(settings.warmup), "--runs", str(settings.runs)]
+           "--batch", str(settings.batch), "--warmup", str(settings.warmup), "--runs", str(settings.runs),
+           *extra_args]
     if variant.revision:
         cmd += ["--revision", variant.revision]
     if variant.allow_pickle:
@@ -119,7 +131,9 @@ def run_variant(variant: Variant, inputs_path: Path, settings: RunSettings, work
     if proc.returncode != 0 or not out.exists():
         raise WorkerError(_describe_exit(proc.returncode, proc.stderr))
     with np.load(out) as data:
-        return data["logits"], data["latency_s"]
+        arrays = {name: data[name] for name in data.files}
+    out.unlink()
+    return arrays
 
 
 def _describe_exit(code: int, stderr: str) -> str:
