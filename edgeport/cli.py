@@ -68,11 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of real images for onnx2tf's sample (default: the calibration folder, "
                         "else the model's eval folder)")
     p.add_argument("--config", type=Path, help="config file (default: edgeport.toml)")
-    p.add_argument("--force", action="store_true",
-                   help="re-export every variant (default: reuse artifacts that are up to date)")
-    p.add_argument("--allow-pickle", action="store_true",
-                   help="accept a model folder with only pickle weights (pytorch_model.bin...), which can run "
-                        "code when loaded; only for files you trust. Recorded in the manifest and report")
+    _add_export_options(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
@@ -80,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run the PyTorch reference and every variant in DIR/manifest.json on the images\n"
                     "in EVAL_DIR/CLASS/*.jpg (class folders named like the model's labels, any case),\n"
-                    "write DIR/report.json and DIR/report.md, and exit 1 if any variant misses its\n"
-                    "budget. Budgets come from the config (by model name, else the defaults).",
+                    "write DIR/report.json, report.md, report.html and the mobile bundle DIR/mobile/,\n"
+                    "and exit 1 if any variant misses its budget or too many images are unreadable.\n"
+                    "Budgets come from the config (by model name, else the defaults).",
     )
     p.add_argument("dir", type=Path, metavar="DIR", help="folder written by `edgeport export`")
     p.add_argument("--eval", type=Path, required=True, metavar="EVAL_DIR", help="evaluation set in class folders")
@@ -106,12 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate model NAME on DIR instead of its configured eval folder (repeatable)")
     p.add_argument("--only", action="append", default=[], metavar="NAME", help="only this model (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--force", action="store_true",
-                   help="re-export every variant (default: reuse artifacts whose inputs and sha256 are unchanged, "
-                        "so a rerun after an interruption finishes only the remaining work)")
-    p.add_argument("--allow-pickle", action="store_true",
-                   help="accept pickle-only model folders for every model (see `export --help`); per model: "
-                        "allow_pickle = true in the config")
+    _add_export_options(p)
     p.set_defaults(func=cmd_export_all)
 
     p = sub.add_parser(
@@ -159,6 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "stated for 2000 images, e.g. ../shared/datasets/utkface/eval)")
     p.set_defaults(func=cmd_bench)
     return parser
+
+
+def _add_export_options(p: argparse.ArgumentParser) -> None:
+    """Options that `export` and `export-all` share."""
+    p.add_argument("--force", action="store_true",
+                   help="re-export every variant (default: reuse artifacts whose inputs and sha256 are unchanged, "
+                        "so a rerun after an interruption finishes only the remaining work)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="accept a model folder with only pickle weights (pytorch_model.bin...), which can run "
+                        "code when loaded; only for files you trust (per model: allow_pickle = true in the "
+                        "config). Recorded in the manifest and report")
 
 
 def _config(args: argparse.Namespace) -> Config:
