@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from edgeport import __version__
+from validation.harness import artifact_size
 
 # Architectures the bench can build (random weights). "vit-b16" is
 # google/vit-base-patch16-224-in21k's shape with the gender head (2 labels).
@@ -119,7 +120,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         "peak_rss_mb": max((s["peak_rss_mb"] for s in manifest["stages"]), default=0.0),
         "stages": manifest["stages"],
         "variants": [{"name": v["name"], "status": v["status"], "error": v["error"],
-                      "size_bytes": _size(export_dir / v["path"]) if v["status"] == "ok" else None}
+                      "size_bytes": artifact_size(export_dir / v["path"]) if v["status"] == "ok" else None}
                      for v in manifest["variants"]],
     }
 
@@ -138,12 +139,6 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
     result["targets"] = judge_targets(result)
     write_bench(result, out)
     return result
-
-
-def _size(path: Path) -> int | None:
-    from validation.harness import artifact_size
-
-    return artifact_size(path)
 
 
 def _inputs(model_dir: Path, images_dir: Path | None, count: int) -> np.ndarray:
@@ -179,7 +174,7 @@ def measure_latencies(model_dir: Path, export_dir: Path, manifest: dict, inputs:
     ]
     for name, runtime, precision, path, status, error in entries:
         row: dict[str, Any] = {"name": name, "runtime": runtime, "precision": precision,
-                               "size_bytes": _size(path) if status == "ok" else None,
+                               "size_bytes": artifact_size(path) if status == "ok" else None,
                                "p50_ms": None, "p90_ms": None, "images_per_s": None, "error": error}
         if status == "ok":
             try:
