@@ -8,6 +8,7 @@ download from the internet (it looks in the working directory first), made from 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -90,15 +91,50 @@ def shared_batch1_model(onnx_path: Path, folder: Path) -> Path:
     return out
 
 
-def run_onnx2tf(args: Sequence[str], *, work_dir: Path, log_path: Path) -> None:
-    """Run ``onnx2tf ARGS`` in ``work_dir``; raise ConversionError with the log's tail on failure."""
+# onnx2tf's TensorFlow backend writes the SavedModel, then always converts it to TFLite
+# (fp32, fp16 and more): 8+ minutes and ~12 GB on ViT-B/16, for files edgeport makes
+# otherwise (flatbuffer_direct + ai-edge-quantizer). onnx2tf has no "SavedModel only"
+# switch, so the child replaces TensorFlow's TFLite converter with one that ends the process
+# cleanly as soon as onnx2tf reaches for it, i.e. right after the SavedModel is on disk.
+_SAVEDMODEL_ONLY = """
+import sys
+import tensorflow as tf
+
+class _StopAfterSavedModel:
+    @staticmethod
+    def _stop(*args, **kwargs):
+        print("edgeport: SavedModel written; skipping onnx2tf's TFLite conversion", flush=True)
+        raise SystemExit(0)
+
+    from_keras_model = from_concrete_functions = from_saved_model = _stop
+
+tf.lite.TFLiteConverter = _StopAfterSavedModel
+"""
+
+
+def prepare_onnx2tf_run(onnx_path: Path, work_dir: Path, sample_images: Sequence[Path], output: str) -> tuple[Path, Path]:
+    """Scratch folder with onnx2tf's sample and the shared batch-1 model; returns (model, empty output dir)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    write_onnx2tf_sample(sample_images, work_dir)
+    static = shared_batch1_model(Path(onnx_path), work_dir.parent)
+    out_dir = work_dir / output
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return static, out_dir
+
+
+def run_onnx2tf(args: Sequence[str], *, work_dir: Path, log_path: Path, savedmodel_only: bool = False) -> None:
+    """Run ``onnx2tf ARGS`` in ``work_dir``; raise ConversionError with the log's tail on failure.
+
+    ``savedmodel_only``: stop the TensorFlow backend once it has written the SavedModel.
+    """
     env = dict(os.environ)
     bin_dir = str(Path(sys.executable).parent)
     # onnx2tf calls the `onnxsim` executable, which lives next to our interpreter.
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["CUDA_VISIBLE_DEVICES"] = "-1"
-    cmd = [sys.executable, "-c", "import sys, onnx2tf; sys.exit(onnx2tf.main())", *args]
+    code = (_SAVEDMODEL_ONLY if savedmodel_only else "") + "\nimport sys, onnx2tf; sys.exit(onnx2tf.main())"
+    cmd = [sys.executable, "-c", code, *args]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
         log.write("$ onnx2tf " + " ".join(args) + "\n")

@@ -1,18 +1,32 @@
-"""ONNX -> TensorFlow SavedModel fp32 (onnx2tf, TensorFlow converter backend)."""
+"""ONNX -> TensorFlow SavedModel fp32 (onnx2tf, TensorFlow converter backend).
+
+onnx2tf builds a Keras graph from the batch-1 ONNX model and saves it with a
+``serving_default`` signature; the run stops there (see onnx2tf_tool's savedmodel_only),
+because the TFLite files come from the flatbuffer_direct backend and ai-edge-quantizer.
+"""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from converters.atomic import atomic_path
+from converters.onnx2tf_tool import ConversionError, prepare_onnx2tf_run, run_onnx2tf
 
 
-def copy_savedmodel(tf_outputs: Path, out_dir: str | Path) -> Path:
-    """Copy the SavedModel of a ``tensorflow_run.tensorflow_outputs`` folder to ``out_dir``.
-
-    Input is NHWC at batch 1 (onnx2tf's layout), signature ``serving_default``.
-    """
+def convert_savedmodel(onnx_path: str | Path, out_dir: str | Path, *, sample_images: Sequence[Path],
+                       work_dir: str | Path) -> dict:
+    """Convert ``onnx_path`` to a SavedModel folder at ``out_dir`` (NHWC input, batch 1)."""
+    work = Path(work_dir)
+    static, produced = prepare_onnx2tf_run(Path(onnx_path), work, sample_images, "savedmodel")
+    # -rtpo Erf: an Erf left in the graph (opset < 20 exports) becomes builtin ops, not FlexErf.
+    # -nuo: the input is already simplified; onnx2tf's own onnxsim pass would redo that work.
+    run_onnx2tf(["-i", str(static), "-o", str(produced), "-tb", "tf_converter", "-osd", "-rtpo", "Erf",
+                 "-doem", "-nuo", "-v", "warn"],
+                work_dir=work, log_path=work / "onnx2tf-savedmodel.log", savedmodel_only=True)
+    if not (produced / "saved_model.pb").exists():
+        raise ConversionError(f"onnx2tf wrote no saved_model.pb in {produced} (log: {work / 'onnx2tf-savedmodel.log'})")
     with atomic_path(out_dir, directory=True) as tmp_dir:
-        shutil.copytree(tf_outputs, tmp_dir, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("*.tflite", ".complete", "*.json", "*.fbs", "*.py"))
-    return Path(out_dir)
+        shutil.copytree(produced, tmp_dir, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("*.tflite", "*.json", "*.fbs", "*.py"))
+    return {"backend": "onnx2tf tf_converter (SavedModel only)"}

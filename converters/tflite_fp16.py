@@ -1,15 +1,27 @@
-"""TFLite fp16: fp16 weights, float32 compute and I/O (onnx2tf, TensorFlow converter backend).
+"""tflite-fp32 -> TFLite fp16: float16 weights, float32 compute and I/O (ai-edge-quantizer).
 
-onnx2tf's flatbuffer_direct fp16 file does not load in ai-edge-litert 2.1 (its CONV_2D
-gets an fp16 input), so this one comes from the TensorFlow converter run.
+Weights of FULLY_CONNECTED and CONV_2D ops are stored as float16 behind a DEQUANTIZE (the
+layout of TensorFlow's fp16 post-training quantization), halving the file; the runtime
+expands them once when the interpreter is prepared.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from converters.tensorflow_run import copy_checked_tflite
+from converters.ai_edge_quantize import quantize_tflite
 
 
-def copy_tflite_fp16(tf_outputs: Path, out_path: str | Path) -> dict:
-    """Copy the fp16 .tflite of a tensorflow_outputs folder to ``out_path`` if builtin-only."""
-    return copy_checked_tflite(tf_outputs, "fp16", out_path)
+def fp16_recipe() -> list[dict]:
+    """ai-edge-quantizer recipe: float casting of every supported weight to 16 bits."""
+    from ai_edge_quantizer import qtyping, recipe_manager
+    from ai_edge_quantizer.recipe import AlgorithmName
+
+    manager = recipe_manager.RecipeManager()
+    manager.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                   num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)
+    return manager.get_quantization_recipe()
+
+
+def convert_tflite_fp16(tflite_fp32: str | Path, out_path: str | Path) -> dict:
+    """Write the fp16-weight version of ``tflite_fp32`` to ``out_path``; returns manifest settings."""
+    return quantize_tflite(tflite_fp32, out_path, fp16_recipe())

@@ -1,17 +1,17 @@
-"""ONNX -> TFLite fp32 (onnx2tf, flatbuffer_direct backend: fast, builtin GELU)."""
+"""ONNX -> TFLite fp32 (onnx2tf, flatbuffer_direct backend: fast, builtin GELU).
+
+Linear layers come out of onnx2tf as BATCH_MATMUL; they are rewritten as FULLY_CONNECTED
+(converters.tflite_graph) so that the quantized TFLite variants made from this file get
+per-channel int8 and fp16 weights.
+"""
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 from converters.atomic import atomic_path
-from converters.onnx2tf_tool import (
-    ConversionError,
-    run_onnx2tf,
-    shared_batch1_model,
-    write_onnx2tf_sample,
-)
+from converters.onnx2tf_tool import ConversionError, prepare_onnx2tf_run, run_onnx2tf
+from converters.tflite_graph import batch_matmul_to_fully_connected
 from converters.tflite_ops import require_builtin_ops
 
 
@@ -27,11 +27,7 @@ def convert_tflite_fp32(
     Returns {"ops": [...]}; raises ConversionError if the file holds non-builtin ops.
     """
     work = Path(work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    write_onnx2tf_sample(sample_images, work)
-    static = shared_batch1_model(Path(onnx_path), work.parent)
-    out_dir = work / "tflite-fp32"
-    shutil.rmtree(out_dir, ignore_errors=True)
+    static, out_dir = prepare_onnx2tf_run(Path(onnx_path), work, sample_images, "tflite-fp32")
     run_onnx2tf(
         ["-i", str(static), "-o", str(out_dir), "-tb", "flatbuffer_direct", "-doem", "-nuo", "-v", "warn"],
         work_dir=work,
@@ -40,7 +36,8 @@ def convert_tflite_fp32(
     produced = out_dir / f"{static.stem}_float32.tflite"
     if not produced.exists():
         raise ConversionError(f"onnx2tf wrote no {produced.name} in {out_dir}")
-    ops = require_builtin_ops(produced)
     with atomic_path(out_path) as tmp:
-        shutil.copyfile(produced, tmp)
-    return {"ops": ops}
+        data, rewritten = batch_matmul_to_fully_connected(produced.read_bytes())
+        Path(tmp).write_bytes(data)
+        ops = require_builtin_ops(tmp)
+    return {"ops": ops, "linear_layers_as_fully_connected": rewritten}

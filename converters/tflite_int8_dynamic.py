@@ -1,11 +1,17 @@
-"""TFLite dynamic-range int8: int8 weights, activations quantized at run time (onnx2tf -oiqt)."""
+"""tflite-fp32 -> TFLite dynamic-range int8 (ai-edge-quantizer ``dynamic_wi8_afp32``).
+
+int8 per-channel weights; activations stay float32 in the file and are quantized at run
+time, so no calibration is needed.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-from converters.tensorflow_run import copy_checked_tflite
+from converters.ai_edge_quantize import quantize_tflite
 
 
-def copy_tflite_int8_dynamic(tf_outputs: Path, out_path: str | Path) -> dict:
-    """Copy the dynamic-range .tflite of a tensorflow_outputs folder to ``out_path`` if builtin-only."""
-    return copy_checked_tflite(tf_outputs, "int8-dynamic", out_path)
+def convert_tflite_int8_dynamic(tflite_fp32: str | Path, out_path: str | Path) -> dict:
+    """Write the dynamic-range int8 version of ``tflite_fp32`` to ``out_path``."""
+    from ai_edge_quantizer import recipe
+
+    return quantize_tflite(tflite_fp32, out_path, recipe.dynamic_wi8_afp32())

@@ -1,7 +1,6 @@
 """Export one model to its variants, then validate them: the two halves of every command."""
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import shutil
@@ -19,7 +18,7 @@ import numpy as np
 from edgeport.mobile_bundle import write_mobile_bundle
 from edgeport.model_source import ModelSource, copy_model_metadata, read_labels, sha256_file
 from edgeport.stage import StageResult, run_stage, run_stage_in_process, save_context
-from edgeport.variants import SHARED_TF_STEP, TF_BACKEND, TF_INT8, VARIANTS, ExportContext, resolve_variants
+from edgeport.variants import TFLITE_CALIBRATED, VARIANTS, ExportContext, resolve_variants
 from runtimes.tflite_runner import tflite_io_details
 from validation.budgets import Budget, budget_for
 from validation.dataset import IMAGE_EXTENSIONS, load_eval_arrays, open_image, scan_eval_set
@@ -34,7 +33,7 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-NEEDS_CALIBRATION = {"onnx-int8-static"} | TF_INT8
+NEEDS_CALIBRATION = {"onnx-int8-static"} | TFLITE_CALIBRATED
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -62,14 +61,9 @@ def check_disjoint(calibration_sha256: Sequence[str], evaluation: Sequence[Path]
         )
 
 
-def calibration_arrays(paths: Sequence[Path], pre: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
-    """(preprocessed NCHW, resized NHWC in [0, 1]) arrays of the calibration images."""
-    unnormalized = dataclasses.replace(pre, do_normalize=False, do_rescale=True, rescale_factor=1 / 255)
-    raw = np.stack([unnormalized(open_image(p)) for p in paths])  # N, C, H, W in [0, 1]
-    mean = np.asarray(pre.image_mean, dtype=np.float32)[None, :, None, None]
-    std = np.asarray(pre.image_std, dtype=np.float32)[None, :, None, None]
-    nchw = ((raw - mean) / std).astype(np.float32) if pre.do_normalize else raw
-    return nchw, np.ascontiguousarray(raw.transpose(0, 2, 3, 1))
+def calibration_arrays(paths: Sequence[Path], pre: Preprocessing) -> np.ndarray:
+    """The calibration images, preprocessed exactly as evaluation images (N x C x H x W)."""
+    return np.stack([pre(open_image(p)) for p in paths]).astype(np.float32)
 
 
 def sample_images(folder: Path, count: int = 20) -> list[Path]:
@@ -131,10 +125,9 @@ def export_model(
     preprocessing = Preprocessing.from_file(out_dir / "preprocessor_config.json")
     images = sample_images(images_dir or calibration_dir) if (images_dir or calibration_dir) else []
     work_dir = out_dir / ".work"
-    ctx = ExportContext(source.location, source.revision, out_dir, work_dir, images, opset, variants=names,
-                        mean=preprocessing.image_mean, std=preprocessing.image_std)
+    ctx = ExportContext(source.location, source.revision, out_dir, work_dir, images, opset, variants=names)
     if calib_paths and NEEDS_CALIBRATION & set(names):
-        ctx.calibration_nchw, ctx.calibration_nhwc01 = calibration_arrays(calib_paths, preprocessing)
+        ctx.calibration_nchw = calibration_arrays(calib_paths, preprocessing)
     described = source.describe()
 
     context_dir = work_dir / "context"
@@ -162,8 +155,6 @@ def export_model(
         "edgeport_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    tf_error: str | None = None
-    tf_done = False
     export_start = time.perf_counter()
     for i, spec in enumerate(specs, 1):
         key = _inputs_key(f"{spec.name}@{spec.recipe}", described, opset,
@@ -190,17 +181,6 @@ def export_model(
             record.update(status="failed",
                           error="onnx2tf needs sample images: give the model an 'eval' or 'calibration' folder")
             log(f"[{name}]   failed: {record['error']}")
-            continue
-        if spec.name in TF_BACKEND and not tf_done:
-            tf_done = True
-            log(f"[{name}]   running onnx2tf's TensorFlow backend once for {', '.join(sorted(TF_BACKEND & set(names)))}")
-            shared = step(SHARED_TF_STEP)
-            stages.append(shared.to_dict())
-            tf_error = shared.error
-            log(f"[{name}]   onnx2tf TF backend: {'FAILED: ' + tf_error if tf_error else 'done'} "
-                f"in {shared.seconds:.1f} s, peak {shared.peak_rss_bytes / 2**30:.2f} GiB")
-        if spec.name in TF_BACKEND and tf_error:
-            record.update(status="failed", error=f"the shared onnx2tf TF-backend run failed: {tf_error}")
             continue
         stage = step(spec.name)
         stages.append(stage.to_dict())

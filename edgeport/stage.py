@@ -28,7 +28,7 @@ import numpy as np
 
 from converters.child_process import measure_command
 
-_ARRAYS = ("calibration_nchw", "calibration_nhwc01")
+_ARRAYS = ("calibration_nchw",)
 _PATHS = ("out_dir", "work_dir")
 
 

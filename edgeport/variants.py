@@ -25,9 +25,6 @@ class ExportContext:
     opset: int
     variants: Sequence[str] = ()  # every variant of this export
     calibration_nchw: np.ndarray | None = None  # preprocessed, for ONNX static int8
-    calibration_nhwc01: np.ndarray | None = None  # resized, scaled to [0, 1], for onnx2tf -oiqt
-    mean: Sequence[float] = (0.5, 0.5, 0.5)
-    std: Sequence[float] = (0.5, 0.5, 0.5)
 
     @property
     def onnx_fp32(self) -> Path:
@@ -55,23 +52,13 @@ class VariantSpec:
     recipe: str = "1"  # bump when the converter's output changes: part of the reuse key
 
 
-TF_INT8 = {"tflite-int8-dynamic", "tflite-int8", "tflite-int8-io"}
-# Variants taken from the one shared onnx2tf TensorFlow-backend run (the step SHARED_TF_STEP).
-TF_BACKEND = {"savedmodel-fp32", "tflite-fp16"} | TF_INT8
-SHARED_TF_STEP = "onnx2tf-tf-backend"
+# TFLite variants quantized from the tflite-fp32 artifact with calibration images.
+TFLITE_CALIBRATED = {"tflite-int8", "tflite-int8-io"}
 
 
-def _tf_outputs(ctx: ExportContext) -> Path:
-    """The shared onnx2tf TensorFlow-backend run (with int8 files when an int8 variant is wanted)."""
-    from converters.tensorflow_run import CalibrationData, tensorflow_outputs
-
-    calibration = None
-    if TF_INT8 & set(ctx.variants):
-        if ctx.calibration_nhwc01 is None or len(ctx.calibration_nhwc01) == 0:
-            raise ValueError("int8 TFLite variants need calibration images: set the model's 'calibration' folder")
-        calibration = CalibrationData(ctx.calibration_nhwc01, ctx.mean, ctx.std)
-    return tensorflow_outputs(ctx.onnx_fp32, ctx.work_dir / "tensorflow", sample_images=ctx.sample_images,
-                              calibration=calibration)
+def _calibration_nhwc(ctx: ExportContext) -> np.ndarray:
+    """The preprocessed calibration images in the TFLite files' NHWC layout."""
+    return np.ascontiguousarray(ctx.require_calibration().transpose(0, 2, 3, 1))
 
 
 def _onnx_fp32(ctx: ExportContext, out: Path) -> None:
@@ -98,10 +85,11 @@ def _onnx_int8_static(ctx: ExportContext, out: Path) -> dict:
     return convert_onnx_int8_static(ctx.onnx_fp32, out, ctx.require_calibration())[1]
 
 
-def _savedmodel_fp32(ctx: ExportContext, out: Path) -> None:
-    from converters.savedmodel import copy_savedmodel
+def _savedmodel_fp32(ctx: ExportContext, out: Path) -> dict:
+    from converters.savedmodel import convert_savedmodel
 
-    copy_savedmodel(_tf_outputs(ctx), out)
+    return convert_savedmodel(ctx.onnx_fp32, out, sample_images=ctx.sample_images,
+                              work_dir=ctx.work_dir / "savedmodel")
 
 
 def _tflite_fp32(ctx: ExportContext, out: Path) -> dict:
@@ -111,28 +99,32 @@ def _tflite_fp32(ctx: ExportContext, out: Path) -> dict:
                                work_dir=ctx.work_dir / "tflite-fp32")
 
 
-def _tflite_fp16(ctx: ExportContext, out: Path) -> dict:
-    from converters.tflite_fp16 import copy_tflite_fp16
+def _tflite_fp32_artifact(ctx: ExportContext) -> Path:
+    return ctx.out_dir / VARIANTS["tflite-fp32"].filename
 
-    return copy_tflite_fp16(_tf_outputs(ctx), out)
+
+def _tflite_fp16(ctx: ExportContext, out: Path) -> dict:
+    from converters.tflite_fp16 import convert_tflite_fp16
+
+    return convert_tflite_fp16(_tflite_fp32_artifact(ctx), out)
 
 
 def _tflite_int8_dynamic(ctx: ExportContext, out: Path) -> dict:
-    from converters.tflite_int8_dynamic import copy_tflite_int8_dynamic
+    from converters.tflite_int8_dynamic import convert_tflite_int8_dynamic
 
-    return copy_tflite_int8_dynamic(_tf_outputs(ctx), out)
+    return convert_tflite_int8_dynamic(_tflite_fp32_artifact(ctx), out)
 
 
 def _tflite_int8(ctx: ExportContext, out: Path) -> dict:
-    from converters.tflite_int8 import copy_tflite_int8
+    from converters.tflite_int8 import convert_tflite_int8
 
-    return copy_tflite_int8(_tf_outputs(ctx), out)
+    return convert_tflite_int8(_tflite_fp32_artifact(ctx), out, _calibration_nhwc(ctx))
 
 
 def _tflite_int8_io(ctx: ExportContext, out: Path) -> dict:
-    from converters.tflite_int8 import copy_tflite_int8
+    from converters.tflite_int8 import convert_tflite_int8
 
-    return copy_tflite_int8(_tf_outputs(ctx), out, int8_io=True)
+    return convert_tflite_int8(_tflite_fp32_artifact(ctx), out, _calibration_nhwc(ctx), int8_io=True)
 
 
 VARIANTS: dict[str, VariantSpec] = {
@@ -148,17 +140,20 @@ VARIANTS: dict[str, VariantSpec] = {
                     _onnx_int8_static, "ONNX static int8 QDQ, per-channel, calibrated; LayerNorm/GELU/Softmax/Add, "
                     "patch embedding, first layer and head float", recipe="2"),
         VariantSpec("savedmodel-fp32", "savedmodel", "fp32", "savedmodel", "onnx-fp32", _savedmodel_fp32,
-                    "TensorFlow SavedModel fp32 (onnx2tf), NHWC, batch 1"),
+                    "TensorFlow SavedModel fp32 (onnx2tf TF backend, SavedModel only), NHWC, batch 1", recipe="2"),
         VariantSpec("tflite-fp32", "tflite", "fp32", "model_fp32.tflite", "onnx-fp32", _tflite_fp32,
-                    "TFLite fp32 (onnx2tf flatbuffer_direct), NHWC, batch 1, builtin ops"),
-        VariantSpec("tflite-fp16", "tflite", "fp16", "model_fp16.tflite", "onnx-fp32", _tflite_fp16,
-                    "TFLite fp16 weights (onnx2tf TF converter)"),
-        VariantSpec("tflite-int8-dynamic", "tflite", "int8", "model_int8_dynamic.tflite", "onnx-fp32",
-                    _tflite_int8_dynamic, "TFLite dynamic-range int8 weights"),
-        VariantSpec("tflite-int8", "tflite", "int8", "model_int8.tflite", "onnx-fp32", _tflite_int8,
-                    "TFLite full-integer int8, float32 I/O, calibrated"),
-        VariantSpec("tflite-int8-io", "tflite", "int8", "model_int8_io.tflite", "onnx-fp32", _tflite_int8_io,
-                    "TFLite full-integer int8 with int8 input/output (camera pipelines)"),
+                    "TFLite fp32 (onnx2tf flatbuffer_direct, Linear layers as FULLY_CONNECTED), NHWC, batch 1",
+                    recipe="2"),
+        VariantSpec("tflite-fp16", "tflite", "fp16", "model_fp16.tflite", "tflite-fp32", _tflite_fp16,
+                    "TFLite fp16 weights (ai-edge-quantizer float casting)", recipe="2"),
+        VariantSpec("tflite-int8-dynamic", "tflite", "int8", "model_int8_dynamic.tflite", "tflite-fp32",
+                    _tflite_int8_dynamic, "TFLite dynamic-range int8 weights (ai-edge-quantizer)", recipe="2"),
+        VariantSpec("tflite-int8", "tflite", "int8", "model_int8.tflite", "tflite-fp32", _tflite_int8,
+                    "TFLite full-integer (int8; LayerNorm statistics int16), float32 I/O, calibrated "
+                    "(ai-edge-quantizer)", recipe="2"),
+        VariantSpec("tflite-int8-io", "tflite", "int8", "model_int8_io.tflite", "tflite-fp32", _tflite_int8_io,
+                    "TFLite full-integer with int8 input/output (camera pipelines), calibrated (ai-edge-quantizer)",
+                    recipe="2"),
     ]
 }
 
@@ -179,14 +174,6 @@ def resolve_variants(names: Sequence[str]) -> list[VariantSpec]:
     return [spec for name, spec in VARIANTS.items() if name in wanted]
 
 
-def _shared_tf_step(ctx: ExportContext) -> dict:
-    from converters.tensorflow_run import tflite_file
-
-    out = _tf_outputs(ctx)
-    return {"outputs": sorted(p.name for p in out.glob("*.tflite") if "int16" not in p.name),
-            "fp32_tflite_bytes": tflite_file(out, "fp32").stat().st_size}
-
-
 def _variant_step(name: str) -> Callable[[ExportContext], "dict[str, Any] | None"]:
     def step(ctx: ExportContext) -> "dict[str, Any] | None":
         spec = VARIANTS[name]  # looked up when run, so the registry stays the one source
@@ -195,9 +182,5 @@ def _variant_step(name: str) -> Callable[[ExportContext], "dict[str, Any] | None
     return step
 
 
-# Every step `edgeport.stage` can run in its own process: one per variant, plus the shared
-# onnx2tf TensorFlow run that several variants copy their files from.
-STEPS: dict[str, Callable[[ExportContext], "dict[str, Any] | None"]] = {
-    SHARED_TF_STEP: _shared_tf_step,
-    **{name: _variant_step(name) for name in VARIANTS},
-}
+# Every step `edgeport.stage` can run in its own process: one per variant.
+STEPS: dict[str, Callable[[ExportContext], "dict[str, Any] | None"]] = {name: _variant_step(name) for name in VARIANTS}

@@ -148,3 +148,60 @@ def test_flex_op_fails_the_variant_in_the_report(tiny_vit, calib_dir, faces_dir,
     assert rec["onnx-fp32"]["status"] == "ok"
     assert rec["tflite-fp32"]["status"] == "failed" and "FlexErf" in rec["tflite-fp32"]["error"]
     assert not (tmp_path / "out" / "model_fp32.tflite").exists()
+
+
+def test_linear_layers_become_fully_connected_with_identical_outputs(exported_tiny, batch_and_reference):
+    """tflite-fp32's BATCH_MATMUL -> FULLY_CONNECTED rewrite changes ops, not outputs."""
+    from converters.tflite_graph import batch_matmul_to_fully_connected
+    from converters.tflite_ops import tflite_operators
+
+    manifest = json.loads((exported_tiny / "manifest.json").read_text())
+    fp32 = {v["name"]: v for v in manifest["variants"]}["tflite-fp32"]
+    assert fp32["settings"]["linear_layers_as_fully_connected"] > 0
+    assert "FULLY_CONNECTED" in fp32["settings"]["ops"]
+    # Nothing constant is left to rewrite, and the rewritten file agrees with PyTorch as
+    # closely as any fp32 variant must (a wrong transpose would be off by whole logits).
+    data, count = batch_matmul_to_fully_connected((exported_tiny / "model_fp32.tflite").read_bytes())
+    assert count == 0
+    inputs, reference = batch_and_reference
+    with runner_class("tflite")(exported_tiny / "model_fp32.tflite") as runner:
+        assert np.abs(runner.infer(inputs) - reference).max() < 1e-4
+    assert "BATCH_MATMUL" in tflite_operators(exported_tiny / "model_fp32.tflite")  # attention's act x act stays
+
+
+def test_full_integer_files_compute_only_in_integers(exported_tiny):
+    from converters.ai_edge_quantize import float_compute_ops, op_precisions
+
+    manifest = json.loads((exported_tiny / "manifest.json").read_text())
+    rec = {v["name"]: v for v in manifest["variants"]}
+    for name, filename in (("tflite-int8", "model_int8.tflite"), ("tflite-int8-io", "model_int8_io.tflite")):
+        assert float_compute_ops(exported_tiny / filename) == []
+        assert rec[name]["settings"]["float_compute_ops"] == []
+        assert any(k.startswith("FULLY_CONNECTED:INT8") for k in op_precisions(exported_tiny / filename))
+    assert "FULLY_CONNECTED" in float_compute_ops(exported_tiny / "model_fp32.tflite")
+
+
+def test_full_integer_export_refuses_a_float_op(exported_tiny, calib_dir, tmp_path, monkeypatch):
+    """If the recipe left an op in float, the variant fails and no file is left behind."""
+    import converters.tflite_int8 as tflite_int8
+    from edgeport.pipeline import calibration_arrays, list_images
+
+    real_recipe = tflite_int8.full_integer_recipe
+
+    def recipe_with_float_gelu(*, int8_io):
+        from ai_edge_quantizer import qtyping, recipe_manager
+        from ai_edge_quantizer.recipe import AlgorithmName
+
+        manager = recipe_manager.RecipeManager()
+        manager.load_quantization_recipe(real_recipe(int8_io=int8_io))
+        manager.add_quantization_config(regex=".*", operation_name=qtyping.TFLOperationName.GELU,
+                                        algorithm_key=AlgorithmName.NO_QUANTIZE)
+        return manager.get_quantization_recipe()
+
+    monkeypatch.setattr(tflite_int8, "full_integer_recipe", recipe_with_float_gelu)
+    pre = Preprocessing.from_file(exported_tiny / "preprocessor_config.json")
+    calib = calibration_arrays(list_images(calib_dir)[:4], pre).transpose(0, 2, 3, 1)
+    out = tmp_path / "int8.tflite"
+    with pytest.raises(ConversionError, match="GELU"):
+        tflite_int8.convert_tflite_int8(exported_tiny / "model_fp32.tflite", out, calib)
+    assert not out.exists()

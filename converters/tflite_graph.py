@@ -1,0 +1,115 @@
+"""Small rewrites of a .tflite flatbuffer that no converter or quantizer does for us.
+
+onnx2tf's flatbuffer_direct backend lowers every ONNX MatMul to BATCH_MATMUL, even when
+the right-hand side is a constant weight (a Linear layer). The rest of the toolchain
+expects such layers as FULLY_CONNECTED: ai-edge-quantizer casts weights to fp16 and
+quantizes weights per channel only for FULLY_CONNECTED/CONV, and XNNPACK's fast int8
+kernels are fully-connected kernels. ``batch_matmul_to_fully_connected`` turns each
+BATCH_MATMUL with a constant 2-D weight into the equivalent FULLY_CONNECTED
+(``keep_num_dims``), which is exactly what TensorFlow's own converter emits for a Linear.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _schema():
+    from ai_edge_litert import schema_py_generated
+
+    return schema_py_generated
+
+
+def _load(data: bytes):
+    return _schema().ModelT.InitFromPackedBuf(bytearray(data), 0)
+
+
+def _save(model) -> bytes:
+    import flatbuffers
+
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _opcode_index(model, builtin: int) -> int:
+    """Index of ``builtin`` in the model's operator codes, adding it when missing."""
+    s = _schema()
+    for i, code in enumerate(model.operatorCodes):
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
+            return i
+    code = s.OperatorCodeT()
+    code.builtinCode = builtin
+    code.deprecatedBuiltinCode = min(builtin, 127)
+    code.version = 1
+    model.operatorCodes.append(code)
+    return len(model.operatorCodes) - 1
+
+
+def _builtin(model, op) -> int:
+    code = model.operatorCodes[op.opcodeIndex]
+    return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+
+def _constant(model, tensor) -> np.ndarray | None:
+    """The float32 constant held by ``tensor``, or None when it is computed at run time."""
+    s = _schema()
+    buf = model.buffers[tensor.buffer] if tensor.buffer < len(model.buffers) else None
+    if buf is None or buf.data is None or len(buf.data) == 0 or tensor.type != s.TensorType.FLOAT32:
+        return None
+    return np.frombuffer(bytes(np.asarray(buf.data, dtype=np.uint8)), dtype=np.float32).reshape(tensor.shape)
+
+
+def _add_buffer(model, array: np.ndarray) -> int:
+    buf = _schema().BufferT()
+    buf.data = np.frombuffer(np.ascontiguousarray(array).tobytes(), dtype=np.uint8)
+    model.buffers.append(buf)
+    return len(model.buffers) - 1
+
+
+def batch_matmul_to_fully_connected(data: bytes) -> tuple[bytes, int]:
+    """Rewrite BATCH_MATMUL(x, constant 2-D W) as FULLY_CONNECTED(x, W^T); returns (model, count)."""
+    s = _schema()
+    model = _load(data)
+    fc_index = _opcode_index(model, s.BuiltinOperator.FULLY_CONNECTED)
+    rewritten = 0
+    for graph in model.subgraphs:
+        uses: dict[int, int] = {}
+        for op in graph.operators:
+            for i in op.inputs:
+                uses[i] = uses.get(i, 0) + 1
+        for op in graph.operators:
+            if _builtin(model, op) != s.BuiltinOperator.BATCH_MATMUL or len(op.inputs) != 2:
+                continue
+            opts = op.builtinOptions
+            if opts is not None and getattr(opts, "adjX", False):
+                continue
+            weight_tensor = graph.tensors[op.inputs[1]]
+            weight = _constant(model, weight_tensor)
+            if weight is None or weight.ndim != 2:
+                continue
+            # BATCH_MATMUL computes x @ W (W: in x out, or out x in with adj_y);
+            # FULLY_CONNECTED wants out x in.
+            adj_y = bool(opts is not None and getattr(opts, "adjY", False))
+            fc_weight = np.ascontiguousarray(weight if adj_y else weight.T, dtype=np.float32)
+            if uses[op.inputs[1]] == 1:  # rewrite in place: no dead tensor left behind
+                weight_tensor.shape = list(fc_weight.shape)
+                model.buffers[weight_tensor.buffer].data = np.frombuffer(fc_weight.tobytes(), dtype=np.uint8)
+                weight_index = op.inputs[1]
+            else:
+                tensor = s.TensorT()
+                tensor.shape = list(fc_weight.shape)
+                tensor.type = s.TensorType.FLOAT32
+                tensor.name = (weight_tensor.name or b"weight") + b"_fc"
+                tensor.buffer = _add_buffer(model, fc_weight)
+                graph.tensors.append(tensor)
+                weight_index = len(graph.tensors) - 1
+            options = s.FullyConnectedOptionsT()
+            options.keepNumDims = True
+            op.opcodeIndex = fc_index
+            op.builtinOptionsType = s.BuiltinOptions.FullyConnectedOptions
+            op.builtinOptions = options
+            op.inputs = [op.inputs[0], weight_index, -1]
+            rewritten += 1
+    if not rewritten:
+        return data, 0
+    return _save(model), rewritten
