@@ -76,34 +76,3 @@ def _version() -> str:
     from importlib.metadata import version
 
     return version("ai-edge-quantizer")
-
-
-def op_precisions(path: str | Path) -> dict[str, int]:
-    """Count of operators by 'OP:input dtype', e.g. {'FULLY_CONNECTED:INT8': 25}.
-
-    Recorded in the manifest so a reader sees at a glance whether a file is full-integer.
-    """
-    from ai_edge_litert import schema_py_generated as schema
-
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    model = schema.Model.GetRootAs(Path(path).read_bytes(), 0)
-    counts: dict[str, int] = {}
-    for g in range(model.SubgraphsLength()):
-        graph = model.Subgraphs(g)
-        for i in range(graph.OperatorsLength()):
-            op = graph.Operators(i)
-            code = model.OperatorCodes(op.OpcodeIndex())
-            name = names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
-            first = op.Inputs(0) if op.InputsLength() else -1
-            dtype = types.get(graph.Tensors(first).Type(), "?") if first >= 0 else "-"
-            key = f"{name}:{dtype}"
-            counts[key] = counts.get(key, 0) + 1
-    return dict(sorted(counts.items()))
-
-
-def float_compute_ops(path: str | Path) -> list[str]:
-    """Operators of ``path`` that compute in float, apart from the QUANTIZE/DEQUANTIZE at its edges."""
-    return sorted({k.split(":")[0] for k in op_precisions(path)
-                   if k.endswith(("FLOAT32", "FLOAT16")) and not k.startswith(("QUANTIZE", "DEQUANTIZE"))})
-

@@ -9,9 +9,12 @@ Two files come from the same recipe:
 Every operator computes in integers: weights are int8 (per channel), activations int8,
 except inside LayerNorm, whose variance and 1/std statistics are int16. Why int16 there:
 in int8, a token's standard deviation can round to the zero point, and TFLite's integer
-DIV then aborts ("data[i] != zero_point"); the statistics are tiny tensors (one value per
-token), so int16 costs no measurable speed. Measured on the bundled emotion model (top-1
+DIV then aborts ("data[i] != zero_point"). Measured on the bundled emotion model (top-1
 agreement with fp32): TensorFlow's converter full-integer file 87.6%, this recipe 91.8%.
+The price is CPU speed: the int16 ops and the int8 attention matmuls run in TFLite's
+reference kernels rather than XNNPACK (emotion-vit p50 7.8 ms vs 2.0 ms for tflite-fp32 in
+one validate run); the file is meant for integer-only accelerators, and on CPU tflite-int8-dynamic is
+the fast int8 TFLite variant.
 """
 from __future__ import annotations
 
@@ -48,7 +51,7 @@ def convert_tflite_int8(tflite_fp32: str | Path, out_path: str | Path, calibrati
     ``calibration_nhwc``: preprocessed calibration images (N x H x W x C float32), disjoint
     from the evaluation images.
     """
-    from converters.ai_edge_quantize import float_compute_ops, op_precisions
+    from converters.tflite_ops import float_compute_ops, op_precisions
     from converters.onnx2tf_tool import ConversionError
 
     def integer_only(path: Path) -> None:

@@ -10,17 +10,21 @@ from pathlib import Path
 from converters.onnx2tf_tool import ConversionError
 
 
-def _schema():
-    # ai-edge-litert ships the TFLite flatbuffer schema; reading it needs no TensorFlow import.
+def tflite_schema():
+    """The TFLite flatbuffer schema module (ai-edge-litert ships it; no TensorFlow import)."""
     from ai_edge_litert import schema_py_generated
 
     return schema_py_generated
 
 
+def _enum_names(enum) -> dict[int, str]:
+    return {v: k for k, v in vars(enum).items() if not k.startswith("_")}
+
+
 def tflite_operators(path: str | Path) -> list[str]:
     """Sorted operator names in ``path``: builtin names, or the custom code (e.g. FlexErf)."""
-    schema = _schema()
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    schema = tflite_schema()
+    names = _enum_names(schema.BuiltinOperator)
     model = schema.Model.GetRootAs(Path(path).read_bytes(), 0)
     ops = set()
     for i in range(model.OperatorCodesLength()):
@@ -36,7 +40,7 @@ def tflite_operators(path: str | Path) -> list[str]:
 
 def non_builtin_operators(path: str | Path) -> list[str]:
     """The Flex and custom operators of ``path`` (empty when builtin-only)."""
-    builtin_names = {k for k in vars(_schema().BuiltinOperator) if not k.startswith("_")}
+    builtin_names = set(_enum_names(tflite_schema().BuiltinOperator).values())
     return [op for op in tflite_operators(path) if op not in builtin_names]
 
 
@@ -49,3 +53,32 @@ def require_builtin_ops(path: str | Path) -> list[str]:
             "(Flex/SELECT_TF_OPS or custom): it would not run on a stock mobile TFLite runtime"
         )
     return tflite_operators(path)
+
+
+def op_precisions(path: str | Path) -> dict[str, int]:
+    """Count of operators by 'OP:dtype of its first input', e.g. {'FULLY_CONNECTED:INT8': 25}.
+
+    Recorded in the manifest so a reader sees at a glance whether a file is full-integer.
+    """
+    schema = tflite_schema()
+    names = _enum_names(schema.BuiltinOperator)
+    types = _enum_names(schema.TensorType)
+    model = schema.Model.GetRootAs(Path(path).read_bytes(), 0)
+    counts: dict[str, int] = {}
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        for i in range(graph.OperatorsLength()):
+            op = graph.Operators(i)
+            code = model.OperatorCodes(op.OpcodeIndex())
+            name = names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
+            first = op.Inputs(0) if op.InputsLength() else -1
+            dtype = types.get(graph.Tensors(first).Type(), "?") if first >= 0 else "-"
+            key = f"{name}:{dtype}"
+            counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def float_compute_ops(path: str | Path) -> list[str]:
+    """Operators of ``path`` that compute in float, apart from the QUANTIZE/DEQUANTIZE at its edges."""
+    return sorted({k.split(":")[0] for k in op_precisions(path)
+                   if k.endswith(("FLOAT32", "FLOAT16")) and not k.startswith(("QUANTIZE", "DEQUANTIZE"))})

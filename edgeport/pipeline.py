@@ -125,7 +125,7 @@ def export_model(
     preprocessing = Preprocessing.from_file(out_dir / "preprocessor_config.json")
     images = sample_images(images_dir or calibration_dir) if (images_dir or calibration_dir) else []
     work_dir = out_dir / ".work"
-    ctx = ExportContext(source.location, source.revision, out_dir, work_dir, images, opset, variants=names)
+    ctx = ExportContext(source.location, source.revision, out_dir, work_dir, images, opset)
     if calib_paths and NEEDS_CALIBRATION & set(names):
         ctx.calibration_nchw = calibration_arrays(calib_paths, preprocessing)
     described = source.describe()

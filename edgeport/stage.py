@@ -81,7 +81,7 @@ def load_context(folder: Path) -> Any:
 
 
 def run_stage(step: str, context_dir: Path, *, heartbeat_s: float = 60.0) -> StageResult:
-    """Run step ``step`` (a variant name, or a shared step) in a child process."""
+    """Run step ``step`` (a variant name, a key of ``edgeport.variants.STEPS``) in a child process."""
     result_path = context_dir / f"{step}.result.json"
     result_path.unlink(missing_ok=True)
     env = dict(os.environ, USE_TF="0", TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1")

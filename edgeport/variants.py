@@ -23,8 +23,7 @@ class ExportContext:
     work_dir: Path
     sample_images: Sequence[Path]  # real images for onnx2tf's own sample
     opset: int
-    variants: Sequence[str] = ()  # every variant of this export
-    calibration_nchw: np.ndarray | None = None  # preprocessed, for ONNX static int8
+    calibration_nchw: np.ndarray | None = None  # preprocessed, for the calibrated int8 variants
 
     @property
     def onnx_fp32(self) -> Path:

@@ -170,7 +170,7 @@ def test_linear_layers_become_fully_connected_with_identical_outputs(exported_ti
 
 
 def test_full_integer_files_compute_only_in_integers(exported_tiny):
-    from converters.ai_edge_quantize import float_compute_ops, op_precisions
+    from converters.tflite_ops import float_compute_ops, op_precisions
 
     manifest = json.loads((exported_tiny / "manifest.json").read_text())
     rec = {v["name"]: v for v in manifest["variants"]}
