@@ -20,7 +20,7 @@ def convert_savedmodel(onnx_path: str | Path, out_dir: str | Path, *, sample_ima
     work = Path(work_dir)
     static, produced = prepare_onnx2tf_run(Path(onnx_path), work, sample_images, "savedmodel")
     # -rtpo Erf: an Erf left in the graph (opset < 20 exports) becomes builtin ops, not FlexErf.
-    # -nuo: the input is already simplified; onnx2tf's own onnxsim pass would redo that work.
+    # -nuo: the input is already folded; onnx2tf's own onnxsim pass would redo that work.
     run_onnx2tf(["-i", str(static), "-o", str(produced), "-tb", "tf_converter", "-osd", "-rtpo", "Erf",
                  "-doem", "-nuo", "-v", "warn"],
                 work_dir=work, log_path=work / "onnx2tf-savedmodel.log", savedmodel_only=True)

@@ -45,11 +45,12 @@ def full_integer_recipe(*, int8_io: bool) -> list[dict]:
 
 
 def convert_tflite_int8(tflite_fp32: str | Path, out_path: str | Path, calibration_nhwc: np.ndarray, *,
-                        int8_io: bool = False) -> dict:
+                        int8_io: bool = False, calibration_cache: str | Path | None = None) -> dict:
     """Write the calibrated full-integer version of ``tflite_fp32`` to ``out_path``.
 
     ``calibration_nhwc``: preprocessed calibration images (N x H x W x C float32), disjoint
-    from the evaluation images.
+    from the evaluation images. ``calibration_cache``: folder shared by the two full-integer
+    variants, so the second one reuses the first one's calibration.
     """
     from converters.tflite_ops import float_compute_ops, op_precisions
     from converters.onnx2tf_tool import ConversionError
@@ -61,7 +62,8 @@ def convert_tflite_int8(tflite_fp32: str | Path, out_path: str | Path, calibrati
                                   "a full-integer variant must not")
 
     settings = quantize_tflite(tflite_fp32, out_path, full_integer_recipe(int8_io=int8_io),
-                               calibration_nhwc=calibration_nhwc, check=integer_only)
+                               calibration_nhwc=calibration_nhwc, check=integer_only,
+                               calibration_cache=calibration_cache)
     settings["op_precisions"] = op_precisions(out_path)
     settings["float_compute_ops"] = float_compute_ops(out_path)
     settings["calibration_images"] = int(len(calibration_nhwc))

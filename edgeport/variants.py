@@ -117,13 +117,15 @@ def _tflite_int8_dynamic(ctx: ExportContext, out: Path) -> dict:
 def _tflite_int8(ctx: ExportContext, out: Path) -> dict:
     from converters.tflite_int8 import convert_tflite_int8
 
-    return convert_tflite_int8(_tflite_fp32_artifact(ctx), out, _calibration_nhwc(ctx))
+    return convert_tflite_int8(_tflite_fp32_artifact(ctx), out, _calibration_nhwc(ctx),
+                               calibration_cache=ctx.work_dir / "tflite-int8-calibration")
 
 
 def _tflite_int8_io(ctx: ExportContext, out: Path) -> dict:
     from converters.tflite_int8 import convert_tflite_int8
 
-    return convert_tflite_int8(_tflite_fp32_artifact(ctx), out, _calibration_nhwc(ctx), int8_io=True)
+    return convert_tflite_int8(_tflite_fp32_artifact(ctx), out, _calibration_nhwc(ctx), int8_io=True,
+                               calibration_cache=ctx.work_dir / "tflite-int8-calibration")
 
 
 VARIANTS: dict[str, VariantSpec] = {
@@ -139,10 +141,10 @@ VARIANTS: dict[str, VariantSpec] = {
                     _onnx_int8_static, "ONNX static int8 QDQ, per-channel, calibrated; LayerNorm/GELU/Softmax/Add, "
                     "patch embedding, first layer and head float", recipe="2"),
         VariantSpec("savedmodel-fp32", "savedmodel", "fp32", "savedmodel", "onnx-fp32", _savedmodel_fp32,
-                    "TensorFlow SavedModel fp32 (onnx2tf TF backend, SavedModel only), NHWC, batch 1", recipe="2"),
+                    "TensorFlow SavedModel fp32 (onnx2tf TF backend, SavedModel only), NHWC, batch 1", recipe="3"),
         VariantSpec("tflite-fp32", "tflite", "fp32", "model_fp32.tflite", "onnx-fp32", _tflite_fp32,
                     "TFLite fp32 (onnx2tf flatbuffer_direct, Linear layers as FULLY_CONNECTED), NHWC, batch 1",
-                    recipe="2"),
+                    recipe="3"),
         VariantSpec("tflite-fp16", "tflite", "fp16", "model_fp16.tflite", "tflite-fp32", _tflite_fp16,
                     "TFLite fp16 weights (ai-edge-quantizer float casting)", recipe="2"),
         VariantSpec("tflite-int8-dynamic", "tflite", "int8", "model_int8_dynamic.tflite", "tflite-fp32",

@@ -205,3 +205,37 @@ def test_full_integer_export_refuses_a_float_op(exported_tiny, calib_dir, tmp_pa
     with pytest.raises(ConversionError, match="GELU"):
         tflite_int8.convert_tflite_int8(exported_tiny / "model_fp32.tflite", out, calib)
     assert not out.exists()
+
+
+def test_full_integer_variants_share_one_calibration(exported_tiny, calib_dir, tmp_path, monkeypatch):
+    """tflite-int8-io reuses tflite-int8's calibration and still writes the same file as without it."""
+    import ai_edge_quantizer
+
+    from converters.tflite_int8 import convert_tflite_int8
+    from edgeport.pipeline import calibration_arrays, list_images
+
+    pre = Preprocessing.from_file(exported_tiny / "preprocessor_config.json")
+    calib = calibration_arrays(list_images(calib_dir), pre).transpose(0, 2, 3, 1)
+    fp32 = exported_tiny / "model_fp32.tflite"
+    calls = []
+    real_calibrate = ai_edge_quantizer.Quantizer.calibrate
+
+    def counting_calibrate(self, *args, **kwargs):
+        calls.append(1)
+        return real_calibrate(self, *args, **kwargs)
+
+    monkeypatch.setattr(ai_edge_quantizer.Quantizer, "calibrate", counting_calibrate)
+    cache = tmp_path / "cache"
+    convert_tflite_int8(fp32, tmp_path / "a.tflite", calib, calibration_cache=cache)
+    convert_tflite_int8(fp32, tmp_path / "a_io.tflite", calib, int8_io=True, calibration_cache=cache)
+    assert len(calls) == 1
+    assert len(list(cache.glob("calibration-*.npz"))) == 1
+    # Without the cache: the same bytes as the shipped artifacts and as the cached run.
+    convert_tflite_int8(fp32, tmp_path / "b_io.tflite", calib, int8_io=True)
+    assert len(calls) == 2
+    assert (tmp_path / "a_io.tflite").read_bytes() == (tmp_path / "b_io.tflite").read_bytes()
+    assert (tmp_path / "a.tflite").read_bytes() == (exported_tiny / "model_int8.tflite").read_bytes()
+    # Other calibration images are another cache entry, not a stale hit.
+    convert_tflite_int8(fp32, tmp_path / "c.tflite", calib[:4], calibration_cache=cache)
+    assert len(calls) == 3
+    assert len(list(cache.glob("calibration-*.npz"))) == 2
