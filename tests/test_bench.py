@@ -31,7 +31,11 @@ def test_bench_on_a_tiny_model_writes_every_section(tiny_vit, calib_dir, faces_d
     assert lat["onnx-int8-dynamic"]["size_bytes"] < lat["onnx-fp32"]["size_bytes"]
     v = result["validation"]
     assert v["images"] == 8 and v["variants"] == 2 and v["seconds"] > 0
+    floor = result["compute_floor"]
+    assert floor["gemm_gflops"] > 0 and floor["floor_ms"] > 0
+    assert abs(floor["model_gflop"] * 1e3 / floor["gemm_gflops"] - floor["floor_ms"]) < 0.01 * floor["floor_ms"]
     targets = {t["target"].split(" <=")[0]: t for t in result["targets"]}
+    assert "measured in this run" in targets["best fp32 variant"]["target"]
     # only 2 of the 10 variants ran: the target is not judged, and the row says why
     assert targets["export of all variants"]["met"] is None
     assert "only 2 of 10 variants" in targets["export of all variants"]["value"]
@@ -58,6 +62,14 @@ def test_targets_report_misses_and_failed_variants():
     assert int8["met"] is False and "MISSED" in int8["value"]  # fast enough, but over its accuracy budget
     validate = rows["validate 2000 images x all variants"]
     assert validate["met"] is False and "~300 s per 2000" in validate["value"]
+
+
+def test_vit_b16_compute_matches_its_known_size():
+    """ViT-B/16 at 224x224 is about 17.6 G multiply-accumulates (35 GFLOP) per image."""
+    from edgeport.bench import ARCHS, model_macs
+
+    assert 17.4e9 < model_macs(ARCHS["vit-b16"]) < 17.7e9
+    assert model_macs(ARCHS["tiny"]) < model_macs(ARCHS["vit-b16"]) / 1000
 
 
 def test_a_crashing_step_is_named_with_its_signal(tmp_path):
