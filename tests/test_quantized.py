@@ -239,3 +239,39 @@ def test_full_integer_variants_share_one_calibration(exported_tiny, calib_dir, t
     convert_tflite_int8(fp32, tmp_path / "c.tflite", calib[:4], calibration_cache=cache)
     assert len(calls) == 3
     assert len(list(cache.glob("calibration-*.npz"))) == 2
+
+
+def test_tflite_fp32_falls_back_to_the_tensorflow_backend(exported_tiny, calib_dir, batch_and_reference,
+                                                          tmp_path, monkeypatch):
+    """When flatbuffer_direct fails, tflite-fp32 comes from onnx2tf's TensorFlow backend, says so,
+    and is still a correct builtin-only fp32 file."""
+    import converters.tflite_fp32 as tflite_fp32
+    from edgeport.pipeline import list_images
+
+    real_run = tflite_fp32.run_onnx2tf
+
+    def flatbuffer_direct_breaks(args, **kwargs):
+        if "flatbuffer_direct" in args:
+            raise ConversionError("onnx2tf exited with status 1 (simulated flatbuffer_direct failure)")
+        return real_run(args, **kwargs)
+
+    monkeypatch.setattr(tflite_fp32, "run_onnx2tf", flatbuffer_direct_breaks)
+    out = tmp_path / "model_fp32.tflite"
+    settings = tflite_fp32.convert_tflite_fp32(exported_tiny / "model.onnx", out,
+                                               sample_images=list_images(calib_dir), work_dir=tmp_path / "work")
+    assert settings["backend"] == "onnx2tf tf_converter"
+    assert "simulated flatbuffer_direct failure" in settings["fallback_reason"]
+    assert not non_builtin_operators(out)
+    inputs, reference = batch_and_reference
+    with runner_class("tflite")(out) as runner:
+        assert np.abs(runner.infer(inputs) - reference).max() < 1e-4
+
+    def every_backend_breaks(args, **kwargs):
+        raise ConversionError(f"simulated failure of {args[args.index('-tb') + 1]}")
+
+    monkeypatch.setattr(tflite_fp32, "run_onnx2tf", every_backend_breaks)
+    broken = tmp_path / "broken.tflite"
+    with pytest.raises(ConversionError, match="flatbuffer_direct.*\n.*tf_converter"):
+        tflite_fp32.convert_tflite_fp32(exported_tiny / "model.onnx", broken,
+                                        sample_images=list_images(calib_dir), work_dir=tmp_path / "work2")
+    assert not broken.exists()
