@@ -8,7 +8,6 @@ uses; this module runs it, checks the result is builtin-only and writes it atomi
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import warnings
 from collections.abc import Callable
@@ -49,8 +48,8 @@ def quantize_tflite(
     ``calibration_nhwc`` (preprocessed images, N x H x W x C float32) is required by static
     recipes. ``check(path)`` may raise ConversionError to refuse the written file before it
     is renamed into place. ``calibration_cache``: a folder where the calibration statistics
-    are kept, so that a second recipe that differs only at the model's edges (tflite-int8 and
-    tflite-int8-io) reuses them instead of calibrating again (40 s on ViT-B/16). Returns
+    are kept, so that a second static recipe on the same model and images (tflite-int8-io
+    after tflite-int8) reuses them instead of calibrating again (40 s on ViT-B/16). Returns
     {"ops": [...], "quantizer": ...} for the manifest; raises ConversionError when the result
     holds a Flex or custom op.
     """
@@ -68,14 +67,12 @@ def quantize_tflite(
             raise ConversionError("this recipe needs calibration images: set the model's 'calibration' folder")
         cache = None
         if calibration_cache is not None:
-            cache = Path(calibration_cache) / f"calibration-{_calibration_key(src, recipe, calibration_nhwc)}.npz"
+            cache = Path(calibration_cache) / f"calibration-{_calibration_key(src, calibration_nhwc)}.npz"
         calibration = _load_calibration(cache) if cache is not None else None
         if calibration is None:
             key, name = signature_input(src)
             samples = [{name: image[None].astype(np.float32)} for image in calibration_nhwc]
-            # Calibrate with the recipe less its INPUT/OUTPUT entries, so that the statistics
-            # also cover the model's input and output and serve both edge choices.
-            calibrating = ai_edge_quantizer.Quantizer(str(src), _without_edges(recipe))
+            calibrating = ai_edge_quantizer.Quantizer(str(src), _calibration_recipe())
             calibration = calibrating.calibrate({key: samples}, num_threads=os.cpu_count() or 1)
             if cache is not None:
                 _save_calibration(cache, calibration)
@@ -88,24 +85,29 @@ def quantize_tflite(
     return {"ops": ops, "quantizer": f"ai-edge-quantizer {_version()}"}
 
 
-def _calibration_key(src: str | Path, recipe: list[dict[str, Any]], images: np.ndarray) -> str:
-    """What the calibration statistics depend on: the float model, the images, the recipe
-    (less its INPUT/OUTPUT entries, which only decide whether the edges are quantized) and
-    the quantizer's version."""
+def _calibration_recipe() -> list[dict[str, Any]]:
+    """Min/max statistics for every tensor of every op the quantizer supports.
+
+    Every calibration runs this recipe rather than the variant's own: min/max statistics do
+    not depend on the bit width or on which ops a recipe then quantizes, so one calibration
+    serves every static recipe built on min/max (tflite-int8 with its int16 classifier and
+    tflite-int8-io alike), and a cached one gives the same bytes as a fresh one.
+    """
+    from ai_edge_quantizer import qtyping, recipe_manager
+
+    manager = recipe_manager.RecipeManager()
+    manager.add_static_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                              activation_num_bits=8, weight_num_bits=8)
+    return manager.get_quantization_recipe()
+
+
+def _calibration_key(src: str | Path, images: np.ndarray) -> str:
+    """What the calibration statistics depend on: the float model, the images and the quantizer."""
     h = hashlib.sha256()
     h.update(Path(src).read_bytes())
     h.update(np.ascontiguousarray(images, dtype=np.float32).tobytes())
-    h.update(json.dumps(_without_edges(recipe), sort_keys=True).encode())
     h.update(_version().encode())
     return h.hexdigest()[:24]
-
-
-def _without_edges(recipe: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    def operation(entry: dict[str, Any]) -> str:
-        op = entry.get("operation")
-        return str(getattr(op, "value", op))  # the recipe holds TFLOperationName members or their names
-
-    return [entry for entry in recipe if operation(entry) not in ("INPUT", "OUTPUT")]
 
 
 def _save_calibration(path: Path, calibration: dict[str, dict[str, np.ndarray]]) -> None:

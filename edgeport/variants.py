@@ -150,11 +150,11 @@ VARIANTS: dict[str, VariantSpec] = {
         VariantSpec("tflite-int8-dynamic", "tflite", "int8", "model_int8_dynamic.tflite", "tflite-fp32",
                     _tflite_int8_dynamic, "TFLite dynamic-range int8 weights (ai-edge-quantizer)", recipe="2"),
         VariantSpec("tflite-int8", "tflite", "int8", "model_int8.tflite", "tflite-fp32", _tflite_int8,
-                    "TFLite full-integer (int8; LayerNorm statistics int16), float32 I/O, calibrated "
-                    "(ai-edge-quantizer)", recipe="2"),
+                    "TFLite full-integer (int8; LayerNorm statistics and classifier int16), float32 I/O, calibrated "
+                    "(ai-edge-quantizer)", recipe="3"),
         VariantSpec("tflite-int8-io", "tflite", "int8", "model_int8_io.tflite", "tflite-fp32", _tflite_int8_io,
                     "TFLite full-integer with int8 input/output (camera pipelines), calibrated (ai-edge-quantizer)",
-                    recipe="2"),
+                    recipe="3"),
     ]
 }
 

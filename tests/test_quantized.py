@@ -179,6 +179,10 @@ def test_full_integer_files_compute_only_in_integers(exported_tiny):
         assert rec[name]["settings"]["float_compute_ops"] == []
         assert any(k.startswith("FULLY_CONNECTED:INT8") for k in op_precisions(exported_tiny / filename))
     assert "FULLY_CONNECTED" in float_compute_ops(exported_tiny / "model_fp32.tflite")
+    # The classifier (the op writing the output) computes with int16 activations in tflite-int8,
+    # and in int8 in tflite-int8-io, whose output must stay int8.
+    assert op_precisions(exported_tiny / "model_int8.tflite").get("FULLY_CONNECTED:INT16") == 1
+    assert "FULLY_CONNECTED:INT16" not in op_precisions(exported_tiny / "model_int8_io.tflite")
 
 
 def test_full_integer_export_refuses_a_float_op(exported_tiny, calib_dir, tmp_path, monkeypatch):
@@ -188,12 +192,12 @@ def test_full_integer_export_refuses_a_float_op(exported_tiny, calib_dir, tmp_pa
 
     real_recipe = tflite_int8.full_integer_recipe
 
-    def recipe_with_float_gelu(*, int8_io):
+    def recipe_with_float_gelu(*, int8_io, **kwargs):
         from ai_edge_quantizer import qtyping, recipe_manager
         from ai_edge_quantizer.recipe import AlgorithmName
 
         manager = recipe_manager.RecipeManager()
-        manager.load_quantization_recipe(real_recipe(int8_io=int8_io))
+        manager.load_quantization_recipe(real_recipe(int8_io=int8_io, **kwargs))
         manager.add_quantization_config(regex=".*", operation_name=qtyping.TFLOperationName.GELU,
                                         algorithm_key=AlgorithmName.NO_QUANTIZE)
         return manager.get_quantization_recipe()
