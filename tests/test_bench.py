@@ -34,8 +34,11 @@ def test_bench_on_a_tiny_model_writes_every_section(tiny_vit, calib_dir, faces_d
     floor = result["compute_floor"]
     assert floor["gemm_gflops"] > 0 and floor["floor_ms"] > 0
     assert abs(floor["model_gflop"] * 1e3 / floor["gemm_gflops"] - floor["floor_ms"]) < 0.01 * floor["floor_ms"]
+    assert floor["int8_gemm_gops"] > 0
+    assert abs(floor["model_gflop"] * 1e3 / floor["int8_gemm_gops"] - floor["int8_floor_ms"]) < 0.01 * floor["int8_floor_ms"]
     targets = {t["target"].split(" <=")[0]: t for t in result["targets"]}
     assert "measured in this run" in targets["best fp32 variant"]["target"]
+    assert "int8 floor measured in this run" in targets["best int8 variant"]["value"]
     # only 2 of the 10 variants ran: the target is not judged, and the row says why
     assert targets["export of all variants"]["met"] is None
     assert "only 2 of 10 variants" in targets["export of all variants"]["value"]
