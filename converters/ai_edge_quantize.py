@@ -54,11 +54,12 @@ def quantize_tflite(
     holds a Flex or custom op.
     """
     # The quantizer warns that calibration keeps every tensor (it must, to calibrate); this
-    # step runs in its own process, so silence that here. Its calibration progress bar stays:
-    # on ViT-B/16 calibration is the longest part of the step (about 35 s).
+    # step runs in its own process, so silence that here, and its progress bars too.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
     import ai_edge_quantizer
+
+    _quiet_progress_bars()
 
     quantizer = ai_edge_quantizer.Quantizer(str(src), recipe)
     calibration = None
@@ -83,6 +84,32 @@ def quantize_tflite(
         if check is not None:
             check(Path(tmp))
     return {"ops": ops, "quantizer": f"ai-edge-quantizer {_version()}"}
+
+
+def _quiet_progress_bars() -> None:
+    """Turn off ai-edge-quantizer's progress bars (calibration, parameters, transformations).
+
+    It creates them with an explicit ``disable=False``, which TQDM_DISABLE cannot override,
+    and in the step's log (not a terminal) each is thousands of carriage-return characters.
+    The step already reports progress: edgeport's stage runner prints a heartbeat with the
+    elapsed time and peak memory every minute. The quantizer is pinned (requirements.lock), so
+    this reaches into a known version; if its internals move, the bars just come back.
+    """
+    try:
+        from ai_edge_quantizer.utils import progress_utils
+    except ImportError:
+        return
+    bar = getattr(progress_utils, "ProgressBar", None)
+    if bar is None or getattr(bar, "_edgeport_quiet", False):
+        return
+    init = bar.__init__
+
+    def quiet_init(self, *args, **kwargs):
+        kwargs["enable"] = False
+        init(self, *args, **kwargs)
+
+    bar.__init__ = quiet_init
+    bar._edgeport_quiet = True
 
 
 def _calibration_recipe() -> list[dict[str, Any]]:

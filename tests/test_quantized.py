@@ -279,3 +279,16 @@ def test_tflite_fp32_falls_back_to_the_tensorflow_backend(exported_tiny, calib_d
         tflite_fp32.convert_tflite_fp32(exported_tiny / "model.onnx", broken,
                                         sample_images=list_images(calib_dir), work_dir=tmp_path / "work2")
     assert not broken.exists()
+
+
+def test_quantizer_progress_bars_are_off(capsys):
+    """ai-edge-quantizer's bars (explicitly enabled for big models) stay out of the step's log."""
+    from ai_edge_quantizer.utils import progress_utils
+
+    from converters.ai_edge_quantize import _quiet_progress_bars
+
+    _quiet_progress_bars()
+    _quiet_progress_bars()  # idempotent: wrapping twice would still work, but is not done
+    with progress_utils.ProgressBar(total_steps=10_000, description="Running Calibration:") as bar:
+        assert bar._progress_bar.disable
+    assert "Running Calibration" not in capsys.readouterr().err
