@@ -141,6 +141,19 @@ def prepare_onnx2tf_run(onnx_path: Path, work_dir: Path, sample_images: Sequence
     return static, out_dir
 
 
+def onnx2tf_args(model: Path, out_dir: Path, backend: str, *extra: str) -> list[str]:
+    """onnx2tf's command line for ``backend`` ("flatbuffer_direct" or "tf_converter").
+
+    -nuo: the input is the folded batch-1 model, so onnx2tf's own onnxsim pass would redo
+    that work. -rtpo Erf (TensorFlow backend): an Erf left in the graph (opset < 20 exports)
+    becomes builtin ops rather than FlexErf.
+    """
+    args = ["-i", str(model), "-o", str(out_dir), "-tb", backend, *extra]
+    if backend == "tf_converter":
+        args += ["-rtpo", "Erf"]
+    return args + ["-doem", "-nuo", "-v", "warn"]
+
+
 def run_onnx2tf(args: Sequence[str], *, work_dir: Path, log_path: Path, savedmodel_only: bool = False) -> None:
     """Run ``onnx2tf ARGS`` in ``work_dir``; raise ConversionError with the log's tail on failure.
 

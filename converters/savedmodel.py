@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from converters.atomic import atomic_path
-from converters.onnx2tf_tool import ConversionError, prepare_onnx2tf_run, run_onnx2tf
+from converters.onnx2tf_tool import ConversionError, onnx2tf_args, prepare_onnx2tf_run, run_onnx2tf
 
 
 def convert_savedmodel(onnx_path: str | Path, out_dir: str | Path, *, sample_images: Sequence[Path],
@@ -19,10 +19,8 @@ def convert_savedmodel(onnx_path: str | Path, out_dir: str | Path, *, sample_ima
     """Convert ``onnx_path`` to a SavedModel folder at ``out_dir`` (NHWC input, batch 1)."""
     work = Path(work_dir)
     static, produced = prepare_onnx2tf_run(Path(onnx_path), work, sample_images, "savedmodel")
-    # -rtpo Erf: an Erf left in the graph (opset < 20 exports) becomes builtin ops, not FlexErf.
-    # -nuo: the input is already folded; onnx2tf's own onnxsim pass would redo that work.
-    run_onnx2tf(["-i", str(static), "-o", str(produced), "-tb", "tf_converter", "-osd", "-rtpo", "Erf",
-                 "-doem", "-nuo", "-v", "warn"],
+    # -osd: write the serving_default signature.
+    run_onnx2tf(onnx2tf_args(static, produced, "tf_converter", "-osd"),
                 work_dir=work, log_path=work / "onnx2tf-savedmodel.log", savedmodel_only=True)
     if not (produced / "saved_model.pb").exists():
         raise ConversionError(f"onnx2tf wrote no saved_model.pb in {produced} (log: {work / 'onnx2tf-savedmodel.log'})")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from converters.atomic import atomic_path
-from converters.onnx2tf_tool import ConversionError, prepare_onnx2tf_run, run_onnx2tf
+from converters.onnx2tf_tool import ConversionError, onnx2tf_args, prepare_onnx2tf_run, run_onnx2tf
 from converters.tflite_graph import batch_matmul_to_fully_connected
 from converters.tflite_ops import require_builtin_ops
 
@@ -52,10 +52,8 @@ def convert_tflite_fp32(
 def _convert_with(backend: str, onnx_path: Path, out_path: Path, sample_images: Sequence[Path],
                   work: Path) -> dict:
     static, out_dir = prepare_onnx2tf_run(onnx_path, work, sample_images, f"tflite-fp32-{backend}")
-    args = ["-i", str(static), "-o", str(out_dir), "-tb", backend, "-doem", "-nuo", "-v", "warn"]
-    if backend == "tf_converter":
-        args += ["-rtpo", "Erf"]  # as for the SavedModel: an Erf becomes builtin ops, not FlexErf
-    run_onnx2tf(args, work_dir=work, log_path=work / f"onnx2tf-tflite-fp32-{backend}.log")
+    run_onnx2tf(onnx2tf_args(static, out_dir, backend), work_dir=work,
+                log_path=work / f"onnx2tf-tflite-fp32-{backend}.log")
     produced = out_dir / f"{static.stem}_float32.tflite"
     if not produced.exists():
         raise ConversionError(f"onnx2tf wrote no {produced.name} in {out_dir}")
