@@ -82,11 +82,14 @@ def convert_tflite_int8(tflite_fp32: str | Path, out_path: str | Path, calibrati
     from the evaluation images. ``calibration_cache``: folder shared by the two full-integer
     variants, so the second one reuses the first one's calibration.
     """
-    from converters.tflite_ops import float_compute_ops, op_precisions
     from converters.onnx2tf_tool import ConversionError
+    from converters.tflite_ops import float_ops_in, op_precisions
+
+    precisions: dict[str, int] = {}
 
     def integer_only(path: Path) -> None:
-        floats = float_compute_ops(path)
+        precisions.update(op_precisions(path))  # read once, kept for the manifest
+        floats = float_ops_in(precisions)
         if floats:
             raise ConversionError(f"the quantized file still computes {', '.join(floats)} in float; "
                                   "a full-integer variant must not")
@@ -97,7 +100,7 @@ def convert_tflite_int8(tflite_fp32: str | Path, out_path: str | Path, calibrati
     settings = quantize_tflite(tflite_fp32, out_path, full_integer_recipe(int8_io=int8_io, output_names=outputs),
                                calibration_nhwc=calibration_nhwc, check=integer_only,
                                calibration_cache=calibration_cache)
-    settings["op_precisions"] = op_precisions(out_path)
-    settings["float_compute_ops"] = float_compute_ops(out_path)
+    settings["op_precisions"] = precisions
+    settings["float_compute_ops"] = float_ops_in(precisions)
     settings["calibration_images"] = int(len(calibration_nhwc))
     return settings

@@ -80,5 +80,10 @@ def op_precisions(path: str | Path) -> dict[str, int]:
 
 def float_compute_ops(path: str | Path) -> list[str]:
     """Operators of ``path`` that compute in float, apart from the QUANTIZE/DEQUANTIZE at its edges."""
-    return sorted({k.split(":")[0] for k in op_precisions(path)
+    return float_ops_in(op_precisions(path))
+
+
+def float_ops_in(precisions: dict[str, int]) -> list[str]:
+    """``float_compute_ops`` of an ``op_precisions`` result."""
+    return sorted({k.split(":")[0] for k in precisions
                    if k.endswith(("FLOAT32", "FLOAT16")) and not k.startswith(("QUANTIZE", "DEQUANTIZE"))})
