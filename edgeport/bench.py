@@ -168,7 +168,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
                      "throughput_batch": opts.throughput_batch, "throughput_runs": opts.throughput_runs},
     }
     start = time.perf_counter()
-    log("bench: measuring this machine's fp32 compute floor for the model")
+    log("bench: measuring this machine's fp32 and int8 compute floors for the model")
     result["compute_floor"] = measure_compute_floor(ARCHS[opts.arch], opts.threads)
     model_dir = make_random_vit(out / "model", **ARCHS[opts.arch])
 
