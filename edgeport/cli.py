@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="benchmark export time, memory and latency on a ViT-B/16 (random weights)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Build a ViT-B/16 with random weights (the architecture of\n"
-                    "rizvandwiki/gender-classification; latency only), export every variant with each\n"
+                    "rizvandwiki/gender-classification; latency only), measure this machine's fp32 and\n"
+                    "int8 compute floors for it, export every variant with each\n"
                     "step in its own process (wall time, peak memory), time each variant at batch 1\n"
                     "and batch 8 next to PyTorch eager, run the plain tools (optimum-cli, onnx2tf\n"
                     "defaults) on the same model, and time validation of a bundled model. Writes\n"
