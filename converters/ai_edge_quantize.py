@@ -20,6 +20,10 @@ from converters.atomic import atomic_path
 from converters.onnx2tf_tool import ConversionError
 from converters.tflite_ops import require_builtin_ops
 
+# How calibrate_min_max merges the images' statistics; part of the calibration cache key, so a
+# cache written by an older rule (the quantizer's moving average) is not read back.
+CALIBRATION_METHOD = "min-max over all images"
+
 
 def signature_input(path: str | Path) -> tuple[str, str]:
     """(signature key, input name) of a single-input .tflite, as the quantizer's calibration wants."""
@@ -53,8 +57,8 @@ def quantize_tflite(
     {"ops": [...], "quantizer": ...} for the manifest; raises ConversionError when the result
     holds a Flex or custom op.
     """
-    # The quantizer warns that calibration keeps every tensor (it must, to calibrate); this
-    # step runs in its own process, so silence that here, and its progress bars too.
+    # The quantizer warns that it keeps every tensor (it must, to calibrate and to check its
+    # result); this step runs in its own process, so silence that here, and its progress bars too.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
     import ai_edge_quantizer
@@ -71,10 +75,7 @@ def quantize_tflite(
             cache = Path(calibration_cache) / f"calibration-{_calibration_key(src, calibration_nhwc)}.npz"
         calibration = _load_calibration(cache) if cache is not None else None
         if calibration is None:
-            key, name = signature_input(src)
-            samples = [{name: image[None].astype(np.float32)} for image in calibration_nhwc]
-            calibrating = ai_edge_quantizer.Quantizer(str(src), _calibration_recipe())
-            calibration = calibrating.calibrate({key: samples}, num_threads=os.cpu_count() or 1)
+            calibration = calibrate_min_max(src, calibration_nhwc)
             if cache is not None:
                 _save_calibration(cache, calibration)
     result = quantizer.quantize(calibration, enable_progress_bar=False, enable_progress_report=False)
@@ -84,6 +85,33 @@ def quantize_tflite(
         if check is not None:
             check(Path(tmp))
     return {"ops": ops, "quantizer": f"ai-edge-quantizer {_version()}"}
+
+
+def calibrate_min_max(src: str | Path, calibration_nhwc: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """Every tensor's smallest and largest value over all calibration images.
+
+    ai-edge-quantizer's own ``Quantizer.calibrate`` keeps a moving average (weight 0.95) of
+    each image's min and max instead, and the model takes one image at a time, so its ranges
+    are those of a typical recent image: on the bundled emotion model, the logits were
+    calibrated to [-2.9, 2.5] while they reach [-5.0, 5.5] on the same images, and every
+    larger value was clipped. With the true min/max, its full-integer file's logit error
+    fell from 0.33 to 0.09 (std) and its top-1 agreement with fp32 rose from 93.8% to 95.9%
+    (FER2013 test, 3589 images). The quantizer's Calibrator takes the update rule as an
+    argument; its ``min_max_update`` is the plain running min/max.
+    """
+    from ai_edge_quantizer import calibrator, recipe_manager
+    from ai_edge_quantizer.utils import qsv_utils
+
+    key, name = signature_input(src)
+    samples = [{name: image[None].astype(np.float32)} for image in calibration_nhwc]
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(_calibration_recipe())
+    with warnings.catch_warnings():  # calibration must keep every tensor; the quantizer warns that it does
+        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
+        calibrating = calibrator.Calibrator(Path(src).read_bytes(), num_threads=os.cpu_count() or 1,
+                                            qsv_update_func=qsv_utils.min_max_update)
+        calibrating.calibrate({key: samples}, manager)
+    return calibrating.get_model_qsvs()
 
 
 def _quiet_progress_bars() -> None:
@@ -117,8 +145,8 @@ def _calibration_recipe() -> list[dict[str, Any]]:
 
     Every calibration runs this recipe rather than the variant's own: min/max statistics do
     not depend on the bit width or on which ops a recipe then quantizes, so one calibration
-    serves every static recipe built on min/max (tflite-int8 with its int16 classifier and
-    tflite-int8-io alike), and a cached one gives the same bytes as a fresh one.
+    serves every static recipe built on min/max (tflite-int8 and tflite-int8-io, with int8
+    or int16 activations), and a cached one gives the same bytes as a fresh one.
     """
     from ai_edge_quantizer import qtyping, recipe_manager
 
@@ -134,6 +162,7 @@ def _calibration_key(src: str | Path, images: np.ndarray) -> str:
     h.update(Path(src).read_bytes())
     h.update(np.ascontiguousarray(images, dtype=np.float32).tobytes())
     h.update(_version().encode())
+    h.update(CALIBRATION_METHOD.encode())
     return h.hexdigest()[:24]
 
 

@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from edgeport import __version__  # noqa: E402
 from edgeport.config import Config, ConfigError, ModelEntry, load_config  # noqa: E402
 from edgeport.model_source import ModelSourceError, resolve_source  # noqa: E402
-from edgeport.variants import DEFAULT_VARIANTS, VARIANTS  # noqa: E402
+from edgeport.variants import DEFAULT_VARIANTS, FULL_INTEGER_ACTIVATIONS, VARIANTS  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path,
                    help="folder of real images for onnx2tf's sample (default: the calibration folder, "
                         "else the model's eval folder)")
+    p.add_argument("--full-integer-activations", choices=FULL_INTEGER_ACTIVATIONS,
+                   help="activations of tflite-int8 and tflite-int8-io: int8, or int16 (TFLite's 16x8 mode, "
+                        "for models whose int8 activations miss the agreement budget; int8-only NPUs cannot "
+                        "run it) (default: the model's full_integer_activations in the config, else int8)")
     p.add_argument("--config", type=Path, help="config file (default: edgeport.toml)")
     _add_export_options(p)
     p.set_defaults(func=cmd_export)
@@ -186,7 +190,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     calibration = args.calibration or entry.calibration_dir
     images = args.images or (None if calibration else entry.eval_dir)
     result = export_model(entry.name, source, out, variants=variants, images_dir=images,
-                          calibration_dir=calibration, eval_dir=entry.eval_dir, opset=cfg.opset, force=args.force)
+                          calibration_dir=calibration, eval_dir=entry.eval_dir, opset=cfg.opset, force=args.force,
+                          full_integer_activations=args.full_integer_activations or entry.full_integer_activations)
     print(f"manifest: {out / 'manifest.json'}")
     return EXIT_FAILED if result.failed else EXIT_OK
 
@@ -247,7 +252,7 @@ def cmd_export_all(args: argparse.Namespace) -> int:
         result = export_model(m.name, source, root / m.name, variants=m.variants,
                               images_dir=None if m.calibration_dir else eval_dir,
                               calibration_dir=m.calibration_dir, eval_dir=eval_dir, opset=cfg.opset,
-                              force=args.force)
+                              force=args.force, full_integer_activations=m.full_integer_activations)
         report = validate_export(root / m.name, eval_dir, cfg.budgets_for(m), cfg.run,
                                  progress=not args.no_progress, label_map=m.label_map)
         if result.failed or not _passed(report, cfg):

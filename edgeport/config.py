@@ -5,7 +5,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeport.variants import DEFAULT_VARIANTS, VARIANTS
+from edgeport.variants import DEFAULT_VARIANTS, FULL_INTEGER_ACTIVATIONS, VARIANTS
 from validation.budgets import Budget, BudgetError
 from validation.gate import GateSettings
 from validation.harness import RunSettings
@@ -35,6 +35,7 @@ class ModelEntry:
     budgets: dict[str, Budget] = field(default_factory=dict)
     allow_pickle: bool = False  # accept pickle-only weights (can run code when loaded)
     label_map: dict[str, str] = field(default_factory=dict)  # eval folder -> label, or "ignore"
+    full_integer_activations: str = "int8"  # tflite-int8/-io activations: "int8" or "int16" (16x8)
 
 
 @dataclass
@@ -97,7 +98,7 @@ def load_config(path: str | Path | None = None) -> Config:
     for i, raw in enumerate(data.get("models", [])):
         where = f"{path} [[models]] #{i + 1}"
         _check_keys(raw, {"name", "source", "revision", "eval", "calibration", "variants", "budgets",
-                          "allow_pickle", "label_map"}, where)
+                          "allow_pickle", "label_map", "full_integer_activations"}, where)
         for key in ("name", "source"):
             if not raw.get(key):
                 raise ConfigError(f"{where}: '{key}' is required")
@@ -115,8 +116,16 @@ def load_config(path: str | Path | None = None) -> Config:
             budgets=_budgets(raw.get("budgets", {}), f"{where} budgets"),
             allow_pickle=bool(raw.get("allow_pickle", False)),
             label_map={str(k): str(v) for k, v in raw.get("label_map", {}).items()},
+            full_integer_activations=_activations(raw.get("full_integer_activations", "int8"), where),
         ))
     return cfg
+
+
+def _activations(value: object, where: str) -> str:
+    if value not in FULL_INTEGER_ACTIVATIONS:
+        raise ConfigError(f"{where}: full_integer_activations must be one of "
+                          f"{', '.join(repr(v) for v in FULL_INTEGER_ACTIVATIONS)}, not {value!r}")
+    return str(value)
 
 
 def _check_keys(table: dict, known: set[str], where: str) -> None:

@@ -98,6 +98,9 @@ def _file_entry(name: str, record: dict[str, Any], result: dict[str, Any] | None
         "input": _tensor(io.get("input"), is_input=True),
         "output": _tensor(io.get("output"), is_input=False),
     }
+    activations = (record.get("settings") or {}).get("activations")
+    if activations:  # the full-integer files: which integer kernels a phone's runtime or NPU needs
+        entry["compute"] = {"weights": "int8", "activations": activations, "integer_only": True}
     if result:
         latency = result.get("latency_ms") or {}
         entry.update(accuracy=result.get("accuracy"), accuracy_drift_points=result.get("accuracy_drift_points"),
@@ -148,7 +151,10 @@ def model_card(model: dict[str, Any]) -> str:
         drift = "–" if f.get("accuracy_drift_points") is None else f"{f['accuracy_drift_points']:+.2f}"
         p50 = "–" if f.get("latency_ms_p50") is None else f"{f['latency_ms_p50']:.2f}"
         ok = {True: "pass", False: "FAIL", None: "–"}[f.get("passed_budget")]
-        lines.append(f"| `{f['file']}` | {f['precision']} | {dtype} {inp.get('shape')} | "
+        precision = f["precision"]
+        if f.get("compute"):
+            precision += f" (integer-only, {f['compute']['activations']} activations)"
+        lines.append(f"| `{f['file']}` | {precision} | {dtype} {inp.get('shape')} | "
                      f"{f['size_bytes'] / 2**20:.2f} | {acc} | {drift} | {p50} | {ok} |")
     ev = model["evaluation"]
     lines += [
@@ -157,6 +163,15 @@ def model_card(model: dict[str, Any]) -> str:
         f"{'–' if ev.get('reference_accuracy') is None else format(ev['reference_accuracy'] * 100, '.2f') + '%'}); "
         "latency measured on the export machine's CPU at batch 1, not on a phone.",
         "",
+    ]
+    if any((f.get("compute") or {}).get("activations") == "int16" for f in model["files"]):
+        lines += [
+            "Files with int16 activations use TFLite's 16x8 quantization (int8 weights, int16 activations): "
+            "LiteRT's CPU kernels run them, but an int8-only accelerator (NPU, DSP) cannot. The export config "
+            "chose them for this model because its int8 activations disagreed with the float model too often.",
+            "",
+        ]
+    lines += [
         "## Input",
         "",
         f"RGB, resized to {w}x{h} (bilinear, no crop, aspect ratio not kept), then per channel "

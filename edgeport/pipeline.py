@@ -18,7 +18,7 @@ import numpy as np
 from edgeport.mobile_bundle import write_mobile_bundle
 from edgeport.model_source import ModelSource, copy_model_metadata, read_labels, sha256_file
 from edgeport.stage import StageResult, run_stage, run_stage_in_process, save_context
-from edgeport.variants import TFLITE_CALIBRATED, VARIANTS, ExportContext, resolve_variants
+from edgeport.variants import FULL_INTEGER_ACTIVATIONS, TFLITE_CALIBRATED, VARIANTS, ExportContext, resolve_variants
 from runtimes.tflite_runner import tflite_io_details
 from validation.budgets import Budget, budget_for
 from validation.dataset import IMAGE_EXTENSIONS, load_eval_arrays, open_image, scan_eval_set
@@ -97,6 +97,7 @@ def export_model(
     opset: int = 20,
     isolate: bool = True,
     force: bool = False,
+    full_integer_activations: str = "int8",
 ) -> ExportResult:
     """Produce every requested variant of ``source`` under ``out_dir`` and write manifest.json.
 
@@ -111,7 +112,12 @@ def export_model(
     what it finished; the next run reuses every artifact whose inputs (source weights,
     opset, calibration images, the artifact it is converted from) are unchanged and whose
     file still has the sha256 the manifest records, unless ``force``.
+    ``full_integer_activations`` ("int8" or "int16") is the activation width of the
+    full-integer TFLite variants (see converters.tflite_int8).
     """
+    if full_integer_activations not in FULL_INTEGER_ACTIVATIONS:
+        raise ValueError(f"full_integer_activations must be one of {', '.join(FULL_INTEGER_ACTIVATIONS)}, "
+                         f"not {full_integer_activations!r}")
     specs = resolve_variants(variants)
     names = [s.name for s in specs]
     calib_paths = list_images(calibration_dir) if calibration_dir else []
@@ -125,7 +131,8 @@ def export_model(
     preprocessing = Preprocessing.from_file(out_dir / "preprocessor_config.json")
     images = sample_images(images_dir or calibration_dir) if (images_dir or calibration_dir) else []
     work_dir = out_dir / ".work"
-    ctx = ExportContext(source.location, source.revision, out_dir, work_dir, images, opset)
+    ctx = ExportContext(source.location, source.revision, out_dir, work_dir, images, opset,
+                        full_integer_activations=full_integer_activations)
     if calib_paths and NEEDS_CALIBRATION & set(names):
         ctx.calibration_nchw = calibration_arrays(calib_paths, preprocessing)
     described = source.describe()
@@ -157,7 +164,8 @@ def export_model(
     }
     export_start = time.perf_counter()
     for i, spec in enumerate(specs, 1):
-        key = _inputs_key(f"{spec.name}@{spec.recipe}", described, opset,
+        recipe = spec.recipe + (f"/{full_integer_activations}" if spec.name in TFLITE_CALIBRATED else "")
+        key = _inputs_key(f"{spec.name}@{recipe}", described, opset,
                           calib_sha if spec.name in NEEDS_CALIBRATION else None,
                           records[spec.requires].get("inputs_key") if spec.requires else None)
         record = {"name": spec.name, "runtime": spec.runtime, "precision": spec.precision,
@@ -335,6 +343,10 @@ def validate_export(
                   "latency_runs": settings.runs, "preprocessing": manifest["preprocessing"]},
         edgeport_version=__version__,
     )
+    exported = {v["name"]: v.get("settings") or {} for v in manifest["variants"]}
+    for v in report["variants"]:  # the full-integer files' activation width, for the reader of the report
+        if exported.get(v["name"], {}).get("activations"):
+            v["activations"] = exported[v["name"]]["activations"]
     json_path, md_path = write_reports(report, out_dir)
     _print_summary(report, json_path, md_path)
     bundle = write_mobile_bundle(out_dir, manifest, report)

@@ -24,6 +24,7 @@ class ExportContext:
     sample_images: Sequence[Path]  # real images for onnx2tf's own sample
     opset: int
     calibration_nchw: np.ndarray | None = None  # preprocessed, for the calibrated int8 variants
+    full_integer_activations: str = "int8"  # tflite-int8 and tflite-int8-io: "int8" or "int16" (16x8)
 
     @property
     def onnx_fp32(self) -> Path:
@@ -53,6 +54,8 @@ class VariantSpec:
 
 # TFLite variants quantized from the tflite-fp32 artifact with calibration images.
 TFLITE_CALIBRATED = {"tflite-int8", "tflite-int8-io"}
+# Their activation width, chosen per model (converters.tflite_int8 says what each costs).
+FULL_INTEGER_ACTIVATIONS = ("int8", "int16")
 
 
 def _calibration_nhwc(ctx: ExportContext) -> np.ndarray:
@@ -118,6 +121,7 @@ def _tflite_int8(ctx: ExportContext, out: Path) -> dict:
     from converters.tflite_int8 import convert_tflite_int8
 
     return convert_tflite_int8(_tflite_fp32_artifact(ctx), out, _calibration_nhwc(ctx),
+                               activations=ctx.full_integer_activations,
                                calibration_cache=ctx.work_dir / "tflite-int8-calibration")
 
 
@@ -125,7 +129,7 @@ def _tflite_int8_io(ctx: ExportContext, out: Path) -> dict:
     from converters.tflite_int8 import convert_tflite_int8
 
     return convert_tflite_int8(_tflite_fp32_artifact(ctx), out, _calibration_nhwc(ctx), int8_io=True,
-                               calibration_cache=ctx.work_dir / "tflite-int8-calibration")
+                               activations=ctx.full_integer_activations, calibration_cache=ctx.work_dir / "tflite-int8-calibration")
 
 
 VARIANTS: dict[str, VariantSpec] = {
@@ -150,11 +154,11 @@ VARIANTS: dict[str, VariantSpec] = {
         VariantSpec("tflite-int8-dynamic", "tflite", "int8", "model_int8_dynamic.tflite", "tflite-fp32",
                     _tflite_int8_dynamic, "TFLite dynamic-range int8 weights (ai-edge-quantizer)", recipe="2"),
         VariantSpec("tflite-int8", "tflite", "int8", "model_int8.tflite", "tflite-fp32", _tflite_int8,
-                    "TFLite full-integer (int8; LayerNorm statistics and classifier int16), float32 I/O, calibrated "
-                    "(ai-edge-quantizer)", recipe="3"),
+                    "TFLite full-integer, int8 weights, float32 I/O, calibrated (ai-edge-quantizer); activations "
+                    "int8 (LayerNorm statistics and logits int16) or, per model, int16", recipe="4"),
         VariantSpec("tflite-int8-io", "tflite", "int8", "model_int8_io.tflite", "tflite-fp32", _tflite_int8_io,
                     "TFLite full-integer with int8 input/output (camera pipelines), calibrated (ai-edge-quantizer)",
-                    recipe="3"),
+                    recipe="4"),
     ]
 }
 

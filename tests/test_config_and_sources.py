@@ -19,6 +19,15 @@ def test_default_config_loads_and_points_at_bundled_models():
         assert m.eval_dir.is_dir(), m.eval_dir
 
 
+def test_full_integer_activations_per_model(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[[models]]\nname = "a"\nsource = "x"\n'
+                 '[[models]]\nname = "b"\nsource = "y"\nfull_integer_activations = "int16"\n')
+    cfg = load_config(p)
+    assert cfg.model("a").full_integer_activations == "int8"
+    assert cfg.model("b").full_integer_activations == "int16"
+
+
 def test_model_budget_overrides_merge(tmp_path):
     p = tmp_path / "c.toml"
     p.write_text('[[models]]\nname = "m"\nsource = "x"\n[models.budgets.fp32]\nmax_abs_diff = 1e-3\n')
@@ -34,6 +43,8 @@ def test_model_budget_overrides_merge(tmp_path):
         ('[[models]]\nname = "m"\nsource = "x"\nvariants = ["onnx-int4"]\n', "unknown variant.*onnx-int4"),
         ("[budgets.fp32]\nmax_abs_dif = 1\n", "max_abs_dif"),
         ("not toml [", "not valid TOML"),
+        ('[[models]]\nname = "m"\nsource = "x"\nfull_integer_activations = "int4"\n',
+         "full_integer_activations must be one of 'int8', 'int16', not 'int4'"),
     ],
 )
 def test_config_errors(tmp_path, text, match):

@@ -54,6 +54,12 @@ def test_model_json_matches_the_tflite_files(bundle):
         assert entry["accuracy"] is not None and entry["latency_ms_p50"] > 0
     io = model["files"][-1]
     assert io["input"]["dtype"] == "int8" and io["output"]["dtype"] == "int8"
+    # The full-integer files say which integer kernels they need; the float ones do not.
+    compute = {f["variant"]: f.get("compute") for f in model["files"]}
+    assert compute["tflite-int8"] == compute["tflite-int8-io"] == {"weights": "int8", "activations": "int8",
+                                                                    "integer_only": True}
+    assert compute["tflite-fp32"] is None and compute["tflite-fp16"] is None
     card = (bundle / "README.md").read_text()
     assert "```kotlin" in card and "```swift" in card and "not embedded as TFLite metadata" in card
     assert f"zero point {io['input']['quantization']['zero_point']}" in card
+    assert "int8 (integer-only, int8 activations)" in card and "16x8" not in card

@@ -183,6 +183,74 @@ def test_full_integer_files_compute_only_in_integers(exported_tiny):
     # and in int8 in tflite-int8-io, whose output must stay int8.
     assert op_precisions(exported_tiny / "model_int8.tflite").get("FULLY_CONNECTED:INT16") == 1
     assert "FULLY_CONNECTED:INT16" not in op_precisions(exported_tiny / "model_int8_io.tflite")
+    # ...and tflite-int8's logits still leave the file as float32 (a DEQUANTIZE after the int16 op).
+    assert rec["tflite-int8"]["io"]["output"]["dtype"] == "float32"
+    assert rec["tflite-int8"]["settings"]["activations"] == "int8"
+
+
+def test_int16_activations_are_16x8_and_closer_to_fp32(exported_tiny, calib_dir, batch_and_reference, tmp_path):
+    """activations="int16": every activation int16, weights int8, integer-only, same I/O types as
+    the int8 files, and nearer the float model than int8 activations on the same calibration."""
+    from converters.tflite_int8 import convert_tflite_int8
+    from converters.tflite_ops import float_compute_ops, op_precisions
+    from edgeport.pipeline import calibration_arrays, list_images
+    from runtimes.tflite_runner import tflite_io_details
+
+    pre = Preprocessing.from_file(exported_tiny / "preprocessor_config.json")
+    calib = calibration_arrays(list_images(calib_dir), pre).transpose(0, 2, 3, 1)
+    fp32 = exported_tiny / "model_fp32.tflite"
+    cache = tmp_path / "cache"
+    settings = convert_tflite_int8(fp32, tmp_path / "a16.tflite", calib, activations="int16", calibration_cache=cache)
+    convert_tflite_int8(fp32, tmp_path / "a16_io.tflite", calib, int8_io=True, activations="int16",
+                        calibration_cache=cache)
+    assert settings["activations"] == "int16"
+    for name in ("a16.tflite", "a16_io.tflite"):
+        precisions = op_precisions(tmp_path / name)
+        assert float_compute_ops(tmp_path / name) == []
+        assert precisions.get("FULLY_CONNECTED:INT16", 0) > 0 and "FULLY_CONNECTED:INT8" not in precisions
+        assert "BATCH_MATMUL:INT16" in precisions and "SOFTMAX:INT16" in precisions
+    io = tflite_io_details(str(tmp_path / "a16.tflite"))
+    assert io["input"]["dtype"] == "float32" and io["output"]["dtype"] == "float32"
+    io = tflite_io_details(str(tmp_path / "a16_io.tflite"))
+    assert io["input"]["dtype"] == "int8" and io["output"]["dtype"] == "int8"
+    # Same size class as the int8 file: the weights are int8 in both.
+    assert (tmp_path / "a16.tflite").stat().st_size < 1.2 * (exported_tiny / "model_int8.tflite").stat().st_size
+
+    inputs, reference = batch_and_reference
+    with runner_class("tflite")(exported_tiny / "model_fp32.tflite") as runner:
+        ref = runner.infer(inputs)
+    errors = {}
+    for name, path in (("int8", exported_tiny / "model_int8.tflite"), ("int16", tmp_path / "a16.tflite")):
+        with runner_class("tflite")(path) as runner:
+            errors[name] = float(np.abs(runner.infer(inputs) - ref).mean())
+    assert errors["int16"] < errors["int8"] / 2, errors  # measured: about 4x smaller; weights are int8 in both
+
+
+def test_calibration_ranges_are_min_max_over_all_images(exported_tiny, calib_dir):
+    """Each range covers every calibration image. ai-edge-quantizer's own calibrate() keeps a
+    moving average of per-image ranges instead, which clips the larger values."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from converters.ai_edge_quantize import calibrate_min_max
+    from edgeport.pipeline import calibration_arrays, list_images
+
+    pre = Preprocessing.from_file(exported_tiny / "preprocessor_config.json")
+    calib = calibration_arrays(list_images(calib_dir), pre).transpose(0, 2, 3, 1)
+    fp32 = exported_tiny / "model_fp32.tflite"
+    ranges = calibrate_min_max(fp32, calib)
+    interpreter = Interpreter(model_path=str(fp32))
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    logits = []
+    for image in calib:
+        interpreter.set_tensor(inp["index"], image[None].astype(np.float32))
+        interpreter.invoke()
+        logits.append(interpreter.get_tensor(out["index"]).copy())
+    logits = np.concatenate(logits)
+    np.testing.assert_allclose(ranges[out["name"]]["min"].min(), logits.min(), rtol=1e-5)
+    np.testing.assert_allclose(ranges[out["name"]]["max"].max(), logits.max(), rtol=1e-5)
+    np.testing.assert_allclose(ranges[inp["name"]]["min"].min(), calib.min(), rtol=1e-5)
+    np.testing.assert_allclose(ranges[inp["name"]]["max"].max(), calib.max(), rtol=1e-5)
 
 
 def test_full_integer_export_refuses_a_float_op(exported_tiny, calib_dir, tmp_path, monkeypatch):
@@ -213,8 +281,7 @@ def test_full_integer_export_refuses_a_float_op(exported_tiny, calib_dir, tmp_pa
 
 def test_full_integer_variants_share_one_calibration(exported_tiny, calib_dir, tmp_path, monkeypatch):
     """tflite-int8-io reuses tflite-int8's calibration and still writes the same file as without it."""
-    import ai_edge_quantizer
-
+    import converters.ai_edge_quantize as ai_edge_quantize
     from converters.tflite_int8 import convert_tflite_int8
     from edgeport.pipeline import calibration_arrays, list_images
 
@@ -222,13 +289,13 @@ def test_full_integer_variants_share_one_calibration(exported_tiny, calib_dir, t
     calib = calibration_arrays(list_images(calib_dir), pre).transpose(0, 2, 3, 1)
     fp32 = exported_tiny / "model_fp32.tflite"
     calls = []
-    real_calibrate = ai_edge_quantizer.Quantizer.calibrate
+    real_calibrate = ai_edge_quantize.calibrate_min_max
 
-    def counting_calibrate(self, *args, **kwargs):
+    def counting_calibrate(*args, **kwargs):
         calls.append(1)
-        return real_calibrate(self, *args, **kwargs)
+        return real_calibrate(*args, **kwargs)
 
-    monkeypatch.setattr(ai_edge_quantizer.Quantizer, "calibrate", counting_calibrate)
+    monkeypatch.setattr(ai_edge_quantize, "calibrate_min_max", counting_calibrate)
     cache = tmp_path / "cache"
     convert_tflite_int8(fp32, tmp_path / "a.tflite", calib, calibration_cache=cache)
     convert_tflite_int8(fp32, tmp_path / "a_io.tflite", calib, int8_io=True, calibration_cache=cache)
@@ -292,3 +359,21 @@ def test_quantizer_progress_bars_are_off(capsys):
     with progress_utils.ProgressBar(total_steps=10_000, description="Running Calibration:") as bar:
         assert bar._progress_bar.disable
     assert "Running Calibration" not in capsys.readouterr().err
+
+
+def test_report_names_the_full_integer_activation_width(validated_tiny):
+    """report.json carries each full-integer file's activations; report.md calls out int16 ones."""
+    import copy
+
+    from validation.report import render_markdown
+
+    report = json.loads((validated_tiny / "report.json").read_text())
+    by_name = {v["name"]: v for v in report["variants"]}
+    assert by_name["tflite-int8"]["activations"] == by_name["tflite-int8-io"]["activations"] == "int8"
+    assert "activations" not in by_name["tflite-fp32"]
+    assert "int16 activations" not in (validated_tiny / "report.md").read_text()
+    wide = copy.deepcopy(report)
+    for v in wide["variants"]:
+        if v["name"] in ("tflite-int8", "tflite-int8-io"):
+            v["activations"] = "int16"
+    assert "tflite-int8, tflite-int8-io: int16 activations, int8 weights (TFLite 16x8" in render_markdown(wide)

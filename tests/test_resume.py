@@ -100,3 +100,18 @@ def test_changed_source_weights_are_re_exported(tmp_path):
     assert after["source"]["weights_sha256"] != before["source"]["weights_sha256"]
     (rec,) = after["variants"]
     assert not rec.get("reused") and rec["sha256"] != before["variants"][0]["sha256"]
+
+
+def test_changing_full_integer_activations_redoes_only_the_full_integer_files(exported_copy, tiny_vit, calib_dir,
+                                                                              faces_dir):
+    """The activation width is part of the full-integer variants' reuse key, and of nothing else's."""
+    variants = ["tflite-fp16", "tflite-int8", "tflite-int8-io"]
+    export_model("tiny-vit", resolve_source(str(tiny_vit)), exported_copy, variants=variants, images_dir=None,
+                 calibration_dir=calib_dir, eval_dir=faces_dir, full_integer_activations="int16")
+    records = {v["name"]: v for v in _manifest(exported_copy)["variants"]}
+    assert records["onnx-fp32"].get("reused") and records["tflite-fp32"].get("reused")
+    assert records["tflite-fp16"].get("reused")
+    for name in ("tflite-int8", "tflite-int8-io"):
+        assert records[name]["status"] == "ok" and not records[name].get("reused")
+        assert records[name]["settings"]["activations"] == "int16"
+        assert "FULLY_CONNECTED:INT16" in records[name]["settings"]["op_precisions"]

@@ -109,6 +109,10 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{_pct(v['agreement'])} | {_num(v['max_abs_diff'])} | {_num(v['mean_abs_diff'])} | "
             f"{_num(v['cosine'], 6)} | {_num(lat.get('p50'), 3)} | {_num(lat.get('p90'), 3)} | {_size(v['size_bytes'])} |"
         )
+    wide = [v["name"] for v in report["variants"] if v.get("activations") == "int16"]
+    if wide:
+        lines += ["", f"{', '.join(wide)}: int16 activations, int8 weights (TFLite 16x8, integer-only; "
+                      "`full_integer_activations` in the config). int8-only accelerators cannot run them."]
     failures = failure_lines(report)
     if failures:
         lines += ["", "## Failures", ""] + [f"- {line}" for line in failures]
