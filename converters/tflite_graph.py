@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from converters.tflite_ops import builtin_code
 from converters.tflite_ops import tflite_schema as _schema
 
 
@@ -42,8 +43,7 @@ def _opcode_index(model, builtin: int) -> int:
 
 
 def _code_builtin(code) -> int:
-    # Builtin codes above 127 live in builtinCode; older files use deprecatedBuiltinCode.
-    return max(code.builtinCode, code.deprecatedBuiltinCode)
+    return builtin_code(code.builtinCode, code.deprecatedBuiltinCode)
 
 
 def _builtin(model, op) -> int:

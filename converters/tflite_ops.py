@@ -17,6 +17,12 @@ def tflite_schema():
     return schema_py_generated
 
 
+def builtin_code(code: int, deprecated_code: int) -> int:
+    """An operator code's builtin operator: codes above 127 live only in the schema's
+    ``builtin_code``; files written before it existed set only ``deprecated_builtin_code``."""
+    return max(code, deprecated_code)
+
+
 def _enum_names(enum) -> dict[int, str]:
     return {v: k for k, v in vars(enum).items() if not k.startswith("_")}
 
@@ -29,7 +35,7 @@ def tflite_operators(path: str | Path) -> list[str]:
     ops = set()
     for i in range(model.OperatorCodesLength()):
         code = model.OperatorCodes(i)
-        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        builtin = builtin_code(code.BuiltinCode(), code.DeprecatedBuiltinCode())
         if builtin == schema.BuiltinOperator.CUSTOM:
             custom = code.CustomCode()
             ops.add(custom.decode() if isinstance(custom, bytes) else (custom or "CUSTOM"))
@@ -70,7 +76,7 @@ def op_precisions(path: str | Path) -> dict[str, int]:
         for i in range(graph.OperatorsLength()):
             op = graph.Operators(i)
             code = model.OperatorCodes(op.OpcodeIndex())
-            name = names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
+            name = names.get(builtin_code(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
             first = op.Inputs(0) if op.InputsLength() else -1
             dtype = types.get(graph.Tensors(first).Type(), "?") if first >= 0 else "-"
             key = f"{name}:{dtype}"
