@@ -117,19 +117,21 @@ def _tflite_int8_dynamic(ctx: ExportContext, out: Path) -> dict:
     return convert_tflite_int8_dynamic(_tflite_fp32_artifact(ctx), out)
 
 
-def _tflite_int8(ctx: ExportContext, out: Path) -> dict:
+def _full_integer(ctx: ExportContext, out: Path, *, int8_io: bool) -> dict:
     from converters.tflite_int8 import convert_tflite_int8
 
-    return convert_tflite_int8(_tflite_fp32_artifact(ctx), out, _calibration_nhwc(ctx),
+    # One calibration cache for both full-integer variants: the second reuses the first's statistics.
+    return convert_tflite_int8(_tflite_fp32_artifact(ctx), out, _calibration_nhwc(ctx), int8_io=int8_io,
                                activations=ctx.full_integer_activations,
                                calibration_cache=ctx.work_dir / "tflite-int8-calibration")
 
 
-def _tflite_int8_io(ctx: ExportContext, out: Path) -> dict:
-    from converters.tflite_int8 import convert_tflite_int8
+def _tflite_int8(ctx: ExportContext, out: Path) -> dict:
+    return _full_integer(ctx, out, int8_io=False)
 
-    return convert_tflite_int8(_tflite_fp32_artifact(ctx), out, _calibration_nhwc(ctx), int8_io=True,
-                               activations=ctx.full_integer_activations, calibration_cache=ctx.work_dir / "tflite-int8-calibration")
+
+def _tflite_int8_io(ctx: ExportContext, out: Path) -> dict:
+    return _full_integer(ctx, out, int8_io=True)
 
 
 VARIANTS: dict[str, VariantSpec] = {
