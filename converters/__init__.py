@@ -12,5 +12,6 @@
 - tflite_ops:           operators of a .tflite; the builtin-only rule
 - onnx2tf_tool:         running onnx2tf offline, in its own process
 - atomic:               temporary names renamed on success
+- checksums:            sha256 of a file, streamed
 - child_process:        a tool in a child process: wall time, peak memory, heartbeat, no orphans
 """

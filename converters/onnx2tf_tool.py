@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from converters.atomic import atomic_path
+from converters.checksums import sha256_file
 from converters.child_process import measure_command
 
 # The file name onnx2tf looks for before it tries to download its sample.
@@ -91,15 +92,9 @@ def shared_batch1_model(onnx_path: Path, folder: Path) -> Path:
     on ViT-B/16 folding takes about 10 s, so the second run reuses the first's file
     when the stamp beside it names the same source bytes.
     """
-    import hashlib
-
     out = folder / "model_b1.onnx"
     stamp = folder / "model_b1.onnx.source-sha256"
-    h = hashlib.sha256()
-    with open(onnx_path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    key = h.hexdigest()
+    key = sha256_file(onnx_path)
     if out.exists() and stamp.exists() and stamp.read_text() == key:
         return out
     folder.mkdir(parents=True, exist_ok=True)

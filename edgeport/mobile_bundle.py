@@ -26,7 +26,7 @@ from typing import Any
 
 from converters.atomic import atomic_path
 from edgeport import __version__
-from edgeport.model_source import sha256_file
+from converters.checksums import sha256_file
 
 BUNDLE = "mobile"
 # the variants an app developer gets, in the order the card lists them

@@ -1,13 +1,14 @@
 """Where a model comes from: a local Hugging Face directory, or a hub id at a pinned revision."""
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from converters.checksums import sha256_file
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 WEIGHTS = "model.safetensors"
@@ -113,9 +114,3 @@ def read_labels(config_json: Path) -> list[str]:
     return [id2label[k] for k in sorted(id2label, key=int)]
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from converters.atomic import atomic_path
+from converters.checksums import sha256_file
 from edgeport import __version__
 import numpy as np
 
 from edgeport.mobile_bundle import write_mobile_bundle
-from edgeport.model_source import ModelSource, copy_model_metadata, read_labels, sha256_file
+from edgeport.model_source import ModelSource, copy_model_metadata, read_labels
 from edgeport.stage import StageResult, run_stage, run_stage_in_process, save_context
 from edgeport.variants import FULL_INTEGER_ACTIVATIONS, TFLITE_CALIBRATED, VARIANTS, ExportContext, resolve_variants
 from runtimes.tflite_runner import tflite_io_details

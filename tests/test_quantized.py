@@ -65,7 +65,7 @@ def test_calibration_images_recorded_and_disjoint_from_eval(exported_tiny, calib
     manifest = json.loads((exported_tiny / "manifest.json").read_text())
     cal = manifest["calibration"]
     assert sorted(cal["images"]) == sorted(p.name for p in calib_dir.glob("*.jpg"))
-    from edgeport.model_source import sha256_file
+    from converters.checksums import sha256_file
 
     eval_hashes = {sha256_file(p) for p in faces_dir.rglob("*.jpg")}
     assert eval_hashes and not eval_hashes & set(cal["sha256"])
@@ -73,7 +73,7 @@ def test_calibration_images_recorded_and_disjoint_from_eval(exported_tiny, calib
 
 def test_bundled_calibration_and_eval_sets_are_disjoint():
     from edgeport.config import load_config
-    from edgeport.model_source import sha256_file
+    from converters.checksums import sha256_file
 
     for model in load_config().models:
         calib = {sha256_file(p) for p in model.calibration_dir.rglob("*") if p.is_file()}

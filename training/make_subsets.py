@@ -15,10 +15,11 @@ the script checks that no file content appears in both.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import random
 import shutil
 from pathlib import Path
+
+from converters.checksums import sha256_file
 
 from .data import UTK_RACES, datasets_root, list_split, utk_meta
 
@@ -61,7 +62,7 @@ def select_emotion(split: Path, per_class: list[int], rng: random.Random,
     for ci, (c, n) in enumerate(zip(EMOTION, per_class)):
         pool = [p for p, y in zip(paths, ys) if y == ci]
         if exclude:
-            pool = [p for p in pool if _sha256(p) not in exclude]
+            pool = [p for p in pool if sha256_file(p) not in exclude]
         out[c] = sorted(rng.sample(pool, min(n, len(pool))))
     return out
 
@@ -78,17 +79,13 @@ def copy_selection(sel: dict[str, list[Path]], dest: Path) -> int:
     return n
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _digests(sel: dict[str, list[Path]]) -> set[str]:
-    return {_sha256(f) for files in sel.values() for f in files}
+    return {sha256_file(f) for files in sel.values() for f in files}
 
 
 def _split_digests(root: Path, splits: tuple[str, ...]) -> set[str]:
     """sha256 of every image in ``root/<split>`` for the given splits."""
-    return {_sha256(f) for split in splits for f in (root / split).rglob("*") if f.is_file()}
+    return {sha256_file(f) for split in splits for f in (root / split).rglob("*") if f.is_file()}
 
 
 def main(argv: list[str] | None = None) -> int:
