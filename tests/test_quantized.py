@@ -32,6 +32,15 @@ def batch_and_reference(exported_tiny, tiny_vit, faces_dir):
         return inputs, r.infer(inputs)
 
 
+@pytest.fixture(scope="module")
+def calib_nhwc(exported_tiny, calib_dir) -> np.ndarray:
+    """The calibration images as the TFLite quantizer takes them (N x H x W x C, preprocessed)."""
+    from edgeport.pipeline import calibration_arrays, list_images
+
+    pre = Preprocessing.from_file(exported_tiny / "preprocessor_config.json")
+    return np.ascontiguousarray(calibration_arrays(list_images(calib_dir), pre).transpose(0, 2, 3, 1))
+
+
 @pytest.mark.parametrize("runtime, artifact, atol", QUANTIZED)
 def test_runtime_runs_quantized_format(runtime, artifact, atol, exported_tiny, batch_and_reference):
     inputs, reference = batch_and_reference
@@ -188,20 +197,18 @@ def test_full_integer_files_compute_only_in_integers(exported_tiny):
     assert rec["tflite-int8"]["settings"]["activations"] == "int8"
 
 
-def test_int16_activations_are_16x8_and_closer_to_fp32(exported_tiny, calib_dir, batch_and_reference, tmp_path):
+def test_int16_activations_are_16x8_and_closer_to_fp32(exported_tiny, calib_nhwc, batch_and_reference, tmp_path):
     """activations="int16": every activation int16, weights int8, integer-only, same I/O types as
     the int8 files, and nearer the float model than int8 activations on the same calibration."""
     from converters.tflite_int8 import convert_tflite_int8
     from converters.tflite_ops import float_compute_ops, op_precisions
-    from edgeport.pipeline import calibration_arrays, list_images
     from runtimes.tflite_runner import tflite_io_details
 
-    pre = Preprocessing.from_file(exported_tiny / "preprocessor_config.json")
-    calib = calibration_arrays(list_images(calib_dir), pre).transpose(0, 2, 3, 1)
     fp32 = exported_tiny / "model_fp32.tflite"
     cache = tmp_path / "cache"
-    settings = convert_tflite_int8(fp32, tmp_path / "a16.tflite", calib, activations="int16", calibration_cache=cache)
-    convert_tflite_int8(fp32, tmp_path / "a16_io.tflite", calib, int8_io=True, activations="int16",
+    settings = convert_tflite_int8(fp32, tmp_path / "a16.tflite", calib_nhwc, activations="int16",
+                                   calibration_cache=cache)
+    convert_tflite_int8(fp32, tmp_path / "a16_io.tflite", calib_nhwc, int8_io=True, activations="int16",
                         calibration_cache=cache)
     assert settings["activations"] == "int16"
     for name in ("a16.tflite", "a16_io.tflite"):
@@ -226,37 +233,33 @@ def test_int16_activations_are_16x8_and_closer_to_fp32(exported_tiny, calib_dir,
     assert errors["int16"] < errors["int8"] / 2, errors  # measured: about 4x smaller; weights are int8 in both
 
 
-def test_calibration_ranges_are_min_max_over_all_images(exported_tiny, calib_dir):
+def test_calibration_ranges_are_min_max_over_all_images(exported_tiny, calib_nhwc):
     """Each range covers every calibration image. ai-edge-quantizer's own calibrate() keeps a
     moving average of per-image ranges instead, which clips the larger values."""
     from ai_edge_litert.interpreter import Interpreter
 
     from converters.ai_edge_quantize import calibrate_min_max
-    from edgeport.pipeline import calibration_arrays, list_images
 
-    pre = Preprocessing.from_file(exported_tiny / "preprocessor_config.json")
-    calib = calibration_arrays(list_images(calib_dir), pre).transpose(0, 2, 3, 1)
     fp32 = exported_tiny / "model_fp32.tflite"
-    ranges = calibrate_min_max(fp32, calib)
+    ranges = calibrate_min_max(fp32, calib_nhwc)
     interpreter = Interpreter(model_path=str(fp32))
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     logits = []
-    for image in calib:
+    for image in calib_nhwc:
         interpreter.set_tensor(inp["index"], image[None].astype(np.float32))
         interpreter.invoke()
         logits.append(interpreter.get_tensor(out["index"]).copy())
     logits = np.concatenate(logits)
     np.testing.assert_allclose(ranges[out["name"]]["min"].min(), logits.min(), rtol=1e-5)
     np.testing.assert_allclose(ranges[out["name"]]["max"].max(), logits.max(), rtol=1e-5)
-    np.testing.assert_allclose(ranges[inp["name"]]["min"].min(), calib.min(), rtol=1e-5)
-    np.testing.assert_allclose(ranges[inp["name"]]["max"].max(), calib.max(), rtol=1e-5)
+    np.testing.assert_allclose(ranges[inp["name"]]["min"].min(), calib_nhwc.min(), rtol=1e-5)
+    np.testing.assert_allclose(ranges[inp["name"]]["max"].max(), calib_nhwc.max(), rtol=1e-5)
 
 
-def test_full_integer_export_refuses_a_float_op(exported_tiny, calib_dir, tmp_path, monkeypatch):
+def test_full_integer_export_refuses_a_float_op(exported_tiny, calib_nhwc, tmp_path, monkeypatch):
     """If the recipe left an op in float, the variant fails and no file is left behind."""
     import converters.tflite_int8 as tflite_int8
-    from edgeport.pipeline import calibration_arrays, list_images
 
     real_recipe = tflite_int8.full_integer_recipe
 
@@ -271,22 +274,17 @@ def test_full_integer_export_refuses_a_float_op(exported_tiny, calib_dir, tmp_pa
         return manager.get_quantization_recipe()
 
     monkeypatch.setattr(tflite_int8, "full_integer_recipe", recipe_with_float_gelu)
-    pre = Preprocessing.from_file(exported_tiny / "preprocessor_config.json")
-    calib = calibration_arrays(list_images(calib_dir)[:4], pre).transpose(0, 2, 3, 1)
     out = tmp_path / "int8.tflite"
     with pytest.raises(ConversionError, match="GELU"):
-        tflite_int8.convert_tflite_int8(exported_tiny / "model_fp32.tflite", out, calib)
+        tflite_int8.convert_tflite_int8(exported_tiny / "model_fp32.tflite", out, calib_nhwc[:4])
     assert not out.exists()
 
 
-def test_full_integer_variants_share_one_calibration(exported_tiny, calib_dir, tmp_path, monkeypatch):
+def test_full_integer_variants_share_one_calibration(exported_tiny, calib_nhwc, tmp_path, monkeypatch):
     """tflite-int8-io reuses tflite-int8's calibration and still writes the same file as without it."""
     import converters.ai_edge_quantize as ai_edge_quantize
     from converters.tflite_int8 import convert_tflite_int8
-    from edgeport.pipeline import calibration_arrays, list_images
 
-    pre = Preprocessing.from_file(exported_tiny / "preprocessor_config.json")
-    calib = calibration_arrays(list_images(calib_dir), pre).transpose(0, 2, 3, 1)
     fp32 = exported_tiny / "model_fp32.tflite"
     calls = []
     real_calibrate = ai_edge_quantize.calibrate_min_max
@@ -297,17 +295,17 @@ def test_full_integer_variants_share_one_calibration(exported_tiny, calib_dir, t
 
     monkeypatch.setattr(ai_edge_quantize, "calibrate_min_max", counting_calibrate)
     cache = tmp_path / "cache"
-    convert_tflite_int8(fp32, tmp_path / "a.tflite", calib, calibration_cache=cache)
-    convert_tflite_int8(fp32, tmp_path / "a_io.tflite", calib, int8_io=True, calibration_cache=cache)
+    convert_tflite_int8(fp32, tmp_path / "a.tflite", calib_nhwc, calibration_cache=cache)
+    convert_tflite_int8(fp32, tmp_path / "a_io.tflite", calib_nhwc, int8_io=True, calibration_cache=cache)
     assert len(calls) == 1
     assert len(list(cache.glob("calibration-*.npz"))) == 1
     # Without the cache: the same bytes as the shipped artifacts and as the cached run.
-    convert_tflite_int8(fp32, tmp_path / "b_io.tflite", calib, int8_io=True)
+    convert_tflite_int8(fp32, tmp_path / "b_io.tflite", calib_nhwc, int8_io=True)
     assert len(calls) == 2
     assert (tmp_path / "a_io.tflite").read_bytes() == (tmp_path / "b_io.tflite").read_bytes()
     assert (tmp_path / "a.tflite").read_bytes() == (exported_tiny / "model_int8.tflite").read_bytes()
     # Other calibration images are another cache entry, not a stale hit.
-    convert_tflite_int8(fp32, tmp_path / "c.tflite", calib[:4], calibration_cache=cache)
+    convert_tflite_int8(fp32, tmp_path / "c.tflite", calib_nhwc[:4], calibration_cache=cache)
     assert len(calls) == 3
     assert len(list(cache.glob("calibration-*.npz"))) == 2
 
