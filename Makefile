@@ -8,18 +8,22 @@ export USE_TF := 0
 export HF_HUB_OFFLINE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv export-all gate test bench train-models clean help
+.PHONY: venv test-deps export-all gate test bench train-models clean help
 
 help:
 	@echo "make export-all   export + validate every model in $(CONFIG) into artifacts/"
 	@echo "make gate         fail on any report's missed budget (GATE_ARGS=\"--baseline DIR\" for regressions)"
-	@echo "make test         run the test suite"
+	@echo "make test         run the test suite (installs what it needs: .venv, chromium)"
 	@echo "make bench        ViT-B/16 export/latency benchmark -> artifacts/bench/bench.md (BENCH_ARGS=...)"
 	@echo "make train-models retrain the bundled models (needs ../shared/datasets; see training/README.md)"
 	@echo "make clean        remove artifacts/ outputs"
 
 venv:
 	@scripts/bootstrap-venv.sh
+
+# What the suite needs beyond .venv (a headless chromium), installed when missing.
+test-deps:
+	@scripts/provision-test.sh
 
 export-all: venv
 	$(EDGEPORT) export-all --config $(CONFIG)
@@ -28,7 +32,7 @@ export-all: venv
 gate: venv
 	$(EDGEPORT) gate --config $(CONFIG) $(GATE_ARGS)
 
-test: venv
+test: venv test-deps
 	$(PY) -m pytest
 
 # e.g. make bench BENCH_ARGS="--validate-eval ../shared/datasets/utkface/eval"

@@ -5,11 +5,14 @@ Used for every export step (edgeport.stage), for onnx2tf, and for the bench's pl
 """
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
+
+NO_PROGRESS_ENV = "EDGEPORT_NO_PROGRESS"
 
 
 def measure_command(
@@ -20,10 +23,18 @@ def measure_command(
     stdout: Any = None,
     label: str = "",
     poll_s: float = 0.1,
-    heartbeat_s: float = 60.0,
+    heartbeat_s: float | None = 60.0,
 ) -> tuple[float, int, int]:
-    """Run ``cmd``; return (wall seconds, peak resident bytes of it and its children, exit code)."""
+    """Run ``cmd``; return (wall seconds, peak resident bytes of it and its children, exit code).
+
+    A "still running" line is printed every ``heartbeat_s`` seconds, unless it is None or
+    NO_PROGRESS_ENV is set (``--no-progress``: export steps run tools in grandchildren,
+    which inherit the variable rather than an argument).
+    """
     import psutil
+
+    if os.environ.get(NO_PROGRESS_ENV):
+        heartbeat_s = None
 
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=stdout, stderr=subprocess.STDOUT if stdout else None,
@@ -35,7 +46,7 @@ def measure_command(
         while proc.poll() is None:
             peak = max(peak, _tree_rss(parent))
             time.sleep(poll_s)
-            if time.perf_counter() - last_beat >= heartbeat_s:
+            if heartbeat_s is not None and time.perf_counter() - last_beat >= heartbeat_s:
                 last_beat = time.perf_counter()
                 print(f"    {label or cmd[0]}: still running ({last_beat - start:.0f} s, "
                       f"{peak / 2**30:.1f} GiB peak)", flush=True)

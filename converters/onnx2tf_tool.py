@@ -28,22 +28,44 @@ class ConversionError(RuntimeError):
 
 
 def write_onnx2tf_sample(image_paths: Sequence[Path], work_dir: Path, count: int = 20) -> Path:
-    """Write onnx2tf's 20x128x128x3 float32 [0, 1] sample from real images into ``work_dir``."""
+    """Write onnx2tf's 20x128x128x3 float32 [0, 1] sample into ``work_dir``.
+
+    From real images when there are any; otherwise ``generated_sample()``. onnx2tf uses this
+    sample only for its own checks in a float conversion (edgeport's calibrated variants get
+    their images elsewhere), so a float export must not need the user's images.
+    """
     from PIL import Image, ImageOps
 
-    if not image_paths:
-        raise ConversionError("onnx2tf needs sample images, and none were given")
     arrays = []
     for path in list(image_paths)[:count]:
         with Image.open(path) as img:
             rgb = ImageOps.exif_transpose(img).convert("RGB").resize((128, 128), Image.BILINEAR)
             arrays.append(np.asarray(rgb, dtype=np.float32) / 255.0)
-    while len(arrays) < count:  # repeat real images rather than invent data
+    while arrays and len(arrays) < count:  # repeat real images rather than invent data
         arrays.append(arrays[len(arrays) % len(image_paths)])
+    sample = np.stack(arrays).astype(np.float32) if arrays else generated_sample(count)
     work_dir.mkdir(parents=True, exist_ok=True)
     out = work_dir / ONNX2TF_SAMPLE_NAME
-    np.save(out, np.stack(arrays).astype(np.float32))
+    np.save(out, sample)
     return out
+
+
+def generated_sample(count: int = 20, size: int = 128) -> np.ndarray:
+    """``count`` deterministic image-like arrays (NHWC float32 in [0, 1]), nothing downloaded.
+
+    Smooth colour gradients at a different angle per image, with mild seeded noise: values
+    spread over the whole range, like photographs, rather than constant or white noise.
+    """
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / (size - 1)
+    images = []
+    for i in range(count):
+        angle = 2 * np.pi * i / count
+        ramp = np.cos(angle) * xx + np.sin(angle) * yy
+        channels = [0.5 + 0.5 * np.sin(np.pi * (ramp + c / 3.0) + i) for c in range(3)]
+        image = np.stack(channels, axis=-1) + rng.normal(0.0, 0.05, (size, size, 3))
+        images.append(np.clip(image, 0.0, 1.0))
+    return np.stack(images).astype(np.float32)
 
 
 def simplify_to_batch1(onnx_path: Path, out_path: Path) -> Path:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from edgeport import __version__
+from edgeport.portable import relative_path, scrub, scrub_prefixes
 from validation.harness import artifact_size
 
 # Architectures the bench can build (random weights). "vit-b16" is
@@ -72,6 +73,8 @@ class BenchOptions:
     validate_eval: Path | None = None
     budgets: Any = None  # dict[str, Budget] for validate_model
     run_settings: Any = None  # validation.harness.RunSettings
+    project_dir: Path | None = None  # what paths in bench.json/.md are relative to (default: working folder)
+    progress: bool = True  # heartbeat lines during long export steps
 
 
 def machine_info() -> dict[str, Any]:
@@ -177,7 +180,8 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
     export_dir = out / "export"
     t0 = time.perf_counter()
     exported = export_model("bench", resolve_source(str(model_dir)), export_dir, variants=variants,
-                            images_dir=opts.calibration_dir, calibration_dir=opts.calibration_dir)
+                            images_dir=opts.calibration_dir, calibration_dir=opts.calibration_dir,
+                            project_dir=opts.project_dir, progress=opts.progress)
     export_wall = time.perf_counter() - t0
     manifest = exported.manifest
     result["export"] = {
@@ -202,7 +206,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
 
     result["total_seconds"] = round(time.perf_counter() - start, 1)
     result["targets"] = judge_targets(result)
-    write_bench(result, out)
+    write_bench(result, out, opts.project_dir or Path.cwd())
     return result
 
 
@@ -309,12 +313,13 @@ def time_validation(opts: BenchOptions, work: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     export_model(m.name, resolve_source(m.source, m.revision, m.base_dir), out, variants=m.variants,
                  images_dir=None if m.calibration_dir else opts.validate_eval,
-                 calibration_dir=m.calibration_dir, eval_dir=opts.validate_eval)
+                 calibration_dir=m.calibration_dir, eval_dir=opts.validate_eval, project_dir=m.base_dir,
+                 progress=opts.progress)
     export_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     report = validate_export(out, opts.validate_eval, opts.budgets or {}, opts.run_settings, progress=False)
     seconds = time.perf_counter() - t0
-    return {"model": m.name, "eval_dir": str(opts.validate_eval), "images": report["eval_set"]["images"],
+    return {"model": m.name, "eval_dir": relative_path(opts.validate_eval, m.base_dir), "images": report["eval_set"]["images"],
             "variants": len(report["variants"]), "seconds": round(seconds, 1), "export_seconds": round(export_s, 1),
             "passed": {v["name"]: v["passed"] for v in report["variants"]},
             "accuracy_drift_points": {v["name"]: v["accuracy_drift_points"] for v in report["variants"]}}
@@ -395,10 +400,11 @@ def judge_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def write_bench(result: dict[str, Any], out: Path) -> tuple[Path, Path]:
-    """Write bench.json and bench.md (atomically) into ``out``."""
+def write_bench(result: dict[str, Any], out: Path, project_dir: Path) -> tuple[Path, Path]:
+    """Write bench.json and bench.md (atomically) into ``out``, with no absolute path of this machine."""
     from converters.atomic import atomic_path
 
+    result = scrub(result, scrub_prefixes([out, project_dir]))
     json_path, md_path = out / "bench.json", out / "bench.md"
     for path, text in ((json_path, json.dumps(result, indent=2) + "\n"), (md_path, render_markdown(result))):
         with atomic_path(path) as tmp:

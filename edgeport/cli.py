@@ -65,14 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of real images (any depth) that calibrates the int8 variants; must not "
                         "overlap the evaluation set (default: the model's 'calibration' from the config)")
     p.add_argument("--images", type=Path,
-                   help="folder of real images for onnx2tf's sample (default: the calibration folder, "
-                        "else the model's eval folder)")
+                   help="folder of real images for onnx2tf's own check sample (default: the calibration folder, "
+                        "else the model's eval folder, else a generated sample: float variants need no images)")
     p.add_argument("--full-integer-activations", choices=FULL_INTEGER_ACTIVATIONS,
                    help="activations of tflite-int8 and tflite-int8-io: int8, or int16 (TFLite's 16x8 mode, "
                         "for models whose int8 activations miss the agreement budget; int8-only NPUs cannot "
                         "run it) (default: the model's full_integer_activations in the config, else int8)")
     p.add_argument("--config", type=Path, help="config file (default: edgeport.toml)")
     _add_export_options(p)
+    p.add_argument("--no-progress", action="store_true", help="no heartbeat lines during long steps")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
@@ -106,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", action="append", default=[], metavar="NAME=DIR",
                    help="evaluate model NAME on DIR instead of its configured eval folder (repeatable)")
     p.add_argument("--only", action="append", default=[], metavar="NAME", help="only this model (repeatable)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars, and no heartbeat lines during long export steps")
     _add_export_options(p)
     p.set_defaults(func=cmd_export_all)
 
@@ -154,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validate-eval", type=Path, metavar="DIR",
                    help="evaluation set for that timing (default: the model's eval folder; the target is "
                         "stated for 2000 images, e.g. ../shared/datasets/utkface/eval)")
+    p.add_argument("--no-progress", action="store_true", help="no heartbeat lines during long export steps")
     p.set_defaults(func=cmd_bench)
     return parser
 
@@ -191,7 +194,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     images = args.images or (None if calibration else entry.eval_dir)
     result = export_model(entry.name, source, out, variants=variants, images_dir=images,
                           calibration_dir=calibration, eval_dir=entry.eval_dir, opset=cfg.opset, force=args.force,
-                          full_integer_activations=args.full_integer_activations or entry.full_integer_activations)
+                          full_integer_activations=args.full_integer_activations or entry.full_integer_activations,
+                          project_dir=entry.base_dir, progress=not args.no_progress)
     print(f"manifest: {out / 'manifest.json'}")
     return EXIT_FAILED if result.failed else EXIT_OK
 
@@ -252,7 +256,8 @@ def cmd_export_all(args: argparse.Namespace) -> int:
         result = export_model(m.name, source, root / m.name, variants=m.variants,
                               images_dir=None if m.calibration_dir else eval_dir,
                               calibration_dir=m.calibration_dir, eval_dir=eval_dir, opset=cfg.opset,
-                              force=args.force, full_integer_activations=m.full_integer_activations)
+                              force=args.force, full_integer_activations=m.full_integer_activations,
+                              project_dir=m.base_dir, progress=not args.no_progress)
         report = validate_export(root / m.name, eval_dir, cfg.budgets_for(m), cfg.run,
                                  progress=not args.no_progress, label_map=m.label_map)
         if result.failed or not _passed(report, cfg):
@@ -332,6 +337,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         calibration_dir=calibration, runs=args.runs, baseline=not args.no_baseline,
         validate_model=model, validate_eval=eval_dir, threads=cfg.run.threads,
         budgets=cfg.budgets_for(model) if model else {}, run_settings=cfg.run,
+        project_dir=cfg.path.resolve().parent, progress=not args.no_progress,
     )
     result = run_bench(opts)
     print(f"bench: {opts.out_dir / 'bench.md'} and bench.json ({result['total_seconds'] / 60:.1f} min)")

@@ -1,12 +1,13 @@
 """The mobile hand-off: artifacts/<model>/mobile/ with everything an app developer needs.
 
     mobile/
-      model_fp32.tflite ...   the TFLite variants (fp32, fp16, int8, int8-io) that exported
+      model_fp32.tflite ...   the TFLite variants (fp32, fp16, int8-dynamic, int8, int8-io) that exported
       labels.txt              one label per line, in output order
       model.json              per file: input/output name, shape, layout, dtype, int8 scale and
                               zero point, size, sha256, accuracy/drift/latency from the report;
-                              preprocessing, output meaning, labels, source and its sha256
-      README.md               model card with Kotlin and Swift snippets
+                              preprocessing, output meaning, labels, source and its sha256;
+                              which file to use on which hardware (which_file), from the report
+      README.md               model card with the which-file table, Kotlin and Swift snippets
       SHA256SUMS              `sha256sum -c SHA256SUMS` verifies every file above
 
 Written from the manifest (what was exported) and the report (how it did), after
@@ -30,7 +31,11 @@ from converters.checksums import sha256_file
 
 BUNDLE = "mobile"
 # the variants an app developer gets, in the order the card lists them
-MOBILE_VARIANTS = ("tflite-fp32", "tflite-fp16", "tflite-int8", "tflite-int8-io")
+MOBILE_VARIANTS = ("tflite-fp32", "tflite-fp16", "tflite-int8-dynamic", "tflite-int8", "tflite-int8-io")
+# Which file each kind of hardware gets first, among those that passed their budget. CPU is
+# not listed: it gets whichever passed file was fastest on the export machine.
+GPU_PREFERENCE = ("tflite-fp16", "tflite-fp32")  # the GPU delegate computes in fp16 from float weights
+NPU_PREFERENCE = ("tflite-int8", "tflite-int8-io")  # integer-only files; int8-io for int8 camera input
 
 
 def write_mobile_bundle(out_dir: Path, manifest: dict[str, Any], report: dict[str, Any]) -> Path | None:
@@ -64,6 +69,7 @@ def write_mobile_bundle(out_dir: Path, manifest: dict[str, Any], report: dict[st
                            "reference_accuracy": report.get("reference", {}).get("accuracy"),
                            "latency_measured_on": (report.get("machine") or {}).get("model")},
             "files": files,
+            "which_file": which_file(files, (report.get("machine") or {}).get("model")),
             "tflite_metadata": "not embedded: labels and normalization are in this file and labels.txt",
         }
         (tmp / "model.json").write_text(json.dumps(model, indent=2) + "\n")
@@ -101,12 +107,50 @@ def _file_entry(name: str, record: dict[str, Any], result: dict[str, Any] | None
     activations = (record.get("settings") or {}).get("activations")
     if activations:  # the full-integer files: which integer kernels a phone's runtime or NPU needs
         entry["compute"] = {"weights": "int8", "activations": activations, "integer_only": True}
+    elif name == "tflite-int8-dynamic":
+        entry["compute"] = {"weights": "int8", "activations": "float32, quantized to int8 at run time per layer",
+                            "integer_only": False}
     if result:
         latency = result.get("latency_ms") or {}
         entry.update(accuracy=result.get("accuracy"), accuracy_drift_points=result.get("accuracy_drift_points"),
                      agreement=result.get("agreement"), latency_ms_p50=latency.get("p50"),
                      passed_budget=result.get("passed"))
     return entry
+
+
+def which_file(files: list[dict[str, Any]], machine: str | None) -> list[dict[str, Any]]:
+    """Which file to use on which hardware, from the measured results of the bundle's files.
+
+    CPU (LiteRT's XNNPACK delegate): the fastest file that passed its budget, as measured on
+    the export machine. GPU delegate: fp16 (else fp32). Integer-only NPU/DSP: the full-integer
+    files, with a caveat when their activations are int16 (an int8-only accelerator cannot run
+    16x8 files). A row with no passing file says so rather than recommending a failed one.
+    """
+    passed = {f["variant"]: f for f in files if f.get("passed_budget")}
+    on = f" on the export machine ({machine})" if machine else " on the export machine"
+    timed = [f for f in passed.values() if f.get("latency_ms_p50") is not None]
+    rows = []
+    cpu = min(timed, key=lambda f: f["latency_ms_p50"]) if timed else None
+    rows.append({"hardware": "CPU (LiteRT's default XNNPACK delegate)", "files": [cpu["file"]] if cpu else [],
+                 "why": (f"fastest file that passed its budget{on}: {cpu['latency_ms_p50']:.2f} ms p50 at batch 1; "
+                         "re-measure on the phone") if cpu else "no file passed its budget"})
+    gpu = next((passed[v] for v in GPU_PREFERENCE if v in passed), None)
+    rows.append({"hardware": "GPU delegate", "files": [gpu["file"]] if gpu else [],
+                 "why": ("float weights the GPU delegate computes in fp16; fp16 storage halves the download"
+                         if gpu and gpu["variant"] == "tflite-fp16" else
+                         "float file (the fp16 file did not pass its budget)" if gpu else
+                         "no float file passed its budget")})
+    npu = [passed[v] for v in NPU_PREFERENCE if v in passed]
+    wide = any((f.get("compute") or {}).get("activations") == "int16" for f in npu)
+    if not npu:
+        why = "no full-integer file passed its budget"
+    elif wide:
+        why = ("integer-only, but int16 activations (TFLite 16x8): only accelerators with 16x8 kernels run them; "
+               "an int8-only NPU/DSP cannot")
+    else:
+        why = "integer-only int8 (int8 weights and activations); the int8-io file also takes int8 input and gives int8 logits"
+    rows.append({"hardware": "integer-only NPU / DSP", "files": [f["file"] for f in npu], "why": why})
+    return rows
 
 
 def _tensor(details: dict[str, Any] | None, *, is_input: bool) -> dict[str, Any] | None:
@@ -128,6 +172,10 @@ def model_card(model: dict[str, Any]) -> str:
     mean, std = pre["mean"], pre["std"]
     src = model["source"]
     origin = src.get("id") or Path(src.get("path", "?")).name
+    cpu_files = next((r["files"] for r in model["which_file"] if r["hardware"].startswith("CPU")), [])
+    float_io = [f["file"] for f in model["files"] if (f["input"] or {}).get("dtype") == "float32"]
+    snippet_file = next((n for n in cpu_files if n in float_io), float_io[0] if float_io else "model_fp32.tflite")
+    snippet_stem = snippet_file.rsplit(".", 1)[0]
     lines = [
         f"# {model['model']}: TFLite files for Android and iOS",
         "",
@@ -152,8 +200,11 @@ def model_card(model: dict[str, Any]) -> str:
         p50 = "–" if f.get("latency_ms_p50") is None else f"{f['latency_ms_p50']:.2f}"
         ok = {True: "pass", False: "FAIL", None: "–"}[f.get("passed_budget")]
         precision = f["precision"]
-        if f.get("compute"):
-            precision += f" (integer-only, {f['compute']['activations']} activations)"
+        compute = f.get("compute") or {}
+        if compute.get("integer_only"):
+            precision += f" (integer-only, {compute['activations']} activations)"
+        elif compute:
+            precision += " (int8 weights, float activations)"
         lines.append(f"| `{f['file']}` | {precision} | {dtype} {inp.get('shape')} | "
                      f"{f['size_bytes'] / 2**20:.2f} | {acc} | {drift} | {p50} | {ok} |")
     ev = model["evaluation"]
@@ -162,6 +213,20 @@ def model_card(model: dict[str, Any]) -> str:
         f"*Accuracy on {ev.get('images')} evaluation images (reference "
         f"{'–' if ev.get('reference_accuracy') is None else format(ev['reference_accuracy'] * 100, '.2f') + '%'}); "
         "latency measured on the export machine's CPU at batch 1, not on a phone.",
+        "",
+        "## Which file",
+        "",
+        "| hardware | file | why |",
+        "|---|---|---|",
+    ]
+    for row in model["which_file"]:
+        names = " or ".join(f"`{n}`" for n in row["files"]) or "none"
+        lines.append(f"| {row['hardware']} | {names} | {row['why']} |")
+    lines += [
+        "",
+        "CPU latencies were measured on the export machine"
+        + (f" ({ev['latency_measured_on']})" if ev.get("latency_measured_on") else "")
+        + ", not on a phone: the CPU choice can differ on your device, so time the candidates there.",
         "",
     ]
     if any((f.get("compute") or {}).get("activations") == "int16" for f in model["files"]):
@@ -191,7 +256,7 @@ def model_card(model: dict[str, Any]) -> str:
         "## Kotlin (Android, LiteRT / TensorFlow Lite Interpreter)",
         "",
         "```kotlin",
-        "val model = FileUtil.loadMappedFile(context, \"model_fp32.tflite\")",
+        f"val model = FileUtil.loadMappedFile(context, \"{snippet_file}\")  // the CPU choice above",
         "val interpreter = Interpreter(model)",
         "val labels = context.assets.open(\"labels.txt\").bufferedReader().readLines()",
         f"val scaled = Bitmap.createScaledBitmap(bitmap, {w}, {h}, true)  // bilinear",
@@ -210,7 +275,7 @@ def model_card(model: dict[str, Any]) -> str:
         "## Swift (iOS, TensorFlowLiteSwift)",
         "",
         "```swift",
-        "let interpreter = try Interpreter(modelPath: Bundle.main.path(forResource: \"model_fp32\", ofType: \"tflite\")!)",
+        f"let interpreter = try Interpreter(modelPath: Bundle.main.path(forResource: \"{snippet_stem}\", ofType: \"tflite\")!)",
         "try interpreter.allocateTensors()",
         "let labels = try String(contentsOfFile: Bundle.main.path(forResource: \"labels\", ofType: \"txt\")!)",
         "    .split(separator: \"\\n\").map(String.init)",

@@ -39,11 +39,16 @@ class ModelSource:
         return folder / pickles[0] if pickles else None
 
     def describe(self) -> dict[str, Any]:
-        """Provenance for manifests and reports."""
+        """Provenance for manifests and reports (``path`` absolute here; the pipeline records it relative)."""
         info: dict[str, Any] = {"path": self.location} if self.local else {"id": self.location}
         info["revision"] = self.revision
         if self.allow_pickle:
             info["allow_pickle"] = True
+        if not self.local:
+            cached = _hub_cached(self.location, WEIGHTS, self.revision)
+            if cached:  # the weights the export read, when they are in the cache already
+                info["weights_file"] = WEIGHTS
+                info["weights_sha256"] = sha256_file(cached)
         if self.local:
             cfg = json.loads((Path(self.location) / "config.json").read_text())
             info["random_weights"] = bool(cfg.get("edgeport_random_weights", False))
@@ -89,8 +94,36 @@ def resolve_source(source: str, revision: str | None = None, base_dir: str | Pat
                 f"{source!r} is not a local folder, so it is read as a Hugging Face Hub id; pin it with a "
                 "revision (a commit sha) in the config or with --revision, so that what you validate is what ships"
             )
+        _check_hub_revision(source, revision)
         return ModelSource(source, revision, local=False, allow_pickle=allow_pickle)
     raise ModelSourceError(f"model not found: {path} is not a folder (and {source!r} is not a hub id)")
+
+
+def _check_hub_revision(repo_id: str, revision: str) -> None:
+    """Fail now, with the fix, when ``repo_id`` at ``revision`` cannot be read (hub or local cache)."""
+    from huggingface_hub import constants, hf_hub_download
+
+    try:
+        hf_hub_download(repo_id, "config.json", revision=revision)
+    except OSError as exc:  # every huggingface_hub lookup error is an OSError
+        if constants.HF_HUB_OFFLINE:
+            where = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "snapshots" / revision
+            raise ModelSourceError(
+                f"{repo_id!r} at revision {revision!r} is not in the local Hugging Face cache ({where} not found) "
+                "and HF_HUB_OFFLINE=1 keeps edgeport off the network: check the revision, or download it where "
+                f"the Hub is reachable (`huggingface-cli download {repo_id} --revision {revision}`) and copy the "
+                "cache folder (HF_HOME) here"
+            ) from None
+        raise ModelSourceError(f"cannot read {repo_id!r} at revision {revision!r} from the Hugging Face Hub: "
+                               f"{type(exc).__name__}: {exc}") from None
+
+
+def _hub_cached(repo_id: str, filename: str, revision: str | None) -> Path | None:
+    """The cached copy of a hub file, without touching the network; None when not cached."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, filename, revision=revision)
+    return Path(found) if isinstance(found, str) else None
 
 
 def copy_model_metadata(source: ModelSource, out_dir: Path) -> None:
@@ -99,7 +132,7 @@ def copy_model_metadata(source: ModelSource, out_dir: Path) -> None:
     for name in ("config.json", "preprocessor_config.json"):
         if source.local:
             shutil.copyfile(Path(source.location) / name, out_dir / name)
-        else:  # pragma: no cover - needs the hub
+        else:
             from huggingface_hub import hf_hub_download
 
             shutil.copyfile(hf_hub_download(source.location, name, revision=source.revision), out_dir / name)

@@ -18,6 +18,7 @@ import numpy as np
 
 from edgeport.mobile_bundle import write_mobile_bundle
 from edgeport.model_source import ModelSource, copy_model_metadata, read_labels
+from edgeport.portable import absolute_from, relative_path, scrub, scrub_prefixes
 from edgeport.stage import StageResult, run_stage, run_stage_in_process, save_context
 from edgeport.variants import FULL_INTEGER_ACTIVATIONS, TFLITE_CALIBRATED, VARIANTS, ExportContext, resolve_variants
 from runtimes.tflite_runner import tflite_io_details
@@ -28,6 +29,8 @@ from validation.preprocess import Preprocessing
 from validation.report import build_report, failure_lines, write_reports
 
 MANIFEST = "manifest.json"
+# manifest.json's sample_images when no image folder was given: onnx2tf got a generated sample.
+SAMPLE_GENERATED = "generated (no image folder; converters.onnx2tf_tool.generated_sample)"
 
 
 def log(msg: str) -> None:
@@ -99,6 +102,8 @@ def export_model(
     isolate: bool = True,
     force: bool = False,
     full_integer_activations: str = "int8",
+    project_dir: Path | None = None,
+    progress: bool = True,
 ) -> ExportResult:
     """Produce every requested variant of ``source`` under ``out_dir`` and write manifest.json.
 
@@ -115,10 +120,18 @@ def export_model(
     file still has the sha256 the manifest records, unless ``force``.
     ``full_integer_activations`` ("int8" or "int16") is the activation width of the
     full-integer TFLite variants (see converters.tflite_int8).
+
+    Paths in the manifest are relative: artifacts to ``out_dir``, the source and image
+    folders to ``project_dir`` (default: the working folder; the CLI passes the config
+    file's folder), which the manifest records relative to ``out_dir`` (edgeport.portable).
+    Without any image folder, onnx2tf gets a generated sample (converters.onnx2tf_tool);
+    only the calibrated variants need real images, and they fail naming the folder to set.
+    ``progress=False`` silences the heartbeat lines of long steps.
     """
     if full_integer_activations not in FULL_INTEGER_ACTIVATIONS:
         raise ValueError(f"full_integer_activations must be one of {', '.join(FULL_INTEGER_ACTIVATIONS)}, "
                          f"not {full_integer_activations!r}")
+    project_dir = Path(project_dir or Path.cwd()).resolve()
     specs = resolve_variants(variants)
     names = [s.name for s in specs]
     calib_paths = list_images(calibration_dir) if calibration_dir else []
@@ -137,12 +150,14 @@ def export_model(
     if calib_paths and NEEDS_CALIBRATION & set(names):
         ctx.calibration_nchw = calibration_arrays(calib_paths, preprocessing)
     described = source.describe()
+    if source.local:
+        described["path"] = relative_path(source.location, project_dir)
 
     context_dir = work_dir / "context"
     save_context(ctx, context_dir)
 
     def step(name_: str) -> StageResult:
-        return run_stage(name_, context_dir) if isolate else run_stage_in_process(name_, ctx)
+        return run_stage(name_, context_dir, progress=progress) if isolate else run_stage_in_process(name_, ctx)
 
     records: dict[str, dict[str, Any]] = {}
     stages: list[dict[str, Any]] = []
@@ -154,9 +169,10 @@ def export_model(
         "variants": [],
         "stages": stages,
         "export_seconds": None,
-        "sample_images": [str(p) for p in images],
+        "project_dir": relative_path(project_dir, out_dir),
+        "sample_images": [relative_path(p, project_dir) for p in images] or SAMPLE_GENERATED,
         "calibration": {
-            "path": str(calibration_dir) if calibration_dir else None,
+            "path": relative_path(calibration_dir, project_dir) if calibration_dir else None,
             "images": [str(p.relative_to(calibration_dir)) for p in calib_paths],
             "sha256": calib_sha,
         },
@@ -186,9 +202,10 @@ def export_model(
         if why:
             record["note"] = why
             log(f"[{name}]   {why}")
-        if spec.runtime in ("savedmodel", "tflite") and not images:
-            record.update(status="failed",
-                          error="onnx2tf needs sample images: give the model an 'eval' or 'calibration' folder")
+        if spec.name in NEEDS_CALIBRATION and not calib_paths:
+            record.update(status="failed", error=f"{spec.name} is calibrated on real images, and this model has "
+                          "none: set calibration = \"DIR\" on the model in the config, or pass --calibration DIR "
+                          "(training images, not evaluation images)")
             log(f"[{name}]   failed: {record['error']}")
             continue
         stage = step(spec.name)
@@ -207,10 +224,10 @@ def export_model(
             log(f"[{name}]   wrote {spec.filename} in {record['seconds']:.1f} s, "
                 f"peak {stage.peak_rss_bytes / 2**30:.2f} GiB")
         manifest.update(variants=list(records.values()), export_seconds=round(time.perf_counter() - export_start, 2))
-        _write_manifest(out_dir, manifest)  # after every step: a killed run keeps what it finished
+        _write_manifest(out_dir, manifest, project_dir)  # after every step: a killed run keeps what it finished
 
     manifest.update(variants=list(records.values()), export_seconds=round(time.perf_counter() - export_start, 2))
-    _write_manifest(out_dir, manifest)
+    manifest = _write_manifest(out_dir, manifest, project_dir)
     if all(r["status"] == "ok" for r in records.values()):
         shutil.rmtree(work_dir, ignore_errors=True)  # keep logs only when something failed
     return ExportResult(out_dir, manifest)
@@ -229,7 +246,10 @@ def artifact_sha256(path: Path) -> str:
 def _inputs_key(variant: str, source: dict[str, Any], opset: int, calibration: list[str] | None,
                 parent_key: str | None) -> str:
     """What a variant is made from: equal keys mean an existing artifact can be reused."""
-    identity = {"variant": variant, "weights": source.get("weights_sha256"), "id": source.get("id"),
+    # A hub model is pinned by id and revision; its weights' sha256 is known only once they are
+    # cached, so it stays out of the key (a rerun would otherwise redo everything once).
+    weights = None if source.get("id") else source.get("weights_sha256")
+    identity = {"variant": variant, "weights": weights, "id": source.get("id"),
                 "revision": source.get("revision"), "opset": opset, "calibration": calibration,
                 "parent": parent_key, "edgeport": __version__}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
@@ -276,9 +296,30 @@ def _changed_since_export(out_dir: Path, record: dict[str, Any]) -> str | None:
     return None
 
 
-def _write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
+def _write_manifest(out_dir: Path, manifest: dict[str, Any], project_dir: Path) -> dict[str, Any]:
+    """Write manifest.json, error texts scrubbed of absolute paths; return what was written."""
+    portable = scrub(manifest, scrub_prefixes([out_dir, project_dir]))
     with atomic_path(out_dir / MANIFEST) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+        tmp.write_text(json.dumps(portable, indent=2) + "\n")
+    return portable
+
+
+def _reference_location(project_dir: Path, path: str) -> str:
+    """The source folder the manifest names: under its project folder, else under the working folder.
+
+    The second place serves an artifacts folder that was copied elsewhere and is validated
+    from the project folder.
+    """
+    for candidate in (absolute_from(project_dir, path), absolute_from(Path.cwd(), path)):
+        if candidate.is_dir():
+            return str(candidate)
+    raise FileNotFoundError(f"the model source {path!r} recorded in manifest.json is not in {project_dir} nor in "
+                            "the working folder: run validate from the project folder, or export again")
+
+
+def manifest_project_dir(out_dir: Path, manifest: dict[str, Any]) -> Path:
+    """The folder the manifest's source and image paths are relative to (older manifests: absolute paths)."""
+    return absolute_from(out_dir, manifest.get("project_dir", "."))
 
 
 def read_manifest(out_dir: Path) -> dict[str, Any]:
@@ -302,6 +343,7 @@ def validate_export(
     ``label_map`` maps evaluation folder names to labels (or "ignore").
     """
     manifest = read_manifest(out_dir)
+    project_dir = manifest_project_dir(out_dir, manifest)
     labels = manifest["labels"]
     eval_set = scan_eval_set(eval_dir, labels, label_map)  # label mapping errors surface before any work
     shared = images_with_hashes([s.path for s in eval_set.samples],
@@ -314,7 +356,8 @@ def validate_export(
     preprocess = Preprocessing.from_file(out_dir / "preprocessor_config.json")
     inputs, y, _ = load_eval_arrays(eval_set, preprocess, progress=progress)
     src = manifest["source"]
-    reference = Variant("reference", "torch", "fp32", src.get("path") or src["id"], revision=src.get("revision"),
+    location = _reference_location(project_dir, src["path"]) if src.get("path") else src["id"]
+    reference = Variant("reference", "torch", "fp32", location, revision=src.get("revision"),
                         allow_pickle=bool(src.get("allow_pickle")))
     variants = [
         Variant(v["name"], v["runtime"], v["precision"], str(out_dir / v["path"]),
@@ -331,7 +374,7 @@ def validate_export(
         source=src,
         labels=labels,
         eval_set={
-            "path": str(eval_dir),
+            "path": relative_path(eval_dir, project_dir),
             "images": int(len(y)),
             "skipped": len(eval_set.skipped),
             "skipped_files": [{"path": s.path, "reason": s.reason} for s in eval_set.skipped],
@@ -344,10 +387,14 @@ def validate_export(
                   "latency_runs": settings.runs, "preprocessing": manifest["preprocessing"]},
         edgeport_version=__version__,
     )
-    exported = {v["name"]: v.get("settings") or {} for v in manifest["variants"]}
-    for v in report["variants"]:  # the full-integer files' activation width, for the reader of the report
-        if exported.get(v["name"], {}).get("activations"):
-            v["activations"] = exported[v["name"]]["activations"]
+    exported = {v["name"]: v for v in manifest["variants"]}
+    report["reference"]["path"] = src.get("path") or src["id"]
+    for v in report["variants"]:
+        v["path"] = exported[v["name"]]["path"]  # relative to the artifacts folder
+        activations = (exported[v["name"]].get("settings") or {}).get("activations")
+        if activations:  # the full-integer files' activation width, for the reader of the report
+            v["activations"] = activations
+    report = scrub(report, scrub_prefixes([out_dir, project_dir]))  # paths inside error texts
     json_path, md_path = write_reports(report, out_dir)
     _print_summary(report, json_path, md_path)
     bundle = write_mobile_bundle(out_dir, manifest, report)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.child_process import measure_command
+from converters.child_process import NO_PROGRESS_ENV, measure_command
 
 _ARRAYS = ("calibration_nchw",)
 _PATHS = ("out_dir", "work_dir")
@@ -80,13 +80,19 @@ def load_context(folder: Path) -> Any:
     return ExportContext(**fields)
 
 
-def run_stage(step: str, context_dir: Path, *, heartbeat_s: float = 60.0) -> StageResult:
-    """Run step ``step`` (a variant name, a key of ``edgeport.variants.STEPS``) in a child process."""
+def run_stage(step: str, context_dir: Path, *, heartbeat_s: float = 60.0, progress: bool = True) -> StageResult:
+    """Run step ``step`` (a variant name, a key of ``edgeport.variants.STEPS``) in a child process.
+
+    ``progress=False``: no heartbeat lines, here or from the tools the step runs.
+    """
     result_path = context_dir / f"{step}.result.json"
     result_path.unlink(missing_ok=True)
     env = dict(os.environ, USE_TF="0", TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1")
+    if not progress:
+        env[NO_PROGRESS_ENV] = "1"
     seconds, peak, code = measure_command([sys.executable, "-m", "edgeport.stage", str(context_dir), step],
-                                          env=env, label=step, heartbeat_s=heartbeat_s)
+                                          env=env, label=step,
+                                          heartbeat_s=heartbeat_s if progress else None)
     if result_path.exists() and code == 0:
         data = json.loads(result_path.read_text())
         return StageResult(step, seconds, peak, settings=data.get("settings"), error=data.get("error"))

@@ -21,7 +21,7 @@ class ExportContext:
     revision: str | None
     out_dir: Path
     work_dir: Path
-    sample_images: Sequence[Path]  # real images for onnx2tf's own sample
+    sample_images: Sequence[Path]  # real images for onnx2tf's own sample (empty: a generated one)
     opset: int
     calibration_nchw: np.ndarray | None = None  # preprocessed, for the calibrated int8 variants
     full_integer_activations: str = "int8"  # tflite-int8 and tflite-int8-io: "int8" or "int16" (16x8)
@@ -32,7 +32,8 @@ class ExportContext:
 
     def require_calibration(self) -> np.ndarray:
         if self.calibration_nchw is None or len(self.calibration_nchw) == 0:
-            raise ValueError("this variant needs calibration images: set the model's 'calibration' folder")
+            raise ValueError("this variant is calibrated on real images: set calibration = \"DIR\" on the model "
+                             "in the config, or pass --calibration DIR")
         return self.calibration_nchw
 
 

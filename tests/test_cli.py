@@ -110,3 +110,23 @@ def test_help_explains(argv, capsys):
 def test_validate_without_export_says_what_to_do(tmp_path, faces_dir, capsys):
     assert main(["validate", str(tmp_path), "--eval", str(faces_dir), "--config", _config(tmp_path, "")]) == 2
     assert "run `edgeport export`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["export", "m"], ["validate", "d", "--eval", "e"], ["export-all"], ["bench"]])
+def test_every_subcommand_that_draws_progress_takes_no_progress(command):
+    from edgeport.cli import build_parser
+
+    assert build_parser().parse_args([*command, "--no-progress"]).no_progress is True
+
+
+def test_no_progress_silences_heartbeats_down_to_grandchildren(monkeypatch, capsys):
+    from converters.child_process import NO_PROGRESS_ENV, measure_command
+
+    cmd = ["sleep", "0.5"]
+    measure_command(cmd, label="step", heartbeat_s=0.1)
+    assert "step: still running" in capsys.readouterr().out
+    measure_command(cmd, label="step", heartbeat_s=None)
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv(NO_PROGRESS_ENV, "1")  # what run_stage(progress=False) hands its child
+    measure_command(cmd, label="step", heartbeat_s=0.1)
+    assert capsys.readouterr().out == ""

@@ -57,8 +57,9 @@ def test_config_errors(tmp_path, text, match):
 def test_hub_id_requires_a_pinned_revision():
     with pytest.raises(ModelSourceError, match="revision"):
         resolve_source("rizvandwiki/gender-classification")
-    src = resolve_source("rizvandwiki/gender-classification", revision="abc123")
-    assert not src.local and src.describe() == {"id": "rizvandwiki/gender-classification", "revision": "abc123"}
+    # pinned, but not in this machine's cache, and the hub is off (HF_HUB_OFFLINE=1): refused up front
+    with pytest.raises(ModelSourceError, match="not in the local Hugging Face cache.*HF_HUB_OFFLINE"):
+        resolve_source("rizvandwiki/gender-classification", revision="abc123")
 
 
 def test_pickle_only_model_is_refused(tiny_vit, tmp_path):

@@ -20,7 +20,7 @@ def bundle(validated_tiny, tmp_path):
 def test_bundle_files_and_checksums_verify(bundle):
     names = sorted(p.name for p in bundle.iterdir())
     assert names == ["README.md", "SHA256SUMS", "labels.txt", "model.json", "model_fp16.tflite", "model_fp32.tflite",
-                     "model_int8.tflite", "model_int8_io.tflite"]
+                     "model_int8.tflite", "model_int8_dynamic.tflite", "model_int8_io.tflite"]
     assert (bundle / "labels.txt").read_text() == "female\nmale\n"
     assert shutil.which("sha256sum"), "coreutils sha256sum is needed to check SHA256SUMS as a user would"
     ok = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=bundle, capture_output=True, text=True)
@@ -36,7 +36,8 @@ def test_model_json_matches_the_tflite_files(bundle):
     pre = model["preprocessing"]
     assert pre["resize"]["height"] == 32 and pre["mean"] == [0.5, 0.5, 0.5] and pre["rescale_factor"] == pytest.approx(1 / 255)
     assert model["source"]["weights_sha256"] and model["output"]["kind"] == "logits"
-    assert [f["file"] for f in model["files"]] == ["model_fp32.tflite", "model_fp16.tflite", "model_int8.tflite",
+    assert [f["file"] for f in model["files"]] == ["model_fp32.tflite", "model_fp16.tflite",
+                                                   "model_int8_dynamic.tflite", "model_int8.tflite",
                                                    "model_int8_io.tflite"]
     for entry in model["files"]:
         actual = tflite_io_details(str(bundle / entry["file"]))
@@ -59,7 +60,46 @@ def test_model_json_matches_the_tflite_files(bundle):
     assert compute["tflite-int8"] == compute["tflite-int8-io"] == {"weights": "int8", "activations": "int8",
                                                                     "integer_only": True}
     assert compute["tflite-fp32"] is None and compute["tflite-fp16"] is None
+    assert compute["tflite-int8-dynamic"]["integer_only"] is False
     card = (bundle / "README.md").read_text()
     assert "```kotlin" in card and "```swift" in card and "not embedded as TFLite metadata" in card
     assert f"zero point {io['input']['quantization']['zero_point']}" in card
     assert "int8 (integer-only, int8 activations)" in card and "16x8" not in card
+
+
+def test_which_file_table_follows_the_measured_report(bundle, validated_tiny):
+    model = json.loads((bundle / "model.json").read_text())
+    report = json.loads((validated_tiny / "report.json").read_text())
+    measured = {v["name"]: v for v in report["variants"]}
+    rows = {row["hardware"].split(" ")[0]: row for row in model["which_file"]}
+    passed = [f for f in model["files"] if measured[f["variant"]]["passed"]]
+    fastest = min(passed, key=lambda f: measured[f["variant"]]["latency_ms"]["p50"])
+    assert rows["CPU"]["files"] == [fastest["file"]] and "export machine" in rows["CPU"]["why"]
+    assert rows["GPU"]["files"] == ["model_fp16.tflite"]
+    assert rows["integer-only"]["files"] == ["model_int8.tflite", "model_int8_io.tflite"]
+    card = (bundle / "README.md").read_text()
+    assert "## Which file" in card and f"| `{fastest['file']}` |" in card
+    assert "CPU latencies were measured on the export machine" in card
+    assert f'loadMappedFile(context, "{fastest["file"]}")' in card  # the snippet loads the CPU choice
+
+
+def _entry(variant, p50, passed, activations=None):
+    entry = {"file": f"{variant}.tflite", "variant": variant, "latency_ms_p50": p50, "passed_budget": passed}
+    if activations:
+        entry["compute"] = {"weights": "int8", "activations": activations, "integer_only": True}
+    return entry
+
+
+def test_which_file_never_recommends_a_failed_file_and_flags_int16():
+    from edgeport.mobile_bundle import which_file
+
+    files = [_entry("tflite-fp32", 2.0, True), _entry("tflite-fp16", 2.1, False),
+             _entry("tflite-int8-dynamic", 0.5, False), _entry("tflite-int8", 4.0, True, "int16"),
+             _entry("tflite-int8-io", 4.1, True, "int16")]
+    cpu, gpu, npu = which_file(files, "Test CPU")
+    assert cpu["files"] == ["tflite-fp32.tflite"] and "Test CPU" in cpu["why"]  # int8-dynamic failed
+    assert gpu["files"] == ["tflite-fp32.tflite"] and "did not pass" in gpu["why"]
+    assert npu["files"] == ["tflite-int8.tflite", "tflite-int8-io.tflite"] and "int8-only NPU/DSP cannot" in npu["why"]
+    nothing = which_file([_entry("tflite-fp32", 2.0, False)], None)
+    assert [row["files"] for row in nothing] == [[], [], []]
+    assert nothing[0]["why"] == "no file passed its budget"

@@ -1,0 +1,75 @@
+"""The hub code path, offline: a Hugging Face cache layout under a temporary HF_HOME.
+
+The model is exported by id and pinned revision with HF_HUB_OFFLINE=1, exactly as from the
+Hub on a machine that has it cached; it has no image folder, so the float TFLite and
+SavedModel files get onnx2tf's generated sample and only the calibrated variant fails,
+naming the folder to set. Runs the CLI in a subprocess: huggingface_hub reads HF_HOME once,
+when it is imported.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+
+REPO_ID = "acme/tiny-vit"
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def hf_home(tiny_vit, tmp_path):
+    home = tmp_path / "hf"
+    repo = home / "hub" / f"models--{REPO_ID.replace('/', '--')}"
+    snapshot = repo / "snapshots" / REVISION
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json"):
+        shutil.copyfile(tiny_vit / name, snapshot / name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(REVISION)
+    return home
+
+
+def _edgeport(hf_home, tmp_path, *args):
+    env = dict(os.environ, HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", USE_TF="0")
+    config = tmp_path / "empty.toml"
+    config.write_text("")
+    return subprocess.run([sys.executable, "-m", "edgeport.cli", *args, "--config", str(config)], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+
+def test_export_by_id_and_revision_from_the_cache_without_images(hf_home, faces_dir, tmp_path):
+    out = tmp_path / "out"
+    run = _edgeport(hf_home, tmp_path, "export", REPO_ID, "--revision", REVISION, "--out", str(out),
+                    "--variants", "onnx-fp32,savedmodel-fp32,tflite-fp32,onnx-int8-static", "--no-progress")
+    assert run.returncode == 1, run.stdout + run.stderr  # the one calibrated variant, nothing else
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source"]["id"] == REPO_ID and manifest["source"]["revision"] == REVISION
+    assert len(manifest["source"]["weights_sha256"]) == 64
+    status = {v["name"]: v for v in manifest["variants"]}
+    assert [n for n, v in status.items() if v["status"] == "ok"] == ["onnx-fp32", "savedmodel-fp32", "tflite-fp32"]
+    assert "--calibration DIR" in status["onnx-int8-static"]["error"]
+    assert manifest["sample_images"].startswith("generated")
+    assert "still running" not in run.stdout
+
+    check = _edgeport(hf_home, tmp_path, "validate", str(out), "--eval", str(faces_dir), "--no-progress",
+                      "--latency-runs", "2")
+    report = json.loads((out / "report.json").read_text())
+    assert report["reference"]["path"] == REPO_ID, check.stdout + check.stderr
+    passed = {v["name"]: v["passed"] for v in report["variants"]}
+    assert passed == {"onnx-fp32": True, "savedmodel-fp32": True, "tflite-fp32": True, "onnx-int8-static": False}
+    assert str(tmp_path) not in (out / "report.json").read_text()
+
+
+def test_unknown_revision_fails_with_a_clear_error(hf_home, tmp_path):
+    run = _edgeport(hf_home, tmp_path, "export", REPO_ID, "--revision", "deadbeef", "--out", str(tmp_path / "o"))
+    assert run.returncode == 2
+    assert "'acme/tiny-vit' at revision 'deadbeef' is not in the local Hugging Face cache" in run.stderr
+    assert "HF_HUB_OFFLINE" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "o").exists()
+
+
