@@ -44,6 +44,10 @@ def test_bench_on_a_tiny_model_writes_every_section(tiny_vit, calib_dir, faces_d
     assert "only 2 of 10 variants" in targets["export of all variants"]["value"]
     md = (tmp_path / "bench" / "bench.md").read_text()
     assert "| onnx-int8-dynamic | onnxruntime | int8 |" in md and "## Validation of a bundled model" in md
+    from conftest import REPO
+
+    for text in (md, (tmp_path / "bench" / "bench.json").read_text()):  # nothing of this machine's layout
+        assert str(tmp_path) not in text and str(REPO) not in text
 
 
 def test_targets_report_misses_and_failed_variants():
