@@ -80,17 +80,130 @@ def write_mobile_bundle(out_dir: Path, manifest: dict[str, Any], report: dict[st
 
 
 def preprocessing_spec(pre: dict[str, Any]) -> dict[str, Any]:
-    """The preprocessing spelled out for someone re-implementing it on a phone."""
-    return {
-        "color": "RGB",
-        "resize": {"height": pre["height"], "width": pre["width"], "method": pre.get("resample_name", "bilinear"),
-                   "keep_aspect_ratio": False},
+    """The preprocessing spelled out for someone re-implementing it on a phone.
+
+    ``pre`` is ``validation.preprocess.Preprocessing.to_dict()`` (older manifests lack the
+    resize-mode, crop, offset and channel-order keys: they are exact resizes in RGB).
+    """
+    method = pre.get("resample_name", "bilinear")
+    if not pre.get("do_resize", True):
+        resize: dict[str, Any] = {"mode": "none"}
+    elif pre.get("shortest_edge"):
+        resize = {"mode": "shortest_edge", "shortest_edge": pre["shortest_edge"], "method": method,
+                  "keep_aspect_ratio": True,
+                  "rule": "the shorter side becomes shortest_edge, the longer one int(shortest_edge * long / short)"
+                          + (f", at most {pre['longest_edge']}" if pre.get("longest_edge") else "")}
+    else:
+        h, w = list(pre.get("resize_to") or (pre["height"], pre["width"]))
+        resize = {"mode": "exact", "height": h, "width": w, "method": method, "keep_aspect_ratio": False}
+    resize["antialias"] = "PIL's filters (what the model was validated with) antialias when they shrink"
+    crop = ({"height": pre["height"], "width": pre["width"],
+             "rule": "top = (resized_height - height) // 2, left = (resized_width - width) // 2"}
+            if pre.get("do_center_crop") else None)
+    normalize = pre.get("do_normalize", True)
+    offset = -1.0 if pre.get("rescale_offset") else 0.0
+    extra = pre.get("extra_std")
+    order = pre.get("channel_order", "RGB")
+    formula = ("x = (pixel * rescale_factor" + (" - 1" if offset else "") + " - mean[c]) / std[c]"
+               + (" / extra_std[c]" if extra else "") + ", pixel in 0..255, per channel c"
+               + (", channels then reversed to BGR" if order == "BGR" else ""))
+    spec = {
+        "color": "RGB (EXIF orientation applied)",
+        "resize": resize,
+        "center_crop": crop,
         "rescale_factor": pre["rescale_factor"] if pre.get("do_rescale", True) else 1.0,
-        "mean": pre["image_mean"] if pre.get("do_normalize", True) else [0.0, 0.0, 0.0],
-        "std": pre["image_std"] if pre.get("do_normalize", True) else [1.0, 1.0, 1.0],
-        "formula": "x = (pixel * rescale_factor - mean[c]) / std[c], pixel in 0..255, per RGB channel c",
+        "offset": offset,
+        "mean": list(pre["image_mean"]) if normalize else [0.0, 0.0, 0.0],
+        "std": list(pre["image_std"]) if normalize else [1.0, 1.0, 1.0],
+        "channel_order": order,
+        "formula": formula,
+        "input": {"height": pre["height"], "width": pre["width"]},
         "layout": "NHWC: [1, height, width, 3] (the TFLite files take channels last)",
+        "processor": pre.get("processor") or None,
     }
+    if extra:
+        spec["extra_std"] = list(extra)
+    return spec
+
+
+def _input_steps(pre: dict[str, Any]) -> str:
+    """The card's one-paragraph description of the preprocessing, crop included."""
+    r, crop = pre["resize"], pre["center_crop"]
+    h, w = pre["input"]["height"], pre["input"]["width"]
+    if r["mode"] == "shortest_edge":
+        text = (f"RGB, resized so that the shorter side is {r['shortest_edge']} px and the longer one "
+                f"`int({r['shortest_edge']} * long / short)` ({r['method']}, aspect ratio kept)")
+    elif r["mode"] == "exact":
+        text = f"RGB, resized to {r['width']}x{r['height']} ({r['method']}, aspect ratio not kept)"
+    else:
+        text = f"RGB, not resized (the image must already be {w}x{h})"
+    if crop:
+        text += f", then the central {w}x{h} cropped (`top = (height - {h}) // 2`, `left = (width - {w}) // 2`)"
+    else:
+        text += ", no crop"
+    text += f", then per channel `{pre['formula'].split(', pixel')[0]}` with rescale_factor {pre['rescale_factor']:.6g}"
+    text += f", mean {pre['mean']} and std {pre['std']}" + (f", extra_std {pre['extra_std']}" if pre.get("extra_std") else "")
+    if pre["channel_order"] == "BGR":
+        text += "; channels in **BGR** order"
+    return text + f"; layout NHWC `[1, {h}, {w}, 3]`, float32."
+
+
+def _swift_normalize(pre: dict[str, Any]) -> list[str]:
+    """Swift lines from `rgb` ([UInt8], RGB) to `input` ([Float]) in the file's channel order."""
+    extra = pre.get("extra_std") or [1.0, 1.0, 1.0]
+    off = " - 1" if pre["offset"] else ""
+    lines = [f"let scaleStd: [Float] = [{', '.join(f'{v * extra[i]:.9g}' for i, v in enumerate(pre['std']))}]"]
+    channel = "2 - i % 3" if pre["channel_order"] == "BGR" else "i % 3"
+    if pre["channel_order"] == "BGR":
+        lines.append("// the model takes BGR: write each pixel's channels reversed")
+        lines.append("for p in stride(from: 0, to: rgb.count, by: 3) { for i in 0..<3 { let c = 2 - i; "
+                     f"input.append((Float(rgb[p + c]) * {pre['rescale_factor']:.9g}{off} - mean[c]) / scaleStd[c]) }} }}")
+    else:
+        lines.append(f"for (i, v) in rgb.enumerated() {{ input.append((Float(v) * {pre['rescale_factor']:.9g}{off} "
+                     f"- mean[{channel}]) / scaleStd[{channel}]) }}")
+    return lines
+
+
+def _kotlin_preprocess(pre: dict[str, Any]) -> list[str]:
+    """Kotlin lines from `bitmap` to a filled `input` ByteBuffer, following the spec."""
+    r, crop = pre["resize"], pre["center_crop"]
+    h, w = pre["input"]["height"], pre["input"]["width"]
+    lines = []
+    if r["mode"] == "shortest_edge":
+        e = r["shortest_edge"]
+        lines += ["val portrait = bitmap.width <= bitmap.height",
+                  "val longSide = maxOf(bitmap.width, bitmap.height); val shortSide = minOf(bitmap.width, bitmap.height)",
+                  f"val newLong = {e} * longSide / shortSide  // int({e} * long / short)",
+                  f"val resized = Bitmap.createScaledBitmap(bitmap, if (portrait) {e} else newLong, "
+                  f"if (portrait) newLong else {e}, true)  // {r['method']} in the validated pipeline"]
+    elif r["mode"] == "exact":
+        lines.append(f"val resized = Bitmap.createScaledBitmap(bitmap, {r['width']}, {r['height']}, true)"
+                     f"  // {r['method']} in the validated pipeline")
+    else:
+        lines.append("val resized = bitmap")
+    if crop:
+        lines.append(f"val scaled = Bitmap.createBitmap(resized, (resized.width - {w}) / 2, "
+                     f"(resized.height - {h}) / 2, {w}, {h})  // centre crop")
+    else:
+        lines.append("val scaled = resized")
+    mean = ", ".join(f"{m}f" for m in pre["mean"])
+    extra = pre.get("extra_std") or [1.0, 1.0, 1.0]  # dividing twice = dividing by the product
+    std = ", ".join(f"{v * extra[i]:.9g}f" for i, v in enumerate(pre["std"]))
+    order = "intArrayOf(p and 0xFF, (p shr 8) and 0xFF, (p shr 16) and 0xFF)  // BGR" \
+        if pre["channel_order"] == "BGR" else "intArrayOf((p shr 16) and 0xFF, (p shr 8) and 0xFF, p and 0xFF)"
+    off = " - 1f" if pre["offset"] else ""
+    mean_of = "mean[2 - c]" if pre["channel_order"] == "BGR" else "mean[c]"
+    std_of = "std[2 - c]" if pre["channel_order"] == "BGR" else "std[c]"
+    lines += [
+        f"val input = ByteBuffer.allocateDirect(4 * {h} * {w} * 3).order(ByteOrder.nativeOrder())",
+        f"val mean = floatArrayOf({mean}); val std = floatArrayOf({std})  // RGB order",
+        f"for (y in 0 until {h}) for (x in 0 until {w}) {{",
+        "    val p = scaled.getPixel(x, y)",
+        f"    val px = {order}",
+        f"    for (c in 0 until 3) input.putFloat((px[c] * {pre['rescale_factor']:.9g}f{off} - {mean_of}) / {std_of})",
+        "}",
+    ]
+    return lines
 
 
 def _file_entry(name: str, record: dict[str, Any], result: dict[str, Any] | None, path: Path) -> dict[str, Any]:
@@ -168,7 +281,7 @@ def _tensor(details: dict[str, Any] | None, *, is_input: bool) -> dict[str, Any]
 def model_card(model: dict[str, Any]) -> str:
     """README.md of the bundle: what the files are, how to feed them, Kotlin and Swift snippets."""
     pre = model["preprocessing"]
-    h, w = pre["resize"]["height"], pre["resize"]["width"]
+    h, w = pre["input"]["height"], pre["input"]["width"]
     mean, std = pre["mean"], pre["std"]
     src = model["source"]
     origin = src.get("id") or Path(src.get("path", "?")).name
@@ -239,8 +352,7 @@ def model_card(model: dict[str, Any]) -> str:
     lines += [
         "## Input",
         "",
-        f"RGB, resized to {w}x{h} (bilinear, no crop, aspect ratio not kept), then per channel "
-        f"`x = (pixel / 255 - mean) / std` with mean {mean} and std {std}; layout NHWC `[1, {h}, {w}, 3]`, float32. "
+        _input_steps(pre) + " ",
         "The int8-io file takes int8 instead: quantize x with the input scale and zero point in `model.json` "
         "(`q = round(x / scale) + zero_point`, clamped to -128..127).",
         "",
@@ -259,14 +371,7 @@ def model_card(model: dict[str, Any]) -> str:
         f"val model = FileUtil.loadMappedFile(context, \"{snippet_file}\")  // the CPU choice above",
         "val interpreter = Interpreter(model)",
         "val labels = context.assets.open(\"labels.txt\").bufferedReader().readLines()",
-        f"val scaled = Bitmap.createScaledBitmap(bitmap, {w}, {h}, true)  // bilinear",
-        f"val input = ByteBuffer.allocateDirect(4 * {h} * {w} * 3).order(ByteOrder.nativeOrder())",
-        f"val mean = floatArrayOf({', '.join(f'{m}f' for m in mean)}); val std = floatArrayOf({', '.join(f'{s}f' for s in std)})",
-        f"for (y in 0 until {h}) for (x in 0 until {w}) {{",
-        "    val p = scaled.getPixel(x, y)",
-        "    val rgb = intArrayOf((p shr 16) and 0xFF, (p shr 8) and 0xFF, p and 0xFF)",
-        "    for (c in 0 until 3) input.putFloat((rgb[c] / 255f - mean[c]) / std[c])",
-        "}",
+        *_kotlin_preprocess(pre),
         f"val logits = Array(1) {{ FloatArray({len(model['labels'])}) }}",
         "interpreter.run(input.rewind(), logits)",
         "val top = labels[logits[0].indices.maxBy { logits[0][it] }]",
@@ -280,9 +385,9 @@ def model_card(model: dict[str, Any]) -> str:
         "let labels = try String(contentsOfFile: Bundle.main.path(forResource: \"labels\", ofType: \"txt\")!)",
         "    .split(separator: \"\\n\").map(String.init)",
         f"let mean: [Float] = {mean}, std: [Float] = {std}",
-        f"// rgb: [UInt8] of the image resized to {w}x{h} (bilinear), row-major RGB",
+        f"// rgb: [UInt8], row-major RGB, of the image resized and cropped to {w}x{h} as described under Input",
         "var input = [Float](); input.reserveCapacity(rgb.count)",
-        "for (i, v) in rgb.enumerated() { input.append((Float(v) / 255 - mean[i % 3]) / std[i % 3]) }",
+        *_swift_normalize(pre),
         "try interpreter.copy(Data(bytes: input, count: input.count * 4), toInputAt: 0)",
         "try interpreter.invoke()",
         "let out = try interpreter.output(at: 0).data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }",

@@ -78,6 +78,7 @@ def resolve_source(source: str, revision: str | None = None, base_dir: str | Pat
                 f"{path} is missing {', '.join(missing)}: save the model and its image processor "
                 "with save_pretrained() into that folder"
             )
+        check_image_classifier(path / "config.json")
         if not (path / WEIGHTS).exists():
             pickles = _pickle_files(path)
             if pickles and allow_pickle:
@@ -104,7 +105,7 @@ def _check_hub_revision(repo_id: str, revision: str) -> None:
     from huggingface_hub import constants, hf_hub_download
 
     try:
-        hf_hub_download(repo_id, "config.json", revision=revision)
+        config = hf_hub_download(repo_id, "config.json", revision=revision)
     except OSError as exc:  # every huggingface_hub lookup error is an OSError
         if constants.HF_HUB_OFFLINE:
             where = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "snapshots" / revision
@@ -116,6 +117,29 @@ def _check_hub_revision(repo_id: str, revision: str) -> None:
             ) from None
         raise ModelSourceError(f"cannot read {repo_id!r} at revision {revision!r} from the Hugging Face Hub: "
                                f"{type(exc).__name__}: {exc}") from None
+    check_image_classifier(Path(config), shown_as=f"{repo_id}@{revision} config.json")
+
+
+def check_image_classifier(config_json: Path, *, shown_as: str | None = None) -> None:
+    """Refuse a model that AutoModelForImageClassification cannot load (a text model, a detector...)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES as SUPPORTED
+
+    where = shown_as or str(config_json)
+    try:
+        cfg = json.loads(Path(config_json).read_text())
+    except ValueError as exc:
+        raise ModelSourceError(f"{where} is not valid JSON: {exc}") from None
+    model_type = cfg.get("model_type")
+    architectures = cfg.get("architectures") or []
+    heads = [a for a in architectures if not a.endswith("ForImageClassification")
+             and not a.endswith("ForImageClassificationWithTeacher")]
+    if model_type not in SUPPORTED or (architectures and len(heads) == len(architectures)):
+        what = f"model_type {model_type!r}" + (f" with head {', '.join(architectures)}" if architectures else "")
+        raise ModelSourceError(
+            f"{where}: {what} is not an image classifier; edgeport exports models that transformers' "
+            "AutoModelForImageClassification loads (an image-classification head with id2label), of model type "
+            f"{', '.join(sorted(SUPPORTED))}"
+        )
 
 
 def _hub_cached(repo_id: str, filename: str, revision: str | None) -> Path | None:

@@ -113,3 +113,19 @@ def test_allow_pickle_is_an_explicit_opt_in_recorded_in_the_report(tiny_vit, fac
     report = json.loads((out / "report.json").read_text())
     assert report["source"]["allow_pickle"] is True and report["source"]["weights_format"].startswith("pickle")
     assert "pickle weights loaded (--allow-pickle)" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("config, match", [
+    ({"model_type": "bert", "architectures": ["BertForSequenceClassification"]}, "model_type 'bert'"),
+    ({"model_type": "detr", "architectures": ["DetrForObjectDetection"]}, "not an image classifier"),
+    ({"model_type": "vit", "architectures": ["ViTForMaskedImageModeling"]}, "head ViTForMaskedImageModeling"),
+])
+def test_a_model_that_is_not_an_image_classifier_is_refused(tiny_vit, tmp_path, config, match):
+    import json
+
+    d = tmp_path / "m"
+    shutil.copytree(tiny_vit, d)
+    (d / "config.json").write_text(json.dumps({**json.loads((d / "config.json").read_text()), **config}))
+    with pytest.raises(ModelSourceError, match=match) as info:
+        resolve_source(str(d))
+    assert "AutoModelForImageClassification" in str(info.value) and "vit" in str(info.value)

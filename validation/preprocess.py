@@ -1,21 +1,33 @@
-"""Image preprocessing read from a model's own ``preprocessor_config.json``.
+"""Image preprocessing: the model's own image processor, spelled out as plain steps.
 
-Written out here instead of calling transformers' image processor at evaluation time
-because the exact steps (resize size and filter, rescale, mean/std, layout) must be spelled
-out for the mobile hand-off, and every runtime must get byte-identical input. A test checks
-that the result equals ``ViTImageProcessor``'s output for the same image.
+A model folder's ``preprocessor_config.json`` is read by transformers' own processor class
+(``AutoImageProcessor``, so class defaults apply as they do for the model's users), and its
+settings are turned into a ``Preprocessing``: resize (to a fixed size, or the shorter side to
+a length keeping the aspect ratio), centre crop, rescale, normalize, channel order. Those
+steps, not the processor object, are what edgeport runs, because they must be written out
+for the mobile hand-off and every runtime must get byte-identical input.
+
+What differs between processor classes (ConvNeXt's ``crop_pct``, LeViT's 256/224 resize,
+MobileViT's BGR order, EfficientNet's offset) lives in ``PROCESSOR_RULES``, one small entry
+per class. Every ``Preprocessing`` made from a model is checked against the processor itself
+on two synthetic images (portrait and landscape) before it is used: a processor whose
+behaviour these steps do not reproduce is refused with the difference, never run wrong.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 # PIL resample codes as stored in Hugging Face preprocessor configs.
 RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+# The largest difference from the processor's own output that the self-check accepts. The
+# steps are the same float32 operations in the same order, so they normally match exactly.
+PARITY_TOLERANCE = 1e-6
 
 
 class PreprocessingError(ValueError):
@@ -24,81 +36,233 @@ class PreprocessingError(ValueError):
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Resize -> rescale -> normalize -> CHW float32, as a ViT image processor does."""
+    """RGB image -> resize -> centre crop -> rescale -> normalize -> channel order -> CHW float32.
+
+    ``height`` x ``width`` is the network input. Resizing goes to ``resize_to`` (height,
+    width) when set; to the input size when neither it nor ``shortest_edge`` is set; else the
+    shorter side becomes ``shortest_edge`` and the longer one keeps the aspect ratio
+    (``int(shortest_edge * long / short)``, capped by ``longest_edge``), as transformers'
+    ``get_resize_output_image_size`` does. A centre crop of ``height`` x ``width`` follows
+    when ``do_center_crop``.
+    """
 
     height: int
     width: int
     resample: int = 2
     do_resize: bool = True
+    resize_to: tuple[int, int] | None = None
+    shortest_edge: int | None = None
+    longest_edge: int | None = None
+    do_center_crop: bool = False
     do_rescale: bool = True
     rescale_factor: float = 1 / 255
+    rescale_offset: bool = False  # subtract 1 after rescaling (EfficientNet)
     do_normalize: bool = True
     image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     image_std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    extra_std: tuple[float, ...] | None = None  # divide by this once more after normalizing (EfficientNet)
+    channel_order: str = "RGB"  # or "BGR" (MobileViT)
+    processor: str = field(default="", compare=False)  # the transformers class it was read from
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Preprocessing":
-        """Read a Hugging Face ``preprocessor_config.json``."""
+    def from_file(cls, path: str | Path, *, check: bool = True) -> "Preprocessing":
+        """Read a model folder's ``preprocessor_config.json`` through the model's own processor class."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
+        if not path.exists():
             raise PreprocessingError(
                 f"{path} not found: the model directory needs its preprocessor_config.json "
                 "(save it with AutoImageProcessor.save_pretrained)"
-            ) from None
-        return cls.from_dict(data, where=str(path))
-
-    @classmethod
-    def from_dict(cls, data: dict, *, where: str = "preprocessor config") -> "Preprocessing":
-        if data.get("do_center_crop"):
-            raise PreprocessingError(f"{where}: do_center_crop is not supported yet (ViT processors do not crop)")
-        size = data.get("size", 224)
-        if isinstance(size, int):
-            height = width = size
-        elif "height" in size and "width" in size:
-            height, width = size["height"], size["width"]
-        else:
-            raise PreprocessingError(
-                f"{where}: size {size} is not supported; use {{'height': H, 'width': W}}"
             )
-        mean = data.get("image_mean", (0.5, 0.5, 0.5))
-        std = data.get("image_std", (0.5, 0.5, 0.5))
-        mean = (mean,) * 3 if isinstance(mean, (int, float)) else tuple(mean)
-        std = (std,) * 3 if isinstance(std, (int, float)) else tuple(std)
-        return cls(
-            height=int(height),
-            width=int(width),
-            resample=int(data.get("resample", 2)),
-            do_resize=bool(data.get("do_resize", True)),
-            do_rescale=bool(data.get("do_rescale", True)),
-            rescale_factor=float(data.get("rescale_factor", 1 / 255)),
-            do_normalize=bool(data.get("do_normalize", True)),
-            image_mean=tuple(float(m) for m in mean),
-            image_std=tuple(float(s) for s in std),
-        )
+        processor = load_processor(path)
+        pre = from_processor(processor, where=str(path))
+        if check:
+            check_parity(pre, processor, where=str(path))
+        return pre
+
+    def resize_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) an image of ``width`` x ``height`` is resized to."""
+        if self.resize_to is not None:
+            return self.resize_to[1], self.resize_to[0]
+        if self.shortest_edge is None:
+            return self.width, self.height
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)
+        if self.longest_edge is not None and new_long > self.longest_edge:
+            new_short, new_long = int(self.longest_edge * new_short / new_long), self.longest_edge
+        return (new_short, new_long) if width <= height else (new_long, new_short)
 
     def to_dict(self) -> dict:
-        """The steps as plain data, for reports and the mobile hand-off."""
+        """The steps as plain data, for manifests, reports and the mobile hand-off."""
         d = asdict(self)
         d["resample_name"] = RESAMPLE_NAMES.get(self.resample, str(self.resample))
         d["layout"] = "NCHW"
         return d
 
     def __call__(self, image: Image.Image) -> np.ndarray:
-        """Turn an RGB PIL image into a float32 (C, H, W) array."""
+        """Turn a PIL image into a float32 (C, H, W) array."""
         if image.mode != "RGB":
             image = image.convert("RGB")
-        if self.do_resize and image.size != (self.width, self.height):
-            image = image.resize((self.width, self.height), resample=self.resample, reducing_gap=None)
+        if self.do_resize:
+            size = self.resize_size(*image.size)
+            if image.size != size:
+                image = image.resize(size, resample=self.resample, reducing_gap=None)
         x = np.asarray(image)
+        if self.do_center_crop:
+            x = _center_crop(x, self.height, self.width)
         if self.do_rescale:
             # float64 multiply then float32, the order transformers uses, for identical bits
             x = (x.astype(np.float64) * self.rescale_factor).astype(np.float32)
+            if self.rescale_offset:
+                x = x - np.float32(1)
         else:
             x = x.astype(np.float32)
         if self.do_normalize:
-            mean = np.asarray(self.image_mean, dtype=np.float32)
-            std = np.asarray(self.image_std, dtype=np.float32)
-            x = (x - mean) / std
+            x = (x - np.asarray(self.image_mean, dtype=np.float32)) / np.asarray(self.image_std, dtype=np.float32)
+        if self.extra_std is not None:
+            x = x / np.asarray(self.extra_std, dtype=np.float32)
+        if self.channel_order == "BGR":
+            x = x[..., ::-1]
         return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)
+
+
+def _center_crop(x: np.ndarray, height: int, width: int) -> np.ndarray:
+    """transformers' ``center_crop`` on an HWC array, zero padding included for small images."""
+    h, w = x.shape[:2]
+    if h < height or w < width:
+        padded = np.zeros((max(h, height), max(w, width), x.shape[2]), dtype=x.dtype)
+        top, left = -(-(padded.shape[0] - h) // 2), -(-(padded.shape[1] - w) // 2)  # ceil, as transformers
+        padded[top:top + h, left:left + w] = x
+        x, h, w = padded, padded.shape[0], padded.shape[1]
+    top, left = (h - height) // 2, (w - width) // 2
+    return x[top:top + height, left:left + width]
+
+
+def load_processor(config_path: Path) -> Any:
+    """The model's own (slow, PIL-based) image processor class, from its folder."""
+    from transformers import AutoImageProcessor
+
+    try:
+        return AutoImageProcessor.from_pretrained(str(config_path.parent), use_fast=False)
+    except (OSError, ValueError, KeyError) as exc:
+        raise PreprocessingError(f"{config_path}: transformers cannot load this image processor: {exc}") from None
+
+
+# --- per processor class: how its settings become the steps above ---------------------------------
+
+def _size(size: dict, where: str) -> dict[str, Any]:
+    """Resize fields for a processor ``size`` dict of either form."""
+    if "height" in size and "width" in size:
+        return {"resize_to": (int(size["height"]), int(size["width"]))}
+    if "shortest_edge" in size:
+        # The (slow, PIL) processors of the image classifiers pass only shortest_edge on to
+        # get_resize_output_image_size: a longest_edge in their size is ignored, so here too
+        # (the parity check holds a class that honours it to that).
+        return {"shortest_edge": int(size["shortest_edge"])}
+    raise PreprocessingError(f"{where}: size {size} is not supported; expected {{'height', 'width'}}, "
+                             "{'shortest_edge'} or {'shortest_edge', 'longest_edge'}")
+
+
+def _standard(p: Any, where: str) -> dict[str, Any]:
+    """resize (either size form) -> optional centre crop to crop_size: most processors."""
+    fields = _size(p.size, where)
+    crop = getattr(p, "crop_size", None) if getattr(p, "do_center_crop", False) else None
+    if crop:
+        return {**fields, "do_center_crop": True, "height": int(crop["height"]), "width": int(crop["width"])}
+    if "resize_to" not in fields:
+        raise PreprocessingError(f"{where}: a shortest-edge resize without a centre crop gives inputs of varying "
+                                 "shape; a static-shape export needs a fixed size")
+    return {**fields, "height": fields["resize_to"][0], "width": fields["resize_to"][1]}
+
+
+def _convnext(p: Any, where: str) -> dict[str, Any]:
+    """ConvNeXt (also ResNet, RegNet): below 384 px, resize the short side to size/crop_pct, crop to size."""
+    edge = int(p.size["shortest_edge"])
+    if edge < 384:
+        return {"shortest_edge": int(edge / p.crop_pct), "do_center_crop": True, "height": edge, "width": edge}
+    return {"resize_to": (edge, edge), "height": edge, "width": edge}  # warped, not cropped, at 384+
+
+
+def _levit(p: Any, where: str) -> dict[str, Any]:
+    """LeViT: a shortest_edge size is scaled by 256/224 before resizing; then the usual crop."""
+    fields = _standard(p, where)
+    if "shortest_edge" in p.size:
+        fields["shortest_edge"] = int((256 / 224) * p.size["shortest_edge"])
+    return fields
+
+
+def _mobilevit(p: Any, where: str) -> dict[str, Any]:
+    """MobileViT: no normalization; channels flipped to BGR."""
+    return {**_standard(p, where), "channel_order": "BGR" if p.do_flip_channel_order else "RGB",
+            "do_normalize": False}
+
+
+def _efficientnet(p: Any, where: str) -> dict[str, Any]:
+    """EfficientNet: optional -1 offset after rescaling; include_top divides by std once more."""
+    fields = _standard(p, where)
+    fields["rescale_offset"] = bool(p.rescale_offset)
+    if p.include_top:
+        fields["extra_std"] = _triple(p.image_std)
+    return fields
+
+
+PROCESSOR_RULES: dict[str, Callable[[Any, str], dict[str, Any]]] = {
+    "ConvNextImageProcessor": _convnext,
+    "LevitImageProcessor": _levit,
+    "MobileViTImageProcessor": _mobilevit,
+    "EfficientNetImageProcessor": _efficientnet,
+    # The rest (ViT, DeiT, BEiT, Bit/DINOv2, MobileNetV1/V2, ...) follow _standard; the parity
+    # check below refuses any class for which that is not true.
+}
+
+
+def _triple(value: Any) -> tuple[float, ...]:
+    return (float(value),) * 3 if isinstance(value, (int, float)) else tuple(float(v) for v in value)
+
+
+def from_processor(p: Any, *, where: str = "image processor") -> Preprocessing:
+    """The steps of transformers image processor ``p`` (not checked: see ``check_parity``)."""
+    name = type(p).__name__.removesuffix("Fast")
+    fields = PROCESSOR_RULES.get(name, _standard)(p, where)
+    base = {
+        "resample": int(getattr(p, "resample", 2)),
+        "do_resize": bool(getattr(p, "do_resize", True)),
+        "do_rescale": bool(getattr(p, "do_rescale", True)),
+        "rescale_factor": float(getattr(p, "rescale_factor", 1 / 255)),
+        "do_normalize": bool(getattr(p, "do_normalize", False)),
+        "image_mean": _triple(getattr(p, "image_mean", None) or (0.0, 0.0, 0.0)),
+        "image_std": _triple(getattr(p, "image_std", None) or (1.0, 1.0, 1.0)),
+        "processor": name,
+    }
+    return Preprocessing(**{**base, **fields})
+
+
+def probe_images() -> list[Image.Image]:
+    """Two deterministic non-square RGB images (portrait, landscape) with detail at every scale."""
+    rng = np.random.default_rng(0)
+    images = []
+    for h, w in ((331, 229), (229, 331)):
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = np.stack([(xx * 255 // w), (yy * 255 // h), ((xx + yy) * 7) % 256], axis=-1)
+        noise = rng.integers(-40, 40, (h, w, 3))
+        images.append(Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8), "RGB"))
+    return images
+
+
+def check_parity(pre: Preprocessing, processor: Any, *, where: str) -> float:
+    """Largest difference between ``pre`` and ``processor`` on ``probe_images()``; raise above tolerance."""
+    worst = 0.0
+    for image in probe_images():
+        ours = pre(image)
+        theirs = np.asarray(processor(images=image, return_tensors="np")["pixel_values"][0], dtype=np.float32)
+        if ours.shape != theirs.shape:
+            raise PreprocessingError(f"{where}: {pre.processor} gives {theirs.shape} where edgeport's reading gives "
+                                     f"{ours.shape}; this processor's settings are not supported yet")
+        worst = max(worst, float(np.abs(ours - theirs).max()))
+    if worst > PARITY_TOLERANCE:
+        raise PreprocessingError(
+            f"{where}: edgeport's reading of {pre.processor} differs from transformers' own output by {worst:.3g} "
+            f"(tolerance {PARITY_TOLERANCE}); this processor is not supported yet (classes with their own rules: "
+            f"{', '.join(PROCESSOR_RULES)}; others must resize and centre-crop as ViTImageProcessor does)"
+        )
+    return worst
+
