@@ -14,13 +14,17 @@ if [ "${EDGEPORT_SKIP_BROWSER:-}" = 1 ]; then
     echo "==> EDGEPORT_SKIP_BROWSER=1: the HTML report test will be skipped"
     exit 0
 fi
-if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then
-    exit 0
+for browser in chromium chromium-browser google-chrome google-chrome-stable; do
+    if command -v "$browser" >/dev/null 2>&1; then exit 0; fi
+done
+as_root=()
+if [ "${EUID:-$(id -u)}" != 0 ] && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    as_root=(sudo -n)  # passwordless sudo, as on CI runners
 fi
-if [ "${EUID:-$(id -u)}" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+if { [ "${EUID:-$(id -u)}" = 0 ] || [ ${#as_root[@]} -gt 0 ]; } && command -v apt-get >/dev/null 2>&1; then
     echo "==> installing Debian's chromium for the HTML report test (apt-get, about a minute)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    "${as_root[@]}" apt-get update -qq
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
     if command -v chromium >/dev/null 2>&1; then exit 0; fi
     echo "error: apt-get installed chromium, but no chromium is on the PATH" >&2
     exit 1

@@ -14,7 +14,9 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 
 def _chromium() -> str:
-    exe = os.environ.get("EDGEPORT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    exe = os.environ.get("EDGEPORT_CHROMIUM") or next(
+        (shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+         if shutil.which(b)), None)
     if exe is None:
         if os.environ.get("EDGEPORT_SKIP_BROWSER") == "1":
             pytest.skip("EDGEPORT_SKIP_BROWSER=1")
