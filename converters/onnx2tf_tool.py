@@ -171,10 +171,16 @@ def onnx2tf_args(model: Path, out_dir: Path, backend: str, *extra: str) -> list[
     return args + ["-doem", "-nuo", "-v", "warn"]
 
 
+# The TensorFlow backend mis-lays-out tensors whose non-batch dims are all equal (ViT with
+# num_patches == hidden_size, small Swin windows): see onnx2tf_layout_fix.py, run in the child.
+_LAYOUT_FIX = Path(__file__).with_name("onnx2tf_layout_fix.py")
+
+
 def run_onnx2tf(args: Sequence[str], *, work_dir: Path, log_path: Path, savedmodel_only: bool = False) -> None:
     """Run ``onnx2tf ARGS`` in ``work_dir``; raise ConversionError with the log's tail on failure.
 
     ``savedmodel_only``: stop the TensorFlow backend once it has written the SavedModel.
+    The TensorFlow backend (``-tb tf_converter``) also gets onnx2tf_layout_fix.py.
     """
     env = dict(os.environ)
     bin_dir = str(Path(sys.executable).parent)
@@ -182,7 +188,11 @@ def run_onnx2tf(args: Sequence[str], *, work_dir: Path, log_path: Path, savedmod
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["CUDA_VISIBLE_DEVICES"] = "-1"
-    code = (_SAVEDMODEL_ONLY if savedmodel_only else "") + "\nimport sys, onnx2tf; sys.exit(onnx2tf.main())"
+    args = list(args)
+    tf_backend = "-tb" in args and args[args.index("-tb") + 1:][:1] == ["tf_converter"]
+    code = ((_SAVEDMODEL_ONLY if savedmodel_only else "")
+            + ("\n" + _LAYOUT_FIX.read_text() if tf_backend else "")
+            + "\nimport sys, onnx2tf; sys.exit(onnx2tf.main())")
     cmd = [sys.executable, "-c", code, *args]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
