@@ -8,13 +8,14 @@ export USE_TF := 0
 export HF_HUB_OFFLINE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv test-deps export-all gate test bench train-models clean help
+.PHONY: venv test-deps export-all gate test bench matrix train-models clean help
 
 help:
 	@echo "make export-all   export + validate every model in $(CONFIG) into artifacts/"
 	@echo "make gate         fail on any report's missed budget (GATE_ARGS=\"--baseline DIR\" for regressions)"
 	@echo "make test         run the test suite (installs what it needs: .venv, chromium)"
 	@echo "make bench        ViT-B/16 export/latency benchmark -> artifacts/bench/bench.md (BENCH_ARGS=...)"
+	@echo "make matrix       every architecture x variant, validated -> docs/compatibility.md (MATRIX_ARGS=...)"
 	@echo "make train-models retrain the bundled models (needs ../shared/datasets; see training/README.md)"
 	@echo "make clean        remove artifacts/ outputs"
 
@@ -38,6 +39,10 @@ test: venv test-deps
 # e.g. make bench BENCH_ARGS="--validate-eval ../shared/datasets/utkface/eval"
 bench: venv
 	$(EDGEPORT) bench --config $(CONFIG) $(BENCH_ARGS)
+
+# e.g. make matrix MATRIX_ARGS="--arch vit,swin --variants onnx-fp32,savedmodel-fp32"
+matrix: venv
+	$(EDGEPORT) matrix --config $(CONFIG) $(MATRIX_ARGS)
 
 # Reproduces models/ and data/ from the shared datasets (about an hour per model on 1 core).
 train-models: venv

@@ -18,6 +18,7 @@ import numpy as np
 from converters.atomic import atomic_path
 from converters.checksums import sha256_file
 from converters.child_process import measure_command
+from converters.onnx_rewrites import expand_reduce_l2
 
 # The file name onnx2tf looks for before it tries to download its sample.
 ONNX2TF_SAMPLE_NAME = "calibration_image_sample_data_20x128x128x3_float32.npy"
@@ -100,10 +101,12 @@ def simplify_to_batch1(onnx_path: Path, out_path: Path) -> Path:
                              disabled_optimizers=["MatMulAddFusion"])
     finally:
         fixed.unlink(missing_ok=True)
-    folded = onnx.load(str(out_path), load_external_data=False)
+    folded = onnx.load(str(out_path))
     foreign = sorted({n.op_type for n in folded.graph.node if n.domain not in ("", "ai.onnx")})
     if foreign:
         raise ConversionError(f"folding {onnx_path} at batch 1 produced non-standard ops {', '.join(foreign)}")
+    if expand_reduce_l2(folded):  # ops onnx2tf's TensorFlow path cannot build (converters.onnx_rewrites)
+        onnx.save(folded, str(out_path))
     return out_path
 
 

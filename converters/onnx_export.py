@@ -4,10 +4,12 @@ The default opset is 20, the first with a ``Gelu`` operator: onnx2tf turns it in
 TFLite ``GELU`` builtin. At opset 18 GELU is exported as Erf arithmetic, which onnx2tf
 either emits as a Flex op or replaces with a pseudo-Erf whose int8 form divides by zero.
 
-optimum's ViT export config marks channels, height and width as dynamic as well as the
-batch. The model itself only works at its trained size, and onnx2tf cannot lay out a graph
-whose channel count is unknown, so after export the input is pinned to (batch, C, H, W)
-with the batch axis left dynamic.
+optimum's vision export configs mark channels, height and width as dynamic as well as the
+batch. onnx2tf cannot lay out a graph whose channel count is unknown, and a static size lets
+it fold every shape, so after export the input is pinned to (batch, C, H, W) with the batch
+axis left dynamic. H x W is what the model's image processor produces (its crop, for
+processors that crop), which need not be ``config.image_size`` (ConvNeXt and ResNet configs
+say 224 whatever their processor does); without it, ``config.image_size``.
 """
 from __future__ import annotations
 
@@ -30,11 +32,13 @@ def export_onnx(
     *,
     revision: str | None = None,
     opset: int = DEFAULT_OPSET,
-) -> Path:
+    input_size: tuple[int, int] | None = None,
+) -> dict:
     """Export ``source`` (a local model directory or a hub id) to ``out_path`` as ONNX fp32.
 
     The result has one input ``pixel_values`` (batch, C, H, W) and one output ``logits``
-    (batch, num_labels), the batch axis dynamic.
+    (batch, num_labels), the batch axis dynamic. Returns the settings for the manifest:
+    which optimum export config was used.
     """
     import onnx
     from onnx.tools import update_model_dims
@@ -42,10 +46,14 @@ def export_onnx(
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(source, revision=revision)
-    size = config.image_size
-    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    if input_size is not None:
+        height, width = input_size
+    else:
+        size = config.image_size
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
     channels = getattr(config, "num_channels", 3)
 
+    custom, settings = _onnx_config_for(config)
     with tempfile.TemporaryDirectory(prefix="edgeport-onnx-") as tmp, _quiet():
         main_export(
             source,
@@ -55,6 +63,7 @@ def export_onnx(
             revision=revision,
             device="cpu",
             do_validation=False,  # edgeport validates every variant on real images itself
+            custom_onnx_configs=custom,
         )
         model = onnx.load(os.path.join(tmp, "model.onnx"))
 
@@ -67,7 +76,33 @@ def export_onnx(
     onnx.checker.check_model(model)
     with atomic_path(out_path) as tmp_path:
         onnx.save(model, str(tmp_path))
-    return Path(out_path)
+    return settings
+
+
+def _onnx_config_for(config) -> tuple[dict | None, dict]:
+    """optimum's own export config for the model type, else its generic vision one.
+
+    Every image classifier transformers ships takes ``pixel_values`` and returns ``logits``,
+    which is all ViTOnnxConfig declares; optimum simply has no entry for some model types
+    (MobileViTV2 in optimum-onnx 0.1.0), so those get that config rather than a refusal.
+    """
+    import optimum.exporters.onnx  # noqa: F401  (fills the TasksManager registry)
+    from optimum.exporters.tasks import TasksManager
+
+    model_type = config.model_type.replace("_", "-")
+    known = model_type in TasksManager._SUPPORTED_MODEL_TYPE or config.model_type in TasksManager._SUPPORTED_MODEL_TYPE
+    if known:
+        try:
+            tasks = TasksManager.get_supported_tasks_for_model_type(model_type, "onnx", library_name="transformers")
+        except KeyError:
+            tasks = {}
+        if "image-classification" in tasks:
+            return None, {"onnx_config": f"optimum ({config.model_type})"}
+    from optimum.exporters.onnx.model_configs import ViTOnnxConfig
+
+    return ({"model": ViTOnnxConfig(config, task="image-classification")},
+            {"onnx_config": f"optimum's generic vision config (ViTOnnxConfig): optimum has none for "
+                            f"{config.model_type} image classification"})
 
 
 @contextlib.contextmanager

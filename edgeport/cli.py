@@ -158,6 +158,31 @@ def build_parser() -> argparse.ArgumentParser:
                         "stated for 2000 images, e.g. ../shared/datasets/utkface/eval)")
     p.add_argument("--no-progress", action="store_true", help="no heartbeat lines during long export steps")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "matrix", help="export and validate a small model of every supported architecture -> docs/compatibility.md",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="For every architecture in edgeport/architectures.py (ViT, DeiT, BEiT, Swin v1/v2, ConvNeXt\n"
+                    "v1/v2, MobileViT v1/v2, ResNet, EfficientNet, DINOv2, MobileNetV2, LeViT, RegNet): build a\n"
+                    "small model, train it briefly on real faces (seeded) so its outputs spread like a real\n"
+                    "model's, export every variant, validate it with the config's budgets, and write\n"
+                    "OUT/matrix.json and the Markdown page (default docs/compatibility.md). A benchmark\n"
+                    "command: about a minute per architecture on 2 cores.",
+    )
+    p.add_argument("--config", type=Path, help="config file with budgets (default: edgeport.toml)")
+    p.add_argument("--out", type=Path, help="work folder (default: ARTIFACTS/matrix)")
+    p.add_argument("--arch", help="comma-separated architectures (default: all)")
+    p.add_argument("--variants", help="comma-separated variants (default: all)")
+    p.add_argument("--eval", type=Path, help="evaluation set in class folders (default: the first model's eval)")
+    p.add_argument("--calibration", type=Path, help="calibration images (default: the first model's calibration)")
+    p.add_argument("--train-dir", type=Path, default=Path("../shared/datasets/utkface/train"),
+                   help="class folders of training images, disjoint from --eval (default: %(default)s, "
+                        "relative to the config's folder)")
+    p.add_argument("--train-steps", type=int, default=600, help="training steps per architecture (default 600)")
+    p.add_argument("--random-weights", action="store_true", help="skip the training (agreement then says little)")
+    p.add_argument("--doc", type=Path, help="where to write the page (default: docs/compatibility.md; 'none' to skip)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or heartbeat lines")
+    p.set_defaults(func=cmd_matrix)
     return parser
 
 
@@ -341,6 +366,43 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     result = run_bench(opts)
     print(f"bench: {opts.out_dir / 'bench.md'} and bench.json ({result['total_seconds'] / 60:.1f} min)")
+    return EXIT_OK
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from edgeport.architectures import ARCHITECTURES
+    from edgeport.matrix import MatrixOptions, run_matrix
+
+    cfg = _config(args)
+    base = cfg.path.resolve().parent
+    first = cfg.models[0] if cfg.models else None
+    eval_dir = args.eval or (first.eval_dir if first else None)
+    calibration = args.calibration or (first.calibration_dir if first else None)
+    if eval_dir is None or not eval_dir.is_dir():
+        raise FileNotFoundError(f"evaluation folder not found: {eval_dir} (pass --eval DIR)")
+    if calibration is None or not calibration.is_dir():
+        raise FileNotFoundError(f"calibration folder not found: {calibration} (pass --calibration DIR)")
+    train_dir = None
+    if not args.random_weights:
+        train_dir = args.train_dir if args.train_dir.is_absolute() else base / args.train_dir
+        if not train_dir.is_dir():
+            raise FileNotFoundError(f"training folder not found: {train_dir}; pass --train-dir DIR (class folders "
+                                    "named like the labels female/male), or --random-weights")
+    archs = args.arch.split(",") if args.arch else list(ARCHITECTURES)
+    unknown = [a for a in archs if a not in ARCHITECTURES]
+    if unknown:
+        raise ConfigError(f"unknown architecture(s) {unknown}; known: {', '.join(ARCHITECTURES)}")
+    doc = None if str(args.doc).lower() == "none" else (args.doc or base / "docs" / "compatibility.md")
+    opts = MatrixOptions(out_dir=args.out or cfg.artifacts_dir / "matrix", eval_dir=eval_dir,
+                         calibration_dir=calibration, train_dir=train_dir,
+                         variants=args.variants.split(",") if args.variants else DEFAULT_VARIANTS, archs=archs,
+                         budgets=cfg.budgets, run_settings=cfg.run, train_steps=args.train_steps, doc=doc,
+                         project_dir=base, progress=not args.no_progress)
+    result = run_matrix(opts)
+    failed = [row["arch"] for row in result["architectures"]
+              if row.get("error") or not all(v["passed"] for v in row["variants"])]
+    print(f"matrix: {len(archs) - len(failed)} of {len(archs)} architectures pass every variant"
+          + (f"; not all: {', '.join(failed)}" if failed else "") + f" ({doc or opts.out_dir / 'compatibility.md'})")
     return EXIT_OK
 
 

@@ -146,7 +146,8 @@ def export_model(
     images = sample_images(images_dir or calibration_dir) if (images_dir or calibration_dir) else []
     work_dir = out_dir / ".work"
     ctx = ExportContext(source.location, source.revision, out_dir, work_dir, images, opset,
-                        full_integer_activations=full_integer_activations)
+                        full_integer_activations=full_integer_activations,
+                        input_size=(preprocessing.height, preprocessing.width))
     if calib_paths and NEEDS_CALIBRATION & set(names):
         ctx.calibration_nchw = calibration_arrays(calib_paths, preprocessing)
     described = source.describe()

@@ -25,6 +25,7 @@ class ExportContext:
     opset: int
     calibration_nchw: np.ndarray | None = None  # preprocessed, for the calibrated int8 variants
     full_integer_activations: str = "int8"  # tflite-int8 and tflite-int8-io: "int8" or "int16" (16x8)
+    input_size: Sequence[int] | None = None  # (height, width) the image processor produces
 
     @property
     def onnx_fp32(self) -> Path:
@@ -64,10 +65,11 @@ def _calibration_nhwc(ctx: ExportContext) -> np.ndarray:
     return np.ascontiguousarray(ctx.require_calibration().transpose(0, 2, 3, 1))
 
 
-def _onnx_fp32(ctx: ExportContext, out: Path) -> None:
+def _onnx_fp32(ctx: ExportContext, out: Path) -> dict:
     from converters.onnx_export import export_onnx
 
-    export_onnx(ctx.source, out, revision=ctx.revision, opset=ctx.opset)
+    return export_onnx(ctx.source, out, revision=ctx.revision, opset=ctx.opset,
+                       input_size=tuple(ctx.input_size) if ctx.input_size else None)
 
 
 def _onnx_fp16(ctx: ExportContext, out: Path) -> None:
@@ -139,7 +141,7 @@ VARIANTS: dict[str, VariantSpec] = {
     spec.name: spec
     for spec in [
         VariantSpec("onnx-fp32", "onnxruntime", "fp32", "model.onnx", None, _onnx_fp32,
-                    "ONNX fp32 from optimum's exporter, dynamic batch"),
+                    "ONNX fp32 from optimum's exporter, dynamic batch", recipe="2"),
         VariantSpec("onnx-fp16", "onnxruntime", "fp16", "model_fp16.onnx", "onnx-fp32", _onnx_fp16,
                     "ONNX fp16 weights and compute, float32 I/O (onnxruntime float16 converter)"),
         VariantSpec("onnx-int8-dynamic", "onnxruntime", "int8", "model_int8_dynamic.onnx", "onnx-fp32",
@@ -148,7 +150,7 @@ VARIANTS: dict[str, VariantSpec] = {
                     _onnx_int8_static, "ONNX static int8 QDQ, per-channel, calibrated; LayerNorm/GELU/Softmax/Add, "
                     "patch embedding, first layer and head float", recipe="2"),
         VariantSpec("savedmodel-fp32", "savedmodel", "fp32", "savedmodel", "onnx-fp32", _savedmodel_fp32,
-                    "TensorFlow SavedModel fp32 (onnx2tf TF backend, SavedModel only), NHWC, batch 1", recipe="3"),
+                    "TensorFlow SavedModel fp32 (onnx2tf TF backend, SavedModel only), NHWC, batch 1", recipe="4"),
         VariantSpec("tflite-fp32", "tflite", "fp32", "model_fp32.tflite", "onnx-fp32", _tflite_fp32,
                     "TFLite fp32 (onnx2tf flatbuffer_direct, Linear layers as FULLY_CONNECTED), NHWC, batch 1",
                     recipe="3"),

@@ -49,3 +49,12 @@ def test_metrics():
     assert metrics.per_class_accuracy(ref, labels, ["a", "b"]) == {"a": 1.0, "b": 0.5}
     lat = metrics.latency_summary(np.array([0.001, 0.002, 0.003]))
     assert lat["p50"] == pytest.approx(2.0)
+
+
+def test_a_drop_of_exactly_the_budget_passes_despite_float_rounding():
+    from validation.budgets import Budget
+
+    budget = Budget(max_accuracy_drop=1.0)
+    assert budget.check({"accuracy": 0.7025}, 0.7125) == []  # 1.0000000000000142 points in floats
+    (failure,) = budget.check({"accuracy": 0.7000}, 0.7125)
+    assert failure.metric == "accuracy_drop_points" and failure.value == 1.25

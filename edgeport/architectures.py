@@ -1,0 +1,96 @@
+"""Small models of every supported architecture, for the compatibility matrix and its tests.
+
+One entry per architecture: a transformers config small enough to export in seconds, the
+model class (the with-teacher classes average their two heads, as transformers does), and
+the architecture's own image-processor class with its characteristic steps kept (crops,
+shortest-edge resizes, BGR), scaled down to the model's input size. These are test models:
+nothing here is read by the export pipeline, which derives everything from the model folder.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Architecture:
+    model_type: str
+    config: str  # transformers config class
+    config_kwargs: dict[str, Any]
+    processor: str  # transformers image-processor class (the one AutoImageProcessor maps it to)
+    processor_kwargs: dict[str, Any]
+    model_class: str | None = None  # None: AutoModelForImageClassification's choice
+    note: str = ""
+    family: str = field(default="", compare=False)
+
+
+_VIT_LIKE = dict(image_size=32, patch_size=8, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+                 intermediate_size=96)
+_CROP_32 = dict(size={"height": 40, "width": 40}, crop_size={"height": 32, "width": 32})
+_SHORT_CROP_32 = dict(size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32})
+
+ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in [
+    Architecture("vit", "ViTConfig", _VIT_LIKE, "ViTImageProcessor", dict(size={"height": 32, "width": 32})),
+    Architecture("deit", "DeiTConfig", _VIT_LIKE, "DeiTImageProcessor", _CROP_32,
+                 model_class="DeiTForImageClassificationWithTeacher",
+                 note="with-teacher head: logits are the mean of the class and distillation heads"),
+    Architecture("beit", "BeitConfig", _VIT_LIKE, "BeitImageProcessor", _CROP_32),
+    Architecture("swin", "SwinConfig", dict(image_size=32, patch_size=2, embed_dim=16, depths=[1, 1],
+                                             num_heads=[2, 2], window_size=4),
+                 "ViTImageProcessor", dict(size={"height": 32, "width": 32})),
+    Architecture("swinv2", "Swinv2Config", dict(image_size=32, patch_size=2, embed_dim=16, depths=[1, 1],
+                                                 num_heads=[2, 2], window_size=4),
+                 "ViTImageProcessor", dict(size={"height": 32, "width": 32})),
+    Architecture("convnext", "ConvNextConfig", dict(num_stages=2, hidden_sizes=[16, 32], depths=[1, 1]),
+                 "ConvNextImageProcessor", dict(size={"shortest_edge": 32}, crop_pct=0.875)),
+    Architecture("convnextv2", "ConvNextV2Config", dict(num_stages=2, hidden_sizes=[16, 32], depths=[1, 1]),
+                 "ConvNextImageProcessor", dict(size={"shortest_edge": 32}, crop_pct=0.875)),
+    Architecture("mobilevit", "MobileViTConfig", dict(image_size=32, hidden_sizes=[32, 40, 48],
+                                                       neck_hidden_sizes=[8, 8, 16, 16, 24, 32, 64],
+                                                       num_attention_heads=2),
+                 "MobileViTImageProcessor", dict(size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32})),
+    Architecture("mobilevitv2", "MobileViTV2Config", dict(image_size=64, width_multiplier=0.25),
+                 "MobileViTImageProcessor", dict(size={"shortest_edge": 72}, crop_size={"height": 64, "width": 64})),
+    Architecture("resnet", "ResNetConfig", dict(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1],
+                                                 layer_type="basic"),
+                 "ConvNextImageProcessor", dict(size={"shortest_edge": 32}, crop_pct=0.875)),
+    Architecture("efficientnet", "EfficientNetConfig", dict(image_size=32, width_coefficient=0.1,
+                                                             depth_coefficient=0.1, hidden_dim=128),
+                 "EfficientNetImageProcessor", dict(size={"height": 32, "width": 32})),
+    Architecture("dinov2", "Dinov2Config", dict(image_size=32, patch_size=8, hidden_size=48, num_hidden_layers=2,
+                                                 num_attention_heads=4, mlp_ratio=2),
+                 "BitImageProcessor", _SHORT_CROP_32),
+    Architecture("mobilenet_v2", "MobileNetV2Config", dict(image_size=32, depth_multiplier=0.35),
+                 "MobileNetV2ImageProcessor", _SHORT_CROP_32),
+    Architecture("levit", "LevitConfig", dict(image_size=64, hidden_sizes=[32, 48, 64], num_attention_heads=[2, 3, 4],
+                                               depths=[1, 1, 1], key_dim=[8, 8, 8]),
+                 "LevitImageProcessor", dict(size={"shortest_edge": 56}, crop_size={"height": 64, "width": 64}),
+                 model_class="LevitForImageClassificationWithTeacher",
+                 note="with-teacher head: logits are the mean of the class and distillation heads"),
+    Architecture("regnet", "RegNetConfig", dict(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1],
+                                                 groups_width=8),
+                 "ConvNextImageProcessor", dict(size={"shortest_edge": 32}, crop_pct=0.875)),
+]}
+
+
+def make_model(arch: str, out_dir: str | Path, *, labels: tuple[str, ...] = ("female", "male"),
+               seed: int = 0) -> Path:
+    """Save a random-weight model of ``arch`` with its image processor as a Hugging Face folder."""
+    import torch
+    import transformers
+
+    spec = ARCHITECTURES[arch]
+    config = getattr(transformers, spec.config)(
+        num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)},
+        **spec.config_kwargs)
+    config.edgeport_random_weights = True
+    torch.manual_seed(seed)
+    if spec.model_class:
+        model = getattr(transformers, spec.model_class)(config)
+    else:
+        model = transformers.AutoModelForImageClassification.from_config(config)
+    out = Path(out_dir)
+    model.eval().save_pretrained(out, safe_serialization=True)
+    getattr(transformers, spec.processor)(**spec.processor_kwargs).save_pretrained(out)
+    return out

@@ -1,0 +1,60 @@
+"""The compatibility-matrix machinery on a quick set of variants (the full matrix is `make matrix`)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgeport.architectures import ARCHITECTURES, make_model
+from edgeport.matrix import MatrixOptions, run_matrix
+from validation.harness import RunSettings
+from validation.preprocess import Preprocessing
+
+QUICK = ["onnx-fp32", "savedmodel-fp32", "tflite-fp32"]
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_every_matrix_architecture_builds_and_its_processor_is_reproduced(arch, tmp_path):
+    model = make_model(arch, tmp_path / arch)
+    # from_file checks edgeport's steps against the architecture's own processor class (1e-6)
+    pre = Preprocessing.from_file(model / "preprocessor_config.json")
+    assert pre.processor == ARCHITECTURES[arch].processor
+    assert json.loads((model / "config.json").read_text())["model_type"] == arch
+
+
+def test_matrix_on_vit_deit_convnext_swin(calib_dir, faces_dir, tmp_path):
+    import shutil
+
+    from validation.budgets import Budget
+
+    train = tmp_path / "train"  # the calibration faces in class folders, by UTKFace's gender digit
+    for path in sorted(calib_dir.glob("*.jpg")):
+        folder = train / ("female" if path.name.split("_")[1] == "1" else "male")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, folder / path.name)
+    budgets = {"fp32": Budget(min_agreement=1.0, max_abs_diff=1e-4)}
+    opts = MatrixOptions(out_dir=tmp_path / "matrix", eval_dir=faces_dir, calibration_dir=calib_dir,
+                         train_dir=train, variants=QUICK,
+                         archs=["vit", "deit", "convnext", "swin"], budgets=budgets,
+                         run_settings=RunSettings(runs=2, warmup=1), train_steps=5, train_images=16,
+                         doc=tmp_path / "compatibility.md", progress=False)
+    result = run_matrix(opts)
+    rows = {row["arch"]: row for row in result["architectures"]}
+    assert list(rows) == ["vit", "deit", "convnext", "swin"]
+    for arch, row in rows.items():
+        assert "error" not in row, row
+        assert row["training"]["steps"] == 5
+        by_name = {v["name"]: v for v in row["variants"]}
+        assert list(by_name) == QUICK
+        for name in QUICK:  # every fp32 file of every architecture within the 1e-4 budget
+            assert by_name[name]["passed"], (arch, by_name[name])
+            assert by_name[name]["max_abs_diff"] <= 1e-4
+    # DeiT's processor crops 32 out of 40: the export takes the processor's size, not config.image_size
+    manifest = json.loads((tmp_path / "matrix" / "deit" / "export" / "manifest.json").read_text())
+    assert manifest["preprocessing"]["do_center_crop"] and manifest["preprocessing"]["height"] == 32
+    page = (tmp_path / "compatibility.md").read_text()
+    assert page == (tmp_path / "matrix" / "compatibility.md").read_text()
+    for arch in rows:
+        assert f"| {arch} | pass | pass | pass |" in page and f"## {arch}" in page
+    assert "12 of 12 architecture x variant cells pass" in page
+    assert json.loads((tmp_path / "matrix" / "matrix.json").read_text())["variants"] == QUICK
