@@ -10,6 +10,8 @@ BATCH_MATMUL with a constant 2-D weight into the equivalent FULLY_CONNECTED
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from converters.tflite_ops import builtin_code
@@ -109,6 +111,64 @@ def batch_matmul_to_fully_connected(data: bytes) -> tuple[bytes, int]:
             op.builtinOptionsType = s.BuiltinOptions.FullyConnectedOptions
             op.builtinOptions = options
             op.inputs = [op.inputs[0], weight_index, -1]
+            rewritten += 1
+    if not rewritten:
+        return data, 0
+    return _save(model), rewritten
+
+
+# Ops whose output is >= 0 when their fused activation is RELU / RELU6 (or that are RELUs).
+_RELU_ACTIVATIONS = ("RELU", "RELU6", "RELU_N1_TO_1")
+
+
+def _nonnegative(model, graph, tensor_index: int, producers: dict[int, Any]) -> bool:
+    """Whether ``tensor_index`` is provably >= 0: the output of a RELU, RELU6 or a RELU-fused op."""
+    s = _schema()
+    op = producers.get(tensor_index)
+    if op is None:
+        return False
+    code = _builtin(model, op)
+    if code in (s.BuiltinOperator.RELU, s.BuiltinOperator.RELU6):
+        return True
+    fused = getattr(op.builtinOptions, "fusedActivationFunction", None) if op.builtinOptions is not None else None
+    return fused in (s.ActivationFunctionType.RELU, s.ActivationFunctionType.RELU6)
+
+
+def max_pool_padding_to_zeros(data: bytes) -> tuple[bytes, int]:
+    """PADV2(x, pads, -FLT_MAX) -> PAD(x, pads) when x >= 0 and only MAX_POOL_2D reads it.
+
+    onnx2tf pads a MaxPool's borders with the lowest float (ResNet's stem). ai-edge-quantizer
+    cannot quantize that constant (it fails the tflite-int8 variants). When the input is a
+    ReLU's output, every window holds a value >= 0, so padding with 0 gives the same maxima:
+    the rewrite is exact there, and is not applied anywhere else.
+    """
+    s = _schema()
+    model = _load(data)
+    pad_index = None
+    rewritten = 0
+    for graph in model.subgraphs:
+        producers = {out: op for op in graph.operators for out in op.outputs}
+        readers: dict[int, list] = {}
+        for op in graph.operators:
+            for i in op.inputs:
+                readers.setdefault(i, []).append(op)
+        for op in graph.operators:
+            if _builtin(model, op) != s.BuiltinOperator.PADV2 or len(op.inputs) != 3:
+                continue
+            value = _constant(model, graph.tensors[op.inputs[2]])
+            if value is None or value.size != 1 or float(value.reshape(-1)[0]) > 0.0:
+                continue
+            consumers = readers.get(op.outputs[0], [])
+            if not consumers or any(_builtin(model, c) != s.BuiltinOperator.MAX_POOL_2D for c in consumers):
+                continue
+            if not _nonnegative(model, graph, op.inputs[0], producers):
+                continue
+            if pad_index is None:
+                pad_index = _opcode_index(model, s.BuiltinOperator.PAD)
+            op.opcodeIndex = pad_index
+            op.inputs = [op.inputs[0], op.inputs[1]]
+            op.builtinOptionsType = s.BuiltinOptions.PadOptions
+            op.builtinOptions = s.PadOptionsT()
             rewritten += 1
     if not rewritten:
         return data, 0

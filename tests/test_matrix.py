@@ -58,3 +58,23 @@ def test_matrix_on_vit_deit_convnext_swin(calib_dir, faces_dir, tmp_path):
         assert f"| {arch} | pass | pass | pass |" in page and f"## {arch}" in page
     assert "12 of 12 architecture x variant cells pass" in page
     assert json.loads((tmp_path / "matrix" / "matrix.json").read_text())["variants"] == QUICK
+
+
+def test_resnet_full_integer_files_are_made_after_the_max_pool_padding_rewrite(calib_dir, faces_dir, tmp_path):
+    """ResNet's stem pads its MaxPool with the lowest float, which ai-edge-quantizer cannot quantize."""
+    import numpy as np
+
+    from edgeport.model_source import resolve_source
+    from edgeport.pipeline import export_model
+    from runtimes import runner_class
+
+    model = make_model("resnet", tmp_path / "resnet")
+    out = tmp_path / "out"
+    result = export_model("resnet", resolve_source(str(model)), out, variants=["tflite-fp32", "tflite-int8"],
+                          images_dir=None, calibration_dir=calib_dir, eval_dir=faces_dir, progress=False)
+    assert result.failed == [], result.manifest
+    fp32 = next(v for v in result.manifest["variants"] if v["name"] == "tflite-fp32")
+    assert fp32["settings"]["max_pool_paddings_as_zeros"] == 1
+    batch = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    with runner_class("torch")(str(model)) as ref, runner_class("tflite")(str(out / "model_fp32.tflite")) as lite:
+        assert float(np.abs(lite.infer(batch) - ref.infer(batch)).max()) < 1e-4  # the rewrite is exact
