@@ -11,6 +11,7 @@ less than 1 point.
 """
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -62,12 +63,16 @@ def convert_onnx_int8_static(onnx_path: str | Path, out_path: str | Path,
     with tempfile.TemporaryDirectory(prefix="edgeport-q-") as tmp_dir, atomic_path(out_path) as tmp:
         pre = Path(tmp_dir) / "pre.onnx"
         try:
-            quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=False)
+            # from the scratch folder: when its symbolic shape inference fails, onnxruntime leaves
+            # sym_shape_infer_temp.onnx and its external data in the working directory
+            with contextlib.chdir(tmp_dir):
+                quant_pre_process(str(Path(onnx_path).resolve()), str(pre), skip_symbolic_shape=False)
             symbolic = "done"
         except Exception as exc:  # onnxruntime's symbolic shape inference gives up on some graphs
             # (Expand in Swinv2 / ConvNeXtV2, MobileViT's unfold); ONNX's own shape inference is enough
             # for quantize_static, which only needs the tensor ranks it reads from the graph.
-            quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
+            with contextlib.chdir(tmp_dir):
+                quant_pre_process(str(Path(onnx_path).resolve()), str(pre), skip_symbolic_shape=True)
             symbolic = f"skipped ({type(exc).__name__}: {str(exc)[:120]})"
         excluded = float_nodes(onnx.load(str(pre)))
         quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,

@@ -78,3 +78,20 @@ def test_resnet_full_integer_files_are_made_after_the_max_pool_padding_rewrite(c
     batch = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
     with runner_class("torch")(str(model)) as ref, runner_class("tflite")(str(out / "model_fp32.tflite")) as lite:
         assert float(np.abs(lite.infer(batch) - ref.infer(batch)).max()) < 1e-4  # the rewrite is exact
+
+
+def test_static_int8_survives_failed_symbolic_shape_inference_and_leaves_no_litter(calib_dir, faces_dir,
+                                                                                     tmp_path, monkeypatch):
+    """Swinv2's Expand stops onnxruntime's symbolic shape inference; the step goes on, and cleans up."""
+    from edgeport.model_source import resolve_source
+    from edgeport.pipeline import export_model
+
+    monkeypatch.chdir(tmp_path)
+    model = make_model("swinv2", tmp_path / "swinv2")
+    result = export_model("swinv2", resolve_source(str(model)), tmp_path / "out", variants=["onnx-int8-static"],
+                          images_dir=None, calibration_dir=calib_dir, eval_dir=faces_dir, isolate=False,
+                          progress=False)
+    assert result.failed == [], result.manifest
+    static = next(v for v in result.manifest["variants"] if v["name"] == "onnx-int8-static")
+    assert static["settings"]["symbolic_shape_inference"].startswith("skipped")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "swinv2"]  # nothing left in the working folder
