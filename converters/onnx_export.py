@@ -55,17 +55,23 @@ def export_onnx(
 
     custom, settings = _onnx_config_for(config)
     with tempfile.TemporaryDirectory(prefix="edgeport-onnx-") as tmp, _quiet():
-        main_export(
-            source,
-            output=tmp,
-            task="image-classification",
-            opset=opset,
-            revision=revision,
-            device="cpu",
-            do_validation=False,  # edgeport validates every variant on real images itself
-            custom_onnx_configs=custom,
-        )
-        model = onnx.load(os.path.join(tmp, "model.onnx"))
+        try:
+            main_export(
+                source,
+                output=tmp,
+                task="image-classification",
+                opset=opset,
+                revision=revision,
+                device="cpu",
+                do_validation=False,  # edgeport validates every variant on real images itself
+                custom_onnx_configs=custom,
+            )
+            model = onnx.load(os.path.join(tmp, "model.onnx"))
+            settings["exporter"] = "optimum (TorchScript)"
+        except Exception as exc:  # e.g. MobileViTV2: TorchScript cannot export nn.Fold (col2im)
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            model = _export_with_dynamo(source, revision, opset, (1, channels, height, width))
+            settings.update(exporter="torch.onnx dynamo", exporter_fallback_reason=f"optimum failed: {why}")
 
     model = update_model_dims.update_inputs_outputs_dims(
         model,
@@ -77,6 +83,33 @@ def export_onnx(
     with atomic_path(out_path) as tmp_path:
         onnx.save(model, str(tmp_path))
     return settings
+
+
+def _export_with_dynamo(source: str, revision: str | None, opset: int, shape: tuple[int, ...]):
+    """The model's logits exported by PyTorch's own (torch.export-based) ONNX exporter.
+
+    The fallback when optimum's TorchScript export fails: torch.export traces ops that the
+    TorchScript exporter has no symbolic for (MobileViTV2's nn.Fold). Batch stays dynamic.
+    """
+    import torch
+    from transformers import AutoModelForImageClassification
+
+    model = AutoModelForImageClassification.from_pretrained(source, revision=revision).eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            return self.inner(pixel_values=pixel_values).logits
+
+    batch = torch.export.Dim("batch_size", min=1, max=4096)
+    with torch.inference_mode(False), torch.no_grad():
+        program = torch.onnx.export(Logits(model), (torch.zeros(shape),), dynamo=True, opset_version=opset,
+                                    input_names=["pixel_values"], output_names=["logits"],
+                                    dynamic_shapes={"pixel_values": {0: batch}}, verbose=False)
+    return program.model_proto
 
 
 def _onnx_config_for(config) -> tuple[dict | None, dict]:

@@ -10,7 +10,8 @@ Linear layers come out of flatbuffer_direct as BATCH_MATMUL; they are rewritten 
 FULLY_CONNECTED (converters.tflite_graph) so that the quantized TFLite variants made from
 this file get per-channel int8 and fp16 weights. A MaxPool's border padding with the lowest
 float (ResNet's stem) becomes a zero PAD where the input is a ReLU's output, which gives the
-same maxima and which ai-edge-quantizer can quantize (converters.tflite_graph).
+same maxima and which ai-edge-quantizer can quantize, and onnx2tf's spelled-out HardSwish
+(LeViT) becomes the HARD_SWISH builtin again, which it can quantize too (converters.tflite_graph).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from converters.atomic import atomic_path
 from converters.onnx2tf_tool import ConversionError, onnx2tf_args, prepare_onnx2tf_run, run_onnx2tf
-from converters.tflite_graph import batch_matmul_to_fully_connected, max_pool_padding_to_zeros
+from converters.tflite_graph import batch_matmul_to_fully_connected, hard_swish_from_parts, max_pool_padding_to_zeros
 from converters.tflite_ops import require_builtin_ops
 
 BACKENDS = ("flatbuffer_direct", "tf_converter")
@@ -62,6 +63,8 @@ def _convert_with(backend: str, onnx_path: Path, out_path: Path, sample_images: 
     with atomic_path(out_path) as tmp:
         data, rewritten = batch_matmul_to_fully_connected(produced.read_bytes())
         data, pads = max_pool_padding_to_zeros(data)
+        data, swishes = hard_swish_from_parts(data)
         Path(tmp).write_bytes(data)
         ops = require_builtin_ops(tmp)
-    return {"ops": ops, "linear_layers_as_fully_connected": rewritten, "max_pool_paddings_as_zeros": pads}
+    return {"ops": ops, "linear_layers_as_fully_connected": rewritten, "max_pool_paddings_as_zeros": pads,
+            "hard_swish_fused": swishes}

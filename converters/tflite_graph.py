@@ -173,3 +173,92 @@ def max_pool_padding_to_zeros(data: bytes) -> tuple[bytes, int]:
     if not rewritten:
         return data, 0
     return _save(model), rewritten
+
+
+def hard_swish_from_parts(data: bytes) -> tuple[bytes, int]:
+    """x * RELU_0_TO_1(x * 1/6 + 0.5) -> HARD_SWISH(x), the op it spells out; returns (model, count).
+
+    onnx2tf lowers ONNX HardSwish (LeViT, MobileNetV3) to those four ops. ai-edge-quantizer has
+    no integer RELU_0_TO_1, so the full-integer files kept it in float and failed; it quantizes
+    TFLite's HARD_SWISH builtin, which XNNPACK also runs. The ops are fused only when their
+    intermediate results have no other reader.
+    """
+    s = _schema()
+    model = _load(data)
+    rewritten = 0
+    hard_swish = None
+    for graph in model.subgraphs:
+        producers = {out: op for op in graph.operators for out in op.outputs}
+        readers: dict[int, list] = {}
+        for op in graph.operators:
+            for i in op.inputs:
+                readers.setdefault(i, []).append(op)
+
+        def only_reader(tensor: int, op) -> bool:
+            return readers.get(tensor, []) == [op]
+
+        def split_constant(op, value: float):
+            """(the non-constant input, True) when ``op`` has a scalar constant ``value`` input."""
+            for k, j in ((0, 1), (1, 0)):
+                c = _constant(model, graph.tensors[op.inputs[k]])
+                if c is not None and c.size == 1 and abs(float(c.reshape(-1)[0]) - value) < 1e-6:
+                    return op.inputs[j]
+            return None
+
+        dead = []
+        for relu in graph.operators:
+            if _builtin(model, relu) != s.BuiltinOperator.RELU_0_TO_1:
+                continue
+            add = producers.get(relu.inputs[0])
+            if add is None or _builtin(model, add) != s.BuiltinOperator.ADD or not only_reader(add.outputs[0], relu):
+                continue
+            scaled = split_constant(add, 0.5)
+            mul = producers.get(scaled) if scaled is not None else None
+            if mul is None or _builtin(model, mul) != s.BuiltinOperator.MUL or not only_reader(mul.outputs[0], add):
+                continue
+            x = split_constant(mul, 1.0 / 6.0)
+            outs = readers.get(relu.outputs[0], [])
+            if x is None or len(outs) != 1 or _builtin(model, outs[0]) != s.BuiltinOperator.MUL:
+                continue
+            final = outs[0]
+            if sorted(final.inputs) != sorted([x, relu.outputs[0]]):
+                continue
+            if any(getattr(o.builtinOptions, "fusedActivationFunction", 0) for o in (mul, add, final)):
+                continue
+            if hard_swish is None:
+                hard_swish = _opcode_index(model, s.BuiltinOperator.HARD_SWISH)
+            final.opcodeIndex = hard_swish
+            final.inputs = [x]
+            final.builtinOptionsType = s.BuiltinOptions.NONE
+            final.builtinOptions = None
+            dead += [mul, add, relu]
+            rewritten += 1
+        if dead:
+            graph.operators = [op for op in graph.operators if not any(op is d for d in dead)]
+            _drop_unused_tensors(model, model.subgraphs.index(graph))
+    if not rewritten:
+        return data, 0
+    return _save(model), rewritten
+
+
+def _drop_unused_tensors(model, subgraph: int) -> None:
+    """Remove tensors no operator or graph I/O refers to, renumbering the rest.
+
+    Tools that walk every tensor (ai-edge-quantizer's calibrator reads them all) fail on an
+    intermediate tensor whose producer was fused away. Signature tensor indices follow.
+    """
+    graph = model.subgraphs[subgraph]
+    used = {i for op in graph.operators for i in (*op.inputs, *op.outputs) if i >= 0}
+    used |= {int(i) for i in graph.inputs} | {int(i) for i in graph.outputs}
+    order = sorted(used)
+    new_index = {old: new for new, old in enumerate(order)}
+    graph.tensors = [graph.tensors[i] for i in order]
+    for op in graph.operators:
+        op.inputs = [new_index[i] if i >= 0 else i for i in op.inputs]
+        op.outputs = [new_index[i] for i in op.outputs]
+    graph.inputs = [new_index[int(i)] for i in graph.inputs]
+    graph.outputs = [new_index[int(i)] for i in graph.outputs]
+    for signature in model.signatureDefs or []:
+        if signature.subgraphIndex == subgraph:
+            for tensor_map in (*(signature.inputs or []), *(signature.outputs or [])):
+                tensor_map.tensorIndex = new_index[tensor_map.tensorIndex]

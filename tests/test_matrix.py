@@ -60,22 +60,24 @@ def test_matrix_on_vit_deit_convnext_swin(calib_dir, faces_dir, tmp_path):
     assert json.loads((tmp_path / "matrix" / "matrix.json").read_text())["variants"] == QUICK
 
 
-def test_resnet_full_integer_files_are_made_after_the_max_pool_padding_rewrite(calib_dir, faces_dir, tmp_path):
-    """ResNet's stem pads its MaxPool with the lowest float, which ai-edge-quantizer cannot quantize."""
+@pytest.mark.parametrize("arch, setting, size", [("resnet", "max_pool_paddings_as_zeros", 32),
+                                                  ("levit", "hard_swish_fused", 64)])
+def test_full_integer_files_are_made_after_the_tflite_rewrites(arch, setting, size, calib_dir, faces_dir, tmp_path):
+    """ResNet's MaxPool padding constant and LeViT's spelled-out HardSwish kept them from full integer."""
     import numpy as np
 
     from edgeport.model_source import resolve_source
     from edgeport.pipeline import export_model
     from runtimes import runner_class
 
-    model = make_model("resnet", tmp_path / "resnet")
+    model = make_model(arch, tmp_path / arch)
     out = tmp_path / "out"
-    result = export_model("resnet", resolve_source(str(model)), out, variants=["tflite-fp32", "tflite-int8"],
+    result = export_model(arch, resolve_source(str(model)), out, variants=["tflite-fp32", "tflite-int8"],
                           images_dir=None, calibration_dir=calib_dir, eval_dir=faces_dir, progress=False)
     assert result.failed == [], result.manifest
     fp32 = next(v for v in result.manifest["variants"] if v["name"] == "tflite-fp32")
-    assert fp32["settings"]["max_pool_paddings_as_zeros"] == 1
-    batch = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    assert fp32["settings"][setting] >= 1
+    batch = np.random.default_rng(0).standard_normal((2, 3, size, size)).astype(np.float32)
     with runner_class("torch")(str(model)) as ref, runner_class("tflite")(str(out / "model_fp32.tflite")) as lite:
         assert float(np.abs(lite.infer(batch) - ref.infer(batch)).max()) < 1e-4  # the rewrite is exact
 
