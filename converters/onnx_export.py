@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 
 from converters.atomic import atomic_path
+from converters.onnx_rewrites import average_pools_as_global
 
 DEFAULT_OPSET = 20
 
@@ -73,6 +74,9 @@ def export_onnx(
             model = _export_with_dynamo(source, revision, opset, (1, channels, height, width))
             settings.update(exporter="torch.onnx dynamo", exporter_fallback_reason=f"optimum failed: {why}")
 
+    pools = average_pools_as_global(model, (1, channels, height, width))  # see converters.onnx_rewrites
+    if pools:
+        settings["average_pools_as_global"] = pools
     model = update_model_dims.update_inputs_outputs_dims(
         model,
         {"pixel_values": ["batch_size", channels, height, width]},

@@ -60,10 +60,12 @@ def test_matrix_on_vit_deit_convnext_swin(calib_dir, faces_dir, tmp_path):
     assert json.loads((tmp_path / "matrix" / "matrix.json").read_text())["variants"] == QUICK
 
 
-@pytest.mark.parametrize("arch, setting, size", [("resnet", "max_pool_paddings_as_zeros", 32),
-                                                  ("levit", "hard_swish_fused", 64)])
-def test_full_integer_files_are_made_after_the_tflite_rewrites(arch, setting, size, calib_dir, faces_dir, tmp_path):
-    """ResNet's MaxPool padding constant and LeViT's spelled-out HardSwish kept them from full integer."""
+@pytest.mark.parametrize("arch, step, setting, size", [("resnet", "tflite-fp32", "max_pool_paddings_as_zeros", 32),
+                                                        ("levit", "tflite-fp32", "hard_swish_fused", 64),
+                                                        ("efficientnet", "onnx-fp32", "average_pools_as_global", 32)])
+def test_full_integer_files_are_made_after_the_rewrites(arch, step, setting, size, calib_dir, faces_dir, tmp_path):
+    """ResNet's MaxPool padding constant and LeViT's spelled-out HardSwish kept them from full integer;
+    EfficientNet's kernel-larger-than-input AveragePool was computed wrong by onnxruntime and TFLite."""
     import numpy as np
 
     from edgeport.model_source import resolve_source
@@ -75,11 +77,14 @@ def test_full_integer_files_are_made_after_the_tflite_rewrites(arch, setting, si
     result = export_model(arch, resolve_source(str(model)), out, variants=["tflite-fp32", "tflite-int8"],
                           images_dir=None, calibration_dir=calib_dir, eval_dir=faces_dir, progress=False)
     assert result.failed == [], result.manifest
-    fp32 = next(v for v in result.manifest["variants"] if v["name"] == "tflite-fp32")
-    assert fp32["settings"][setting] >= 1
+    record = next(v for v in result.manifest["variants"] if v["name"] == step)
+    assert record["settings"][setting] >= 1
     batch = np.random.default_rng(0).standard_normal((2, 3, size, size)).astype(np.float32)
-    with runner_class("torch")(str(model)) as ref, runner_class("tflite")(str(out / "model_fp32.tflite")) as lite:
-        assert float(np.abs(lite.infer(batch) - ref.infer(batch)).max()) < 1e-4  # the rewrite is exact
+    with runner_class("torch")(str(model)) as ref, runner_class("tflite")(str(out / "model_fp32.tflite")) as lite, \
+            runner_class("onnxruntime")(str(out / "model.onnx")) as onnx:
+        expected = ref.infer(batch)
+        for runner in (lite, onnx):  # the rewrites are exact
+            assert float(np.abs(runner.infer(batch) - expected).max()) < 1e-4
 
 
 def test_static_int8_survives_failed_symbolic_shape_inference_and_leaves_no_litter(calib_dir, faces_dir,
