@@ -392,7 +392,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     unknown = [a for a in archs if a not in ARCHITECTURES]
     if unknown:
         raise ConfigError(f"unknown architecture(s) {unknown}; known: {', '.join(ARCHITECTURES)}")
-    doc = None if str(args.doc).lower() == "none" else (args.doc or base / "docs" / "compatibility.md")
+    doc = base / "docs" / "compatibility.md" if args.doc is None else None if str(args.doc).lower() == "none" \
+        else args.doc
     opts = MatrixOptions(out_dir=args.out or cfg.artifacts_dir / "matrix", eval_dir=eval_dir,
                          calibration_dir=calibration, train_dir=train_dir,
                          variants=args.variants.split(",") if args.variants else DEFAULT_VARIANTS, archs=archs,

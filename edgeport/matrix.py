@@ -23,6 +23,7 @@ import numpy as np
 
 from edgeport import __version__
 from edgeport.architectures import ARCHITECTURES, make_model
+from edgeport.portable import relative_path
 
 
 def log(msg: str) -> None:
@@ -104,8 +105,10 @@ def run_matrix(opts: MatrixOptions) -> dict[str, Any]:
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "edgeport_version": __version__,
-        "machine": machine_info(), "variants": list(opts.variants), "eval_dir": opts.eval_dir.name,
-        "weights": (f"{opts.train_steps} training steps on {opts.train_images} images of {opts.train_dir}"
+        "machine": machine_info(), "variants": list(opts.variants),
+        "eval_dir": relative_path(opts.eval_dir, opts.project_dir or Path.cwd()),
+        "weights": (f"{opts.train_steps} training steps on {opts.train_images} images of "
+                    f"{relative_path(opts.train_dir, opts.project_dir or Path.cwd())}"
                     if opts.train_dir else "random weights"),
         "architectures": [],
     }
@@ -144,7 +147,7 @@ def run_matrix(opts: MatrixOptions) -> dict[str, Any]:
                 "agreement": v["agreement"], "accuracy_drift_points": v["accuracy_drift_points"],
                 "size_bytes": v["size_bytes"], "p50_ms": (v["latency_ms"] or {}).get("p50"),
                 "why": "; ".join(f["message"] for f in v["failures"])[:300] or None,
-                "made_by": settings.get("backend"),
+                "made_by": settings.get("backend") or settings.get("exporter"),
             })
         result["architectures"].append(row)
     result["seconds"] = round(time.perf_counter() - start, 1)
@@ -207,8 +210,8 @@ def render_markdown(r: dict[str, Any]) -> str:
                      + (f", trained {train['steps']} steps in {train['seconds']} s (final loss {train['final_loss']})"
                         if train else "") + f"; reference accuracy {row['reference_accuracy'] * 100:.1f}%"
                      + (f". {row['note']}" if row["note"] else "") + ".")
-        lines += ["", "| variant | status | max abs diff | agreement | drift (points) | KB | p50 ms | why |",
-                  "|---|---|---:|---:|---:|---:|---:|---|"]
+        lines += ["", "| variant | status | max abs diff | agreement | drift (points) | KB | p50 ms | made by | why |",
+                  "|---|---|---:|---:|---:|---:|---:|---|---|"]
         for v in row["variants"]:
             def fmt(x: Any, f: str) -> str:
                 return "–" if x is None else format(x, f)
@@ -216,6 +219,6 @@ def render_markdown(r: dict[str, Any]) -> str:
                          f"{fmt(None if v['agreement'] is None else v['agreement'] * 100, '.1f')} | "
                          f"{fmt(v['accuracy_drift_points'], '+.2f')} | "
                          f"{fmt(None if v['size_bytes'] is None else v['size_bytes'] / 1024, '.0f')} | "
-                         f"{fmt(v['p50_ms'], '.2f')} | {(v['why'] or '').replace('|', '/')} |")
+                         f"{fmt(v['p50_ms'], '.2f')} | {v.get('made_by') or ''} | {(v['why'] or '').replace('|', '/')} |")
         lines.append("")
     return "\n".join(lines) + "\n"
