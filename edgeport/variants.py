@@ -87,7 +87,10 @@ def _onnx_int8_dynamic(ctx: ExportContext, out: Path) -> dict:
 def _onnx_int8_static(ctx: ExportContext, out: Path) -> dict:
     from converters.onnx_int8_static import convert_onnx_int8_static
 
-    return convert_onnx_int8_static(ctx.onnx_fp32, out, ctx.require_calibration())[1]
+    import json
+
+    model_type = json.loads((ctx.out_dir / "config.json").read_text()).get("model_type")
+    return convert_onnx_int8_static(ctx.onnx_fp32, out, ctx.require_calibration(), model_type)[1]
 
 
 def _savedmodel_fp32(ctx: ExportContext, out: Path) -> dict:
@@ -148,7 +151,7 @@ VARIANTS: dict[str, VariantSpec] = {
                     _onnx_int8_dynamic, "ONNX dynamic int8 on MatMul/Gemm (patch Conv stays float)"),
         VariantSpec("onnx-int8-static", "onnxruntime", "int8", "model_int8_static.onnx", "onnx-fp32",
                     _onnx_int8_static, "ONNX static int8 QDQ, per-channel, calibrated; LayerNorm/GELU/Softmax/Add, "
-                    "patch embedding, first layer and head float", recipe="2"),
+                    "stem, first layer and head float", recipe="3"),
         VariantSpec("savedmodel-fp32", "savedmodel", "fp32", "savedmodel", "onnx-fp32", _savedmodel_fp32,
                     "TensorFlow SavedModel fp32 (onnx2tf TF backend, SavedModel only), NHWC, batch 1", recipe="4"),
         VariantSpec("tflite-fp32", "tflite", "fp32", "model_fp32.tflite", "onnx-fp32", _tflite_fp32,

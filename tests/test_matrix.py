@@ -102,3 +102,26 @@ def test_static_int8_survives_failed_symbolic_shape_inference_and_leaves_no_litt
     static = next(v for v in result.manifest["variants"] if v["name"] == "onnx-int8-static")
     assert static["settings"]["symbolic_shape_inference"].startswith("skipped")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "swinv2"]  # nothing left in the working folder
+
+
+def test_static_int8_float_layers_come_from_the_graph(exported_tiny, tmp_path):
+    """The stem and the head(s) are found in the graph, for any architecture; ViT keeps its layer 0 too."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from converters.onnx_int8_static import _head, _stem, float_nodes
+
+    quant_pre_process(str(exported_tiny / "model.onnx"), str(tmp_path / "pre.onnx"), skip_symbolic_shape=False)
+    vit = onnx.load(str(tmp_path / "pre.onnx"))
+    assert _stem(vit) == {"/vit/embeddings/patch_embeddings/projection/Conv"} and _head(vit) == {"/classifier/Gemm"}
+    weights = {init.name for init in vit.graph.initializer}
+    layer0 = {n.name for n in vit.graph.node if "/encoder/layer.0/" in n.name and n.op_type in ("MatMul", "Gemm")
+              and any(i in weights for i in n.input)}
+    assert layer0 and layer0 <= set(float_nodes(vit, "vit"))
+    assert not layer0 & set(float_nodes(vit, "resnet"))  # node names are per architecture, in one table
+    # DeiT with teacher: both heads, found from the logits backwards
+    model = make_model("deit", tmp_path / "deit")
+    from converters.onnx_export import export_onnx
+
+    export_onnx(str(model), tmp_path / "deit.onnx", input_size=(32, 32))
+    assert _head(onnx.load(str(tmp_path / "deit.onnx"))) == {"/cls_classifier/Gemm", "/distillation_classifier/Gemm"}
