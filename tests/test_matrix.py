@@ -125,3 +125,44 @@ def test_static_int8_float_layers_come_from_the_graph(exported_tiny, tmp_path):
 
     export_onnx(str(model), tmp_path / "deit.onnx", input_size=(32, 32))
     assert _head(onnx.load(str(tmp_path / "deit.onnx"))) == {"/cls_classifier/Gemm", "/distillation_classifier/Gemm"}
+
+
+def test_reduce_l2_becomes_standard_ops_with_the_same_values():
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from converters.onnx_rewrites import expand_reduce_l2
+
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    graph = helper.make_graph([helper.make_node("ReduceL2", ["x", "axes"], ["y"], keepdims=1)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 1, 3])], [axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    x = np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)
+    before = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    assert expand_reduce_l2(model) == 1
+    onnx.checker.check_model(model)
+    assert [n.op_type for n in model.graph.node] == ["ReduceSumSquare", "Sqrt"]
+    after = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(after, before, rtol=1e-6)
+
+
+def test_a_model_optimum_cannot_export_goes_through_torch_dynamo(tmp_path):
+    """MobileViTV2: optimum has no config for it, and TorchScript cannot export its nn.Fold."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from converters.onnx_export import export_onnx
+    from runtimes import runner_class
+
+    model = make_model("mobilevitv2", tmp_path / "m")
+    settings = export_onnx(str(model), tmp_path / "m.onnx", input_size=(64, 64))
+    assert settings["exporter"] == "torch.onnx dynamo" and "optimum failed" in settings["exporter_fallback_reason"]
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    assert session.get_inputs()[0].shape == ["batch_size", 3, 64, 64]
+    batch = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    with runner_class("torch")(str(model)) as ref:
+        expected = ref.infer(batch)
+    assert float(np.abs(session.run(None, {"pixel_values": batch})[0] - expected).max()) < 1e-4
