@@ -74,6 +74,13 @@ def export_onnx(
             model = _export_with_dynamo(source, revision, opset, (1, channels, height, width))
             settings.update(exporter="torch.onnx dynamo", exporter_fallback_reason=f"optimum failed: {why}")
 
+    # The dynamo exporter also lists the weights in value_info; onnxruntime's quantizers rewrite
+    # some weights (Gemm -> MatMul transposes B) and then fail on the stale shape ("Inferred
+    # shape and existing shape differ"). Weights carry their shapes anyway.
+    initializers = {init.name for init in model.graph.initializer}
+    kept = [v for v in model.graph.value_info if v.name not in initializers]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept)
     pools = average_pools_as_global(model, (1, channels, height, width))  # see converters.onnx_rewrites
     if pools:
         settings["average_pools_as_global"] = pools

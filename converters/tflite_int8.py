@@ -57,13 +57,14 @@ ACTIVATION_BITS = {"int8": 8, "int16": 16}
 
 
 def full_integer_recipe(*, int8_io: bool, output_names: list[str] | None = None,
-                        activations: str = "int8") -> list[dict]:
+                        activations: str = "int8", divisor_names: list[str] | None = None) -> list[dict]:
     """ai-edge-quantizer recipe for a full-integer file with int8 weights.
 
     ``activations="int8"``: int8 activations, LayerNorm statistics in int16, and with float32
     I/O (``int8_io=False``) the classifier writing ``output_names`` with int16 activations.
     ``activations="int16"``: every activation int16 (16x8). With ``int8_io`` the model's
-    input and output tensors are int8 either way.
+    input and output tensors are int8 either way. ``divisor_names``: outputs of the ops that
+    compute a run-time divisor (``runtime_divisor_ops``), int16 as LayerNorm's statistics are.
     """
     from ai_edge_quantizer import qtyping, recipe_manager
     from ai_edge_quantizer.recipe import AlgorithmName
@@ -77,6 +78,9 @@ def full_integer_recipe(*, int8_io: bool, output_names: list[str] | None = None,
     if activations == "int8":
         manager.add_static_config(regex=LAYERNORM_SCOPE, operation_name=ops.ALL_SUPPORTED,
                                   activation_num_bits=16, weight_num_bits=8)
+        if divisor_names:
+            manager.add_static_config(regex=output_scope(divisor_names), operation_name=ops.ALL_SUPPORTED,
+                                      activation_num_bits=16, weight_num_bits=8)
         if not int8_io and output_names:
             # int8 logits have steps of range/256: close classes become ties or swap. Scoped
             # to FULLY_CONNECTED (the classifier), not ALL_SUPPORTED: that would also match
@@ -116,7 +120,9 @@ def convert_tflite_int8(tflite_fp32: str | Path, out_path: str | Path, calibrati
     from ai_edge_litert.interpreter import Interpreter
 
     outputs = [d["name"] for d in Interpreter(model_path=str(tflite_fp32)).get_output_details()]
-    recipe = full_integer_recipe(int8_io=int8_io, output_names=outputs, activations=activations)
+    divisors = runtime_divisor_ops(Path(tflite_fp32).read_bytes())
+    recipe = full_integer_recipe(int8_io=int8_io, output_names=outputs, activations=activations,
+                                 divisor_names=divisors)
     settings = quantize_tflite(tflite_fp32, out_path, recipe, calibration_nhwc=calibration_nhwc, check=integer_only,
                                calibration_cache=calibration_cache)
     settings["op_precisions"] = precisions
@@ -124,4 +130,39 @@ def convert_tflite_int8(tflite_fp32: str | Path, out_path: str | Path, calibrati
     settings["calibration_images"] = int(len(calibration_nhwc))
     settings["activations"] = activations
     settings["calibration_method"] = CALIBRATION_METHOD
+    settings["int16_divisor_ops"] = len(divisors)
     return settings
+
+
+def runtime_divisor_ops(tflite: bytes, depth: int = 6) -> list[str]:
+    """Output names of each DIV with a computed divisor and of the ops that compute it.
+
+    Normalizations (LayerNorm, InstanceNorm/GroupNorm, RMSNorm) divide by a standard deviation
+    computed per token or channel; in int8 it can round to the zero point, and TFLite's integer
+    DIV aborts ("data[i] != zero_point": MobileViTV2's GroupNorm, BEiT's LayerNorm). Found in
+    the graph, whatever the op is called: the DIV and up to ``depth`` ops back along its
+    divisor (SQRT <- ADD eps <- MEAN <- squares).
+    """
+    from converters.tflite_graph import _builtin, _constant, _load
+    from converters.tflite_ops import tflite_schema
+
+    s = tflite_schema()
+    model = _load(tflite)
+    names: list[str] = []
+    for graph in model.subgraphs:
+        producers = {out: op for op in graph.operators for out in op.outputs}
+        for op in graph.operators:
+            if _builtin(model, op) != s.BuiltinOperator.DIV or _constant(model, graph.tensors[op.inputs[1]]) is not None:
+                continue
+            chain = [op]
+            tensor = op.inputs[1]
+            for _ in range(depth):
+                producer = producers.get(tensor)
+                if producer is None:
+                    break
+                chain.append(producer)
+                if _builtin(model, producer) in (s.BuiltinOperator.MEAN, s.BuiltinOperator.SUM):
+                    break
+                tensor = producer.inputs[0]
+            names += [graph.tensors[o.outputs[0]].name.decode() for o in chain]
+    return sorted(set(names))

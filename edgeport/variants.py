@@ -163,10 +163,10 @@ VARIANTS: dict[str, VariantSpec] = {
                     _tflite_int8_dynamic, "TFLite dynamic-range int8 weights (ai-edge-quantizer)", recipe="2"),
         VariantSpec("tflite-int8", "tflite", "int8", "model_int8.tflite", "tflite-fp32", _tflite_int8,
                     "TFLite full-integer, int8 weights, float32 I/O, calibrated (ai-edge-quantizer); activations "
-                    "int8 (LayerNorm statistics and logits int16) or, per model, int16", recipe="4"),
+                    "int8 (LayerNorm statistics and logits int16) or, per model, int16", recipe="5"),
         VariantSpec("tflite-int8-io", "tflite", "int8", "model_int8_io.tflite", "tflite-fp32", _tflite_int8_io,
                     "TFLite full-integer with int8 input/output (camera pipelines), calibrated (ai-edge-quantizer)",
-                    recipe="4"),
+                    recipe="5"),
     ]
 }
 
