@@ -71,6 +71,32 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in [
     Architecture("regnet", "RegNetConfig", dict(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1],
                                                  groups_width=8),
                  "ConvNextImageProcessor", dict(size={"shortest_edge": 32}, crop_pct=0.875)),
+    # Beyond the first list: the other image-classification types optimum's exporter knows, and
+    # three it does not (pvt_v2, focalnet, van: optimum's generic vision config).
+    Architecture("mobilenet_v1", "MobileNetV1Config", dict(image_size=32, depth_multiplier=0.25),
+                 "MobileNetV1ImageProcessor", _SHORT_CROP_32),
+    Architecture("poolformer", "PoolFormerConfig", dict(hidden_sizes=[16, 32, 48, 64], depths=[1, 1, 1, 1]),
+                 "PoolFormerImageProcessor", dict(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+                                                  crop_pct=0.9)),
+    Architecture("pvt", "PvtConfig", dict(image_size=32, hidden_sizes=[16, 32, 48, 64], depths=[1, 1, 1, 1],
+                                           num_attention_heads=[1, 1, 2, 2], sequence_reduction_ratios=[4, 2, 1, 1],
+                                           mlp_ratios=[2, 2, 2, 2]),
+                 "PvtImageProcessor", dict(size={"height": 32, "width": 32})),
+    Architecture("pvt_v2", "PvtV2Config", dict(image_size=32, hidden_sizes=[16, 32, 48, 64], depths=[1, 1, 1, 1],
+                                                num_attention_heads=[1, 1, 2, 2], sr_ratios=[4, 2, 1, 1],
+                                                mlp_ratios=[2, 2, 2, 2]),
+                 "PvtImageProcessor", dict(size={"height": 32, "width": 32})),
+    Architecture("data2vec-vision", "Data2VecVisionConfig", _VIT_LIKE, "BeitImageProcessor", _CROP_32),
+    Architecture("vit_msn", "ViTMSNConfig", _VIT_LIKE, "ViTImageProcessor", dict(size={"height": 32, "width": 32})),
+    Architecture("segformer", "SegformerConfig", dict(hidden_sizes=[16, 32, 48, 64], depths=[1, 1, 1, 1],
+                                                       num_attention_heads=[1, 1, 2, 2], decoder_hidden_size=32),
+                 "SegformerImageProcessor", dict(size={"height": 32, "width": 32})),
+    Architecture("focalnet", "FocalNetConfig", dict(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1],
+                                                     hidden_sizes=[16, 32]),
+                 "BitImageProcessor", _SHORT_CROP_32),
+    Architecture("van", "VanConfig", dict(image_size=32, hidden_sizes=[16, 32], depths=[1, 1], mlp_ratios=[2, 2],
+                                           patch_sizes=[7, 3], strides=[4, 2]),
+                 "ConvNextImageProcessor", dict(size={"shortest_edge": 32}, crop_pct=0.875)),
 ]}
 
 

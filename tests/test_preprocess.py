@@ -37,6 +37,10 @@ CASES = [
     ("MobileNetV2ImageProcessor", {}),
     ("MobileNetV1ImageProcessor", {}),
     ("LevitImageProcessor", {}),  # shortest edge scaled by 256/224
+    ("PoolFormerImageProcessor", {}),  # crop_pct 0.9: short side to 224 / 0.9, crop 224
+    ("PoolFormerImageProcessor", dict(size={"height": 48, "width": 40}, crop_size={"height": 32, "width": 32})),
+    ("PvtImageProcessor", {}),
+    ("SegformerImageProcessor", dict(size={"height": 64, "width": 64})),
 ]
 
 
@@ -102,11 +106,14 @@ def test_matches_the_models_own_image_processor(name, kwargs, faces_dir, tmp_pat
         np.testing.assert_allclose(_from_spec(spec, image), expected, atol=1e-6, rtol=0)
 
 
-def test_a_processor_these_steps_do_not_reproduce_is_refused(tmp_path):
-    # PoolFormer resizes by its own crop_pct rule, which edgeport does not implement (yet): the
-    # parity check must catch that instead of running the model on wrong inputs.
-    transformers.PoolFormerImageProcessor().save_pretrained(tmp_path)
-    with pytest.raises(PreprocessingError, match="PoolFormerImageProcessor differs from transformers' own output"):
+def test_a_processor_these_steps_do_not_reproduce_is_refused(tmp_path, monkeypatch):
+    # Without its rule, LeViT's 256/224 resize is read as a plain shortest-edge resize and crop:
+    # the parity check must catch that instead of running the model on wrong inputs.
+    from validation import preprocess
+
+    monkeypatch.delitem(preprocess.PROCESSOR_RULES, "LevitImageProcessor")
+    transformers.LevitImageProcessor().save_pretrained(tmp_path)
+    with pytest.raises(PreprocessingError, match="LevitImageProcessor differs from transformers' own output"):
         Preprocessing.from_file(tmp_path / "preprocessor_config.json")
 
 

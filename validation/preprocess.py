@@ -190,6 +190,22 @@ def _levit(p: Any, where: str) -> dict[str, Any]:
     return fields
 
 
+def _poolformer(p: Any, where: str) -> dict[str, Any]:
+    """PoolFormer: with crop_pct, resize to size / crop_pct (the short side for a square or
+    shortest_edge size, both sides otherwise), then the usual crop."""
+    fields = _standard(p, where)
+    if p.crop_pct is None:
+        return fields
+    size = p.size
+    if "shortest_edge" in size or size["height"] == size["width"]:
+        edge = size.get("shortest_edge") or size["height"]
+        fields.pop("resize_to", None)
+        fields["shortest_edge"] = int(edge / p.crop_pct)
+    else:
+        fields["resize_to"] = (int(size["height"] / p.crop_pct), int(size["width"] / p.crop_pct))
+    return fields
+
+
 def _mobilevit(p: Any, where: str) -> dict[str, Any]:
     """MobileViT: no normalization; channels flipped to BGR."""
     return {**_standard(p, where), "channel_order": "BGR" if p.do_flip_channel_order else "RGB",
@@ -208,6 +224,7 @@ def _efficientnet(p: Any, where: str) -> dict[str, Any]:
 PROCESSOR_RULES: dict[str, Callable[[Any, str], dict[str, Any]]] = {
     "ConvNextImageProcessor": _convnext,
     "LevitImageProcessor": _levit,
+    "PoolFormerImageProcessor": _poolformer,
     "MobileViTImageProcessor": _mobilevit,
     "EfficientNetImageProcessor": _efficientnet,
     # The rest (ViT, DeiT, BEiT, Bit/DINOv2, MobileNetV1/V2, ...) follow _standard; the parity
