@@ -262,3 +262,48 @@ def _drop_unused_tensors(model, subgraph: int) -> None:
         if signature.subgraphIndex == subgraph:
             for tensor_map in (*(signature.inputs or []), *(signature.outputs or [])):
                 tensor_map.tensorIndex = new_index[tensor_map.tensorIndex]
+
+
+def reciprocal_sqrt(data: bytes) -> tuple[bytes, int]:
+    """DIV(1, SQRT(x)) -> RSQRT(x), the op normalizations spell out; returns (model, count).
+
+    onnx2tf lowers LayerNorm / InstanceNorm's 1/std as a DIV of the constant 1 by a SQRT. In
+    an integer file, a channel whose variance rounds to zero makes that SQRT zero, and TFLite's
+    integer DIV aborts the process ("data[i] != zero_point": MobileViTV2's GroupNorm on real
+    images). RSQRT is the same value in float, and its integer kernel saturates instead.
+    """
+    s = _schema()
+    model = _load(data)
+    rewritten = 0
+    rsqrt = None
+    for graph in model.subgraphs:
+        producers = {out: op for op in graph.operators for out in op.outputs}
+        readers: dict[int, list] = {}
+        for op in graph.operators:
+            for i in op.inputs:
+                readers.setdefault(i, []).append(op)
+        dead = []
+        for div in graph.operators:
+            if _builtin(model, div) != s.BuiltinOperator.DIV or len(div.inputs) != 2:
+                continue
+            one = _constant(model, graph.tensors[div.inputs[0]])
+            sqrt = producers.get(div.inputs[1])
+            if one is None or not np.all(one == 1.0) or one.size != 1 or sqrt is None \
+                    or _builtin(model, sqrt) != s.BuiltinOperator.SQRT or readers.get(div.inputs[1]) != [div]:
+                continue
+            if getattr(div.builtinOptions, "fusedActivationFunction", 0):
+                continue
+            if rsqrt is None:
+                rsqrt = _opcode_index(model, s.BuiltinOperator.RSQRT)
+            div.opcodeIndex = rsqrt
+            div.inputs = [sqrt.inputs[0]]
+            div.builtinOptionsType = s.BuiltinOptions.NONE
+            div.builtinOptions = None
+            dead.append(sqrt)
+            rewritten += 1
+        if dead:
+            graph.operators = [op for op in graph.operators if not any(op is d for d in dead)]
+            _drop_unused_tensors(model, model.subgraphs.index(graph))
+    if not rewritten:
+        return data, 0
+    return _save(model), rewritten

@@ -152,8 +152,9 @@ def test_reduce_l2_becomes_standard_ops_with_the_same_values():
 def test_a_model_optimum_cannot_export_goes_through_torch_dynamo(calib_dir, faces_dir, tmp_path):
     """MobileViTV2: optimum has no config for it, and TorchScript cannot export its nn.Fold.
 
-    Its GroupNorms divide by a computed std: in int8 TFLite's integer DIV aborted on it, so the
-    full-integer recipe keeps every run-time divisor's chain in int16, found in the graph.
+    Its GroupNorms divide by a computed std: TFLite's integer DIV aborted on it (a channel whose
+    variance rounds to zero), so the full-integer file computes 1/std as RSQRT, with the chain
+    that computes it in int16, both found in the graph.
     """
     import numpy as np
     import onnxruntime as ort
@@ -179,6 +180,26 @@ def test_a_model_optimum_cannot_export_goes_through_torch_dynamo(calib_dir, face
                           images_dir=None, calibration_dir=calib_dir, eval_dir=faces_dir, progress=False)
     assert result.failed == [], result.manifest  # dynamic int8 used to trip on the exporter's weight value_info
     full = next(v for v in result.manifest["variants"] if v["name"] == "tflite-int8")
-    assert full["settings"]["int16_divisor_ops"] > 0
+    assert full["settings"]["int16_divisor_ops"] > 0 and full["settings"]["reciprocal_sqrt"] > 0
     with runner_class("tflite")(str(out / "model_int8.tflite")) as lite:  # no integer DIV abort
         assert np.isfinite(lite.infer(batch)).all()
+
+
+def test_reciprocal_sqrt_rewrite_keeps_the_float_outputs(exported_tiny):
+    """DIV(1, SQRT(v)) -> RSQRT(v) in every LayerNorm of the tiny ViT: same outputs in float."""
+    import numpy as np
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from converters.tflite_graph import reciprocal_sqrt
+
+    source = (exported_tiny / "model_fp32.tflite").read_bytes()
+    rewritten, count = reciprocal_sqrt(source)
+    assert count == 5  # 2 layers x 2 LayerNorms + the final one
+    batch = np.random.default_rng(0).standard_normal((1, 32, 32, 3)).astype(np.float32)
+    outs = []
+    for data in (source, rewritten):
+        interpreter = Interpreter(model_content=data)
+        runner = interpreter.get_signature_runner()
+        outs.append(next(iter(runner(**{next(iter(interpreter.get_signature_list()["serving_default"]["inputs"])): batch}).values())))
+    assert float(np.abs(outs[0] - outs[1]).max()) < 1e-5
