@@ -24,6 +24,40 @@ from converters.tflite_graph import batch_matmul_to_fully_connected, hard_swish_
 from converters.tflite_ops import require_builtin_ops
 
 BACKENDS = ("flatbuffer_direct", "tf_converter")
+# A backend's file must match the ONNX model it came from this closely before it is kept: the
+# fp32 budget (1e-4 against PyTorch), with room for the inputs being random, not images.
+PARITY_ATOL = 1e-3
+
+
+def max_diff_from_onnx(tflite_path: Path, onnx_path: Path, runs: int = 2) -> float:
+    """Largest logit difference between a .tflite file and its ONNX source on seeded random inputs.
+
+    flatbuffer_direct can write a file that loads and runs but computes something else
+    (FocalNet: 2.0 off); checked here so that the other backend is tried instead. onnxruntime
+    runs with graph optimizations off, so its own fusions cannot blur the comparison.
+    """
+    import numpy as np
+    import onnxruntime as ort
+    from ai_edge_litert.interpreter import Interpreter
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    onnx_input = session.get_inputs()[0]
+    interpreter = Interpreter(model_path=str(tflite_path))
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    output = interpreter.get_output_details()[0]
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for _ in range(runs):
+        x = rng.standard_normal([int(d) for d in onnx_input.shape]).astype(np.float32)  # batch 1, NCHW
+        expected = session.run(None, {onnx_input.name: x})[0]
+        lite_x = x if list(detail["shape"]) == list(x.shape) else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        interpreter.set_tensor(detail["index"], lite_x)
+        interpreter.invoke()
+        worst = max(worst, float(np.abs(interpreter.get_tensor(output["index"]) - expected).max()))
+    return worst
 
 
 def convert_tflite_fp32(
@@ -66,5 +100,9 @@ def _convert_with(backend: str, onnx_path: Path, out_path: Path, sample_images: 
         data, swishes = hard_swish_from_parts(data)
         Path(tmp).write_bytes(data)
         ops = require_builtin_ops(tmp)
-    return {"ops": ops, "linear_layers_as_fully_connected": rewritten, "max_pool_paddings_as_zeros": pads,
+        diff = max_diff_from_onnx(Path(tmp), static)
+        if diff > PARITY_ATOL:
+            raise ConversionError(f"the {backend} file differs from the ONNX model by {diff:.3g} (max abs logit diff "
+                                  f"on seeded random inputs; tolerance {PARITY_ATOL:g})")
+    return {"onnx_max_abs_diff": diff, "ops": ops, "linear_layers_as_fully_connected": rewritten, "max_pool_paddings_as_zeros": pads,
             "hard_swish_fused": swishes}

@@ -156,7 +156,7 @@ VARIANTS: dict[str, VariantSpec] = {
                     "TensorFlow SavedModel fp32 (onnx2tf TF backend, SavedModel only), NHWC, batch 1", recipe="4"),
         VariantSpec("tflite-fp32", "tflite", "fp32", "model_fp32.tflite", "onnx-fp32", _tflite_fp32,
                     "TFLite fp32 (onnx2tf flatbuffer_direct, Linear layers as FULLY_CONNECTED), NHWC, batch 1",
-                    recipe="4"),
+                    recipe="5"),
         VariantSpec("tflite-fp16", "tflite", "fp16", "model_fp16.tflite", "tflite-fp32", _tflite_fp16,
                     "TFLite fp16 weights (ai-edge-quantizer float casting)", recipe="2"),
         VariantSpec("tflite-int8-dynamic", "tflite", "int8", "model_int8_dynamic.tflite", "tflite-fp32",
