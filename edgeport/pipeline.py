@@ -132,6 +132,9 @@ def export_model(
         raise ValueError(f"full_integer_activations must be one of {', '.join(FULL_INTEGER_ACTIVATIONS)}, "
                          f"not {full_integer_activations!r}")
     project_dir = Path(project_dir or Path.cwd()).resolve()
+    # Absolute from here on: onnx2tf and the static quantizer run from scratch folders, where a
+    # relative --out (e.g. `edgeport export m --out artifacts/m`) would name nothing.
+    out_dir = Path(out_dir).resolve()
     specs = resolve_variants(variants)
     names = [s.name for s in specs]
     calib_paths = list_images(calibration_dir) if calibration_dir else []

@@ -130,3 +130,14 @@ def test_no_progress_silences_heartbeats_down_to_grandchildren(monkeypatch, caps
     monkeypatch.setenv(NO_PROGRESS_ENV, "1")  # what run_stage(progress=False) hands its child
     measure_command(cmd, label="step", heartbeat_s=0.1)
     assert capsys.readouterr().out == ""
+
+
+def test_export_into_a_relative_out_folder(tiny_vit, calib_dir, tmp_path, monkeypatch):
+    """`--out artifacts/x` from the working folder: the steps that run in scratch folders still find it."""
+    cfg = tmp_path / "empty.toml"
+    cfg.write_text("")
+    monkeypatch.chdir(tmp_path)
+    code = main(["export", str(tiny_vit), "--out", "rel/tiny", "--variants", "onnx-int8-static,tflite-fp32",
+                 "--calibration", str(calib_dir), "--config", str(cfg), "--no-progress"])
+    manifest = json.loads((tmp_path / "rel" / "tiny" / "manifest.json").read_text())
+    assert code == 0, [(v["name"], v["error"]) for v in manifest["variants"]]
