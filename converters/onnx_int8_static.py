@@ -1,105 +1,70 @@
-"""ONNX fp32 -> ONNX static int8 (QDQ), calibrated on real images.
+"""ONNX fp32 -> ONNX static int8 (QDQ), calibrated on real images, float where measurement says so.
 
-Per-channel int8 weights and uint8 activations on the weight MatMuls of the encoder:
-LayerNorm, GELU, Softmax and the residual Adds stay float, where int8 hurts ViTs most, and
-so do the first and last weight layers (see float_nodes). Measured on the bundled
-emotion ViT (655 images), top-1 agreement with fp32 was 89.3% with every MatMul/Gemm/Conv
-in int8, 90.1% with the attention products float, 93.4% with the patch Conv float too,
-and 97.4% with the first encoder layer and the classifier also float. MinMax, percentile
-and entropy calibration, 4x more calibration images and symmetric activations changed it by
-less than 1 point.
+Per-channel int8 weights and uint8 activations on every MatMul, Gemm and Conv (onnxruntime's
+QDQ quantizer; LayerNorm, GELU, Softmax and the residual Adds are not quantized ops here and
+stay float). Which of those layers stay float is not a list of names: the precision search
+(``converters.precision_search``) starts with all of them in int8 and, while the held-out
+calibration images miss the variant's budget, returns the most sensitive ones to float.
+
+A layer's sensitivity (``node_sensitivity``) is what it costs at the logits: how much of the
+all-int8 file's held-out logit error goes away when that layer alone is returned to float.
+
+Calibration runs once per variant (min/max over the calibration images, ``calibrate``);
+each search round only re-quantizes with the new exclusions, which takes seconds.
+Measured before this search, on the bundled emotion ViT (655 images): top-1 agreement with
+fp32 was 89.3% with every MatMul/Gemm/Conv in int8; MinMax, percentile and entropy
+calibration, 4x more calibration images and symmetric activations each changed it by less
+than 1 point; hand-picked float layers (attention products, patch Conv, first encoder layer,
+classifier) reached 97.4%.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from converters.atomic import atomic_path
+from converters.precision_search import Holdout, SearchResult, Target, relative_error, search_precision
 
 OP_TYPES = ["MatMul", "Gemm", "Conv"]
-# Per architecture (model_type), node-name parts of optimum's export that also stay float:
-# the first encoder layer of the ViT-family encoders (measured on emotion-vit, see above; DeiT,
-# BEiT and DINOv2 share ViT's encoder and its node names, and pass the matrix with it). The
-# one place such names live; #16's sensitivity search is to replace it.
-_FIRST_LAYER = ("/encoder/layer.0/",)
-FLOAT_SCOPES_BY_MODEL_TYPE: dict[str, tuple[str, ...]] = {t: _FIRST_LAYER for t in ("vit", "deit", "beit", "dinov2")}
+SENSITIVITY_IMAGES = 64  # held-out images each layer's cost is measured on (at most)
+_FLOAT_COPY = "__edgeport_float"  # suffix of the fp32 weights a node returned to float reads
 
 
-def float_nodes(model, model_type: str | None = None) -> list[str]:
-    """Nodes to leave in float, from the graph, plus the architecture's FLOAT_SCOPES_BY_MODEL_TYPE.
-
-    From the graph: activation x activation MatMuls (attention's products), the stem (the
-    first weight layer the input reaches) and the head (weight layers whose output reaches the
-    logits with no other weight layer between; both heads of a with-teacher model): the first
-    and last layers are the most sensitive ones. On ViT these are the patch Conv and the classifier.
-    """
-    weights = {init.name for init in model.graph.initializer}
-    nodes = [n for n in model.graph.node if n.op_type in OP_TYPES]
-    scopes = FLOAT_SCOPES_BY_MODEL_TYPE.get(model_type or "", ())
-    edge = _stem(model) | _head(model)
-    keep = []
-    for node in nodes:
-        activation_only = node.op_type == "MatMul" and not any(i in weights for i in node.input)
-        if activation_only or node.name in edge or any(scope in node.name for scope in scopes):
-            keep.append(node.name)
-    return keep
+def quantizable_nodes(model) -> list[str]:
+    """Names of the nodes the quantizer may make int8 (every MatMul, Gemm and Conv), in graph order."""
+    return [n.name for n in model.graph.node if n.op_type in OP_TYPES]
 
 
-def _is_weight_layer(node, weights: set[str]) -> bool:
-    return node.op_type in OP_TYPES and any(i in weights for i in node.input)
-
-
-def _stem(model) -> set[str]:
-    """The first weight layer, in graph (topological) order, that the model input reaches.
-
-    Only the first: through the residual stream the input reaches every block without passing
-    a weight layer, so "reached through non-weight ops" alone would take them all.
-    """
-    weights = {init.name for init in model.graph.initializer}
-    reached = {i.name for i in model.graph.input if i.name not in weights}
-    for node in model.graph.node:
-        if not any(i in reached for i in node.input):
-            continue
-        if _is_weight_layer(node, weights):
-            return {node.name}
-        reached.update(node.output)
-    return set()
-
-
-def _head(model) -> set[str]:
-    """Weight layers that reach the graph outputs through non-weight ops only."""
-    weights = {init.name for init in model.graph.initializer}
-    producer = {out: node for node in model.graph.node for out in node.output}
-    found, seen = set(), set()
-    frontier = [o.name for o in model.graph.output]
-    while frontier:
-        node = producer.get(frontier.pop())
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        if _is_weight_layer(node, weights):
-            found.add(node.name)
-        else:
-            frontier += list(node.input)
-    return found
-
-
-def convert_onnx_int8_static(onnx_path: str | Path, out_path: str | Path,
-                             calibration: np.ndarray, model_type: str | None = None) -> tuple[Path, dict]:
-    """Quantize ``onnx_path`` statically with ``calibration`` (preprocessed NCHW float32 images).
-
-    Returns (path, settings used).
-    """
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+def preprocess(onnx_path: Path, out: Path) -> str:
+    """onnxruntime's quant_pre_process into ``out``; returns how symbolic shape inference went."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if len(calibration) == 0:
-        raise ValueError("static int8 needs calibration images, and none were given")
-    input_name = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].name
+    # from the scratch folder: when its symbolic shape inference fails, onnxruntime leaves
+    # sym_shape_infer_temp.onnx and its external data in the working directory
+    with contextlib.chdir(out.parent):
+        try:
+            quant_pre_process(str(Path(onnx_path).resolve()), str(out), skip_symbolic_shape=False)
+            return "done"
+        except Exception as exc:  # onnxruntime's symbolic shape inference gives up on some graphs
+            # (Expand in Swinv2 / ConvNeXtV2, MobileViT's unfold); ONNX's own shape inference is enough
+            # for the quantizer, which only needs the tensor ranks it reads from the graph.
+            quant_pre_process(str(Path(onnx_path).resolve()), str(out), skip_symbolic_shape=True)
+            return f"skipped ({type(exc).__name__}: {str(exc)[:120]})"
+
+
+def calibrate(pre: Path, calibration: np.ndarray, scratch: Path):
+    """Min/max range of every tensor the quantizer needs, over all ``calibration`` images (once)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
+    from onnxruntime.quantization.calibrate import create_calibrator
+
+    input_name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -109,28 +74,174 @@ def convert_onnx_int8_static(onnx_path: str | Path, out_path: str | Path,
             i = next(self._it, None)
             return None if i is None else {input_name: calibration[i : i + 1].astype(np.float32)}
 
+    calibrator = create_calibrator(pre, OP_TYPES, augmented_model_path=str(scratch / "augmented.onnx"),
+                                   calibrate_method=CalibrationMethod.MinMax)
+    calibrator.collect_data(Reader())
+    return calibrator.compute_data()
+
+
+def quantize(model, tensors_range, float_nodes: list[str], out: Path) -> Path:
+    """The QDQ int8 model, with ``float_nodes`` left in float, written to ``out``.
+
+    What ``quantize_static`` does after calibrating, so that the search re-quantizes without
+    calibrating again. ``model``: the pre-processed model with shapes inferred (not modified).
+    """
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+
+    quantizer = QDQQuantizer(copy.deepcopy(model), True, False, QuantType.QInt8, QuantType.QUInt8, tensors_range,
+                             [], list(float_nodes), OP_TYPES, {})
+    quantizer.quantize_model()
+    quantizer.model.save_model_to_file(str(out), False)
+    return out
+
+
+def run_onnx(path: Path, inputs: np.ndarray, batch: int = 16) -> np.ndarray:
+    """Logits of ``path`` (onnxruntime CPU, default optimizations: the int8 kernels validation runs)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: np.ascontiguousarray(inputs[i:i + batch], np.float32)})[0]
+                           for i in range(0, len(inputs), batch)])
+
+
+def node_sensitivity(float_model, quantized: Path, nodes: list[str], holdout: Holdout) -> dict[str, float]:
+    """What each of ``nodes`` (int8 in ``quantized``) costs: the held-out logit error that goes
+    away when that node alone is returned to float.
+
+    The node is returned to float in the quantized graph itself (its inputs rewired around
+    their QuantizeLinear/DequantizeLinear pairs, its weights the fp32 ones), without
+    re-quantizing, so each measurement is one session and one run. The figure is the drop in
+    mean squared logit error against the float file, as a fraction of the all-int8 file's.
+    """
+    import onnx
+
+    base = onnx.load(str(quantized))
+    images, reference = holdout.subset(SENSITIVITY_IMAGES)
+    error = float(np.mean((_run_model(base, images) - reference) ** 2))
+    if error == 0:
+        return {name: 0.0 for name in nodes}
+    float_inits = {i.name: i for i in float_model.graph.initializer}
+    scores = {}
+    for name in nodes:
+        model = _returned_to_float(base, name, float_inits)
+        if model is None:
+            continue
+        scores[name] = (error - float(np.mean((_run_model(model, images) - reference) ** 2))) / error
+    return scores
+
+
+def _returned_to_float(model, name: str, float_inits: dict):
+    """A copy of QDQ ``model`` in which node ``name`` reads float inputs and float weights."""
+    producer = {out: n for n in model.graph.node for out in n.output}
+    node = next((n for n in model.graph.node if n.name == name), None)
+    if node is None:
+        return None
+    inputs = list(node.input)
+    added = []
+    for i, tensor in enumerate(inputs):
+        dq = producer.get(tensor)
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        q = producer.get(dq.input[0])
+        if q is not None and q.op_type == "QuantizeLinear":
+            inputs[i] = q.input[0]  # the activation before its QDQ pair
+            continue
+        original = _original_initializer(dq.input[0], float_inits)
+        if original is not None:  # a quantized weight or bias: the fp32 one instead
+            init = copy.deepcopy(original)
+            init.name = original.name + _FLOAT_COPY
+            inputs[i] = init.name
+            added.append(init)
+    out = type(model)()
+    out.CopyFrom(model)
+    target = next(n for n in out.graph.node if n.name == name)
+    del target.input[:]
+    target.input.extend(inputs)
+    out.graph.initializer.extend(added)
+    # The quantizer also puts a QDQ pair on the outputs of Gemm and Conv; a float node has none,
+    # except where an int8 consumer quantizes its own input: readers that are not quantized ops
+    # get the float output back.
+    pairs = {}
+    for n in out.graph.node:
+        if n.op_type == "QuantizeLinear" and n.input[0] in target.output:
+            pairs[n.output[0]] = n.input[0]
+    dequantized = {n.output[0]: pairs[n.input[0]] for n in out.graph.node
+                   if n.op_type == "DequantizeLinear" and n.input[0] in pairs}
+    for n in out.graph.node:
+        if n.op_type in OP_TYPES:
+            continue
+        for i, tensor in enumerate(n.input):
+            if tensor in dequantized:
+                n.input[i] = dequantized[tensor]
+    return out
+
+
+def _original_initializer(quantized_name: str, float_inits: dict):
+    """The fp32 initializer a quantized one was made from (onnxruntime appends a suffix to its name)."""
+    for suffix in ("_quantized", "_zero_point", "_scale"):
+        if quantized_name.endswith(suffix) and quantized_name[: -len(suffix)] in float_inits:
+            return float_inits[quantized_name[: -len(suffix)]] if suffix == "_quantized" else None
+    return float_inits.get(quantized_name)
+
+
+def _run_model(model, inputs: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(inputs, np.float32)})[0]
+
+
+def convert_onnx_int8_static(onnx_path: str | Path, out_path: str | Path, calibration: np.ndarray, *,
+                             holdout: Holdout | None = None, target: Target | None = None,
+                             float_nodes: list[str] | None = None,
+                             log: Callable[[str], None] = print) -> tuple[Path, dict[str, Any]]:
+    """Quantize ``onnx_path`` statically, calibrated on ``calibration`` (preprocessed NCHW float32).
+
+    With a ``holdout`` (held-out calibration images and the fp32 file's logits on them) and a
+    ``target``, the precision search picks the layers that stay float; ``float_nodes`` instead
+    names them (no search; None and no holdout: everything int8). Returns (path, settings).
+    """
+    import onnx
+    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
+
+    if len(calibration) == 0:
+        raise ValueError("static int8 needs calibration images, and none were given")
     with tempfile.TemporaryDirectory(prefix="edgeport-q-") as tmp_dir, atomic_path(out_path) as tmp:
-        pre = Path(tmp_dir) / "pre.onnx"
-        try:
-            # from the scratch folder: when its symbolic shape inference fails, onnxruntime leaves
-            # sym_shape_infer_temp.onnx and its external data in the working directory
-            with contextlib.chdir(tmp_dir):
-                quant_pre_process(str(Path(onnx_path).resolve()), str(pre), skip_symbolic_shape=False)
-            symbolic = "done"
-        except Exception as exc:  # onnxruntime's symbolic shape inference gives up on some graphs
-            # (Expand in Swinv2 / ConvNeXtV2, MobileViT's unfold); ONNX's own shape inference is enough
-            # for quantize_static, which only needs the tensor ranks it reads from the graph.
-            with contextlib.chdir(tmp_dir):
-                quant_pre_process(str(Path(onnx_path).resolve()), str(pre), skip_symbolic_shape=True)
-            symbolic = f"skipped ({type(exc).__name__}: {str(exc)[:120]})"
-        excluded = float_nodes(onnx.load(str(pre)), model_type)
-        quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        op_types_to_quantize=OP_TYPES, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                        nodes_to_exclude=excluded)
-    settings = {"format": "QDQ", "op_types": OP_TYPES, "per_channel": True, "weights": "int8",
-                "activations": "uint8", "calibration": "minmax", "calibration_images": int(len(calibration)),
-                "float_scopes": list(FLOAT_SCOPES_BY_MODEL_TYPE.get(model_type or "", ())),
-                "float_rule": "attention products, stem and head (from the graph)", "float_nodes": len(excluded),
-                "symbolic_shape_inference": symbolic}
+        scratch = Path(tmp_dir)
+        pre = scratch / "pre.onnx"
+        symbolic = preprocess(Path(onnx_path), pre)
+        model = load_model_with_shape_infer(pre)
+        candidates = quantizable_nodes(model)
+        ranges = calibrate(pre, calibration, scratch)
+        rounds = iter(range(10**6))
+
+        def build(raised: list[str]) -> Path:
+            return quantize(model, ranges, raised, scratch / f"round{next(rounds)}.onnx")
+
+        search: SearchResult | None = None
+        if float_nodes is None and holdout is not None and target is not None:
+            float_model = onnx.load(str(pre))
+            search = search_precision(
+                candidates, build, lambda path: run_onnx(path, holdout.inputs),
+                lambda path, raised: node_sensitivity(float_model, path,
+                                                      [c for c in candidates if c not in raised], holdout),
+                holdout, target, log=log)
+            chosen, kept = search.path, [r["name"] for r in search.raised]
+        else:
+            kept = list(float_nodes or [])
+            chosen = build(kept)
+        Path(tmp).write_bytes(chosen.read_bytes())
+    settings: dict[str, Any] = {
+        "format": "QDQ", "op_types": OP_TYPES, "per_channel": True, "weights": "int8", "activations": "uint8",
+        "calibration": "minmax", "calibration_images": int(len(calibration)),
+        "quantizable_nodes": len(candidates), "float_nodes": kept,
+        "int8_nodes": len(candidates) - len(kept), "symbolic_shape_inference": symbolic}
+    if search is not None:
+        settings["precision_search"] = search.to_dict(holdout, target, "float")
     return Path(out_path), settings

@@ -70,7 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full-integer-activations", choices=FULL_INTEGER_ACTIVATIONS,
                    help="activations of tflite-int8 and tflite-int8-io: int8, or int16 (TFLite's 16x8 mode, "
                         "for models whose int8 activations miss the agreement budget; int8-only NPUs cannot "
-                        "run it) (default: the model's full_integer_activations in the config, else int8)")
+                        "run it) (default: the model's full_integer_activations in the config, else int8; "
+                        "with int8, the precision search raises single ops to int16 where the budget needs it)")
+    p.add_argument("--no-precision-search", action="store_true",
+                   help="make the calibrated int8 variants (onnx-int8-static, tflite-int8, tflite-int8-io) "
+                        "all-int8 instead of raising their most sensitive layers until the held-out "
+                        "calibration images meet the int8 budget (default: search, as the config's "
+                        "precision_search = true)")
     p.add_argument("--config", type=Path, help="config file (default: edgeport.toml)")
     _add_export_options(p)
     p.add_argument("--no-progress", action="store_true", help="no heartbeat lines during long steps")
@@ -221,7 +227,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     result = export_model(entry.name, source, out, variants=variants, images_dir=images,
                           calibration_dir=calibration, eval_dir=entry.eval_dir, opset=cfg.opset, force=args.force,
                           full_integer_activations=args.full_integer_activations or entry.full_integer_activations,
-                          project_dir=entry.base_dir, progress=not args.no_progress)
+                          project_dir=entry.base_dir, progress=not args.no_progress,
+                          budgets=cfg.budgets_for(entry), label_map=entry.label_map,
+                          precision_search=entry.precision_search and not args.no_precision_search)
     print(f"manifest: {out / 'manifest.json'}")
     return EXIT_FAILED if result.failed else EXIT_OK
 
@@ -283,7 +291,9 @@ def cmd_export_all(args: argparse.Namespace) -> int:
                               images_dir=None if m.calibration_dir else eval_dir,
                               calibration_dir=m.calibration_dir, eval_dir=eval_dir, opset=cfg.opset,
                               force=args.force, full_integer_activations=m.full_integer_activations,
-                              project_dir=m.base_dir, progress=not args.no_progress)
+                              project_dir=m.base_dir, progress=not args.no_progress,
+                              budgets=cfg.budgets_for(m), label_map=m.label_map,
+                              precision_search=m.precision_search)
         report = validate_export(root / m.name, eval_dir, cfg.budgets_for(m), cfg.run,
                                  progress=not args.no_progress, label_map=m.label_map)
         if result.failed or not _passed(report, cfg):

@@ -36,6 +36,7 @@ class ModelEntry:
     allow_pickle: bool = False  # accept pickle-only weights (can run code when loaded)
     label_map: dict[str, str] = field(default_factory=dict)  # eval folder -> label, or "ignore"
     full_integer_activations: str = "int8"  # tflite-int8/-io activations: "int8" or "int16" (16x8)
+    precision_search: bool = True  # raise sensitive layers until the int8 budgets are met (held-out images)
 
 
 @dataclass
@@ -98,7 +99,7 @@ def load_config(path: str | Path | None = None) -> Config:
     for i, raw in enumerate(data.get("models", [])):
         where = f"{path} [[models]] #{i + 1}"
         _check_keys(raw, {"name", "source", "revision", "eval", "calibration", "variants", "budgets",
-                          "allow_pickle", "label_map", "full_integer_activations"}, where)
+                          "allow_pickle", "label_map", "full_integer_activations", "precision_search"}, where)
         for key in ("name", "source"):
             if not raw.get(key):
                 raise ConfigError(f"{where}: '{key}' is required")
@@ -117,6 +118,7 @@ def load_config(path: str | Path | None = None) -> Config:
             allow_pickle=bool(raw.get("allow_pickle", False)),
             label_map={str(k): str(v) for k, v in raw.get("label_map", {}).items()},
             full_integer_activations=_activations(raw.get("full_integer_activations", "int8"), where),
+            precision_search=_boolean(raw.get("precision_search", True), "precision_search", where),
         ))
     return cfg
 
@@ -126,6 +128,12 @@ def _activations(value: object, where: str) -> str:
         raise ConfigError(f"{where}: full_integer_activations must be one of "
                           f"{', '.join(repr(v) for v in FULL_INTEGER_ACTIVATIONS)}, not {value!r}")
     return str(value)
+
+
+def _boolean(value: object, key: str, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {key} must be true or false, not {value!r}")
+    return value
 
 
 def _check_keys(table: dict, known: set[str], where: str) -> None:

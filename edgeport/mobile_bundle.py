@@ -220,6 +220,10 @@ def _file_entry(name: str, record: dict[str, Any], result: dict[str, Any] | None
     activations = (record.get("settings") or {}).get("activations")
     if activations:  # the full-integer files: which integer kernels a phone's runtime or NPU needs
         entry["compute"] = {"weights": "int8", "activations": activations, "integer_only": True}
+        search = (record.get("settings") or {}).get("precision_search")
+        if search and search.get("raised"):  # what the precision search raised to int16, and why
+            entry["compute"]["int16_op_kinds"] = [
+                {"kind": r["name"], "ops": r.get("ops"), "sensitivity": r["sensitivity"]} for r in search["raised"]]
     elif name == "tflite-int8-dynamic":
         entry["compute"] = {"weights": "int8", "activations": "float32, quantized to int8 at run time per layer",
                             "integer_only": False}
@@ -254,12 +258,12 @@ def which_file(files: list[dict[str, Any]], machine: str | None) -> list[dict[st
                          "float file (the fp16 file did not pass its budget)" if gpu else
                          "no float file passed its budget")})
     npu = [passed[v] for v in NPU_PREFERENCE if v in passed]
-    wide = any((f.get("compute") or {}).get("activations") == "int16" for f in npu)
+    wide = any((f.get("compute") or {}).get("activations") in ("int16", "int8+int16") for f in npu)
     if not npu:
         why = "no full-integer file passed its budget"
     elif wide:
-        why = ("integer-only, but int16 activations (TFLite 16x8): only accelerators with 16x8 kernels run them; "
-               "an int8-only NPU/DSP cannot")
+        why = ("integer-only, but with int16 activations (TFLite 16x8, in all ops or in the op kinds the precision "
+               "search raised): only accelerators with 16x8 kernels run them; an int8-only NPU/DSP cannot")
     else:
         why = "integer-only int8 (int8 weights and activations); the int8-io file also takes int8 input and gives int8 logits"
     rows.append({"hardware": "integer-only NPU / DSP", "files": [f["file"] for f in npu], "why": why})
@@ -315,7 +319,10 @@ def model_card(model: dict[str, Any]) -> str:
         precision = f["precision"]
         compute = f.get("compute") or {}
         if compute.get("integer_only"):
-            precision += f" (integer-only, {compute['activations']} activations)"
+            precision += f" (integer-only, {compute['activations']} activations"
+            if compute.get("int16_op_kinds"):
+                precision += "; int16: " + ", ".join(k["kind"] for k in compute["int16_op_kinds"])
+            precision += ")"
         elif compute:
             precision += " (int8 weights, float activations)"
         lines.append(f"| `{f['file']}` | {precision} | {dtype} {inp.get('shape')} | "

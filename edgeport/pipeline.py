@@ -70,6 +70,31 @@ def calibration_arrays(paths: Sequence[Path], pre: Preprocessing) -> np.ndarray:
     return np.stack([pre(open_image(p)) for p in paths]).astype(np.float32)
 
 
+def calibration_labels(paths: Sequence[Path], folder: Path, labels: Sequence[str],
+                       label_map: dict[str, str] | None = None) -> np.ndarray:
+    """Class index of each calibration image from its class folder (as for evaluation), -1 where none."""
+    from validation.dataset import LabelMappingError, map_folders_to_labels
+
+    folders = [p.relative_to(folder).parts[0] if len(p.relative_to(folder).parts) > 1 else "" for p in paths]
+    try:
+        mapping = map_folders_to_labels(sorted({f for f in folders if f}), labels, label_map)
+    except LabelMappingError:
+        mapping = {}  # not class folders: the search judges agreement with the float file only
+    return np.array([mapping.get(f, -1) for f in folders], dtype=np.int64)
+
+
+def int8_targets(budgets: dict[str, Budget] | None) -> dict[str, dict[str, float | None]]:
+    """Each calibrated int8 variant's agreement and accuracy-drop budget, for the precision search."""
+    from edgeport.config import DEFAULT_BUDGETS
+
+    budgets = DEFAULT_BUDGETS if budgets is None else budgets
+    out = {}
+    for name in sorted(NEEDS_CALIBRATION):
+        budget = budget_for(name, VARIANTS[name].precision, budgets)
+        out[name] = {"min_agreement": budget.min_agreement, "max_accuracy_drop": budget.max_accuracy_drop}
+    return out
+
+
 def sample_images(folder: Path, count: int = 20) -> list[Path]:
     """Up to ``count`` images spread evenly over ``folder`` (searched recursively, sorted)."""
     paths = list_images(folder)
@@ -104,6 +129,9 @@ def export_model(
     full_integer_activations: str = "int8",
     project_dir: Path | None = None,
     progress: bool = True,
+    budgets: dict[str, Budget] | None = None,
+    precision_search: bool = True,
+    label_map: dict[str, str] | None = None,
 ) -> ExportResult:
     """Produce every requested variant of ``source`` under ``out_dir`` and write manifest.json.
 
@@ -127,6 +155,13 @@ def export_model(
     Without any image folder, onnx2tf gets a generated sample (converters.onnx2tf_tool);
     only the calibrated variants need real images, and they fail naming the folder to set.
     ``progress=False`` silences the heartbeat lines of long steps.
+
+    ``budgets`` (default: the config defaults, ``edgeport.config.DEFAULT_BUDGETS``) are what the
+    calibrated int8 variants' precision search meets on held-out calibration images
+    (converters.precision_search); ``precision_search=False`` makes them all-int8 without a
+    search. The calibration folder's class folders, mapped to labels as the evaluation
+    folders are (``label_map``), give the held-out images labels, so the search can judge the
+    accuracy drop too; without them it judges agreement only.
     """
     if full_integer_activations not in FULL_INTEGER_ACTIVATIONS:
         raise ValueError(f"full_integer_activations must be one of {', '.join(FULL_INTEGER_ACTIVATIONS)}, "
@@ -153,6 +188,9 @@ def export_model(
                         input_size=(preprocessing.height, preprocessing.width))
     if calib_paths and NEEDS_CALIBRATION & set(names):
         ctx.calibration_nchw = calibration_arrays(calib_paths, preprocessing)
+        ctx.calibration_labels = calibration_labels(calib_paths, calibration_dir, labels, label_map)
+    targets = int8_targets(budgets)
+    ctx.int8_targets, ctx.precision_search = targets, precision_search
     described = source.describe()
     if source.local:
         described["path"] = relative_path(source.location, project_dir)
@@ -186,6 +224,8 @@ def export_model(
     export_start = time.perf_counter()
     for i, spec in enumerate(specs, 1):
         recipe = spec.recipe + (f"/{full_integer_activations}" if spec.name in TFLITE_CALIBRATED else "")
+        if spec.name in NEEDS_CALIBRATION:  # what the search aims at decides the file
+            recipe += f"/search={json.dumps(targets[spec.name], sort_keys=True) if precision_search else 'off'}"
         key = _inputs_key(f"{spec.name}@{recipe}", described, opset,
                           calib_sha if spec.name in NEEDS_CALIBRATION else None,
                           records[spec.requires].get("inputs_key") if spec.requires else None)
@@ -395,9 +435,13 @@ def validate_export(
     report["reference"]["path"] = src.get("path") or src["id"]
     for v in report["variants"]:
         v["path"] = exported[v["name"]]["path"]  # relative to the artifacts folder
-        activations = (exported[v["name"]].get("settings") or {}).get("activations")
-        if activations:  # the full-integer files' activation width, for the reader of the report
-            v["activations"] = activations
+        settings = exported[v["name"]].get("settings") or {}
+        if settings.get("activations"):  # the full-integer files' activation width, for the reader of the report
+            v["activations"] = settings["activations"]
+        search = settings.get("precision_search")
+        if search:  # what the precision search raised, measured on held-out calibration images
+            v["precision_search"] = {k: search[k] for k in ("raised_to", "raised", "candidates", "holdout_images",
+                                                            "passed_on_holdout", "seconds")}
     report = scrub(report, scrub_prefixes([out_dir, project_dir]))  # paths inside error texts
     json_path, md_path = write_reports(report, out_dir)
     _print_summary(report, json_path, md_path)

@@ -28,7 +28,7 @@ import numpy as np
 
 from converters.child_process import NO_PROGRESS_ENV, measure_command
 
-_ARRAYS = ("calibration_nchw",)
+_ARRAYS = ("calibration_nchw", "calibration_labels")
 _PATHS = ("out_dir", "work_dir")
 
 

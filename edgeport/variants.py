@@ -6,7 +6,7 @@ variant here and it can be named in the config.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,11 @@ class ExportContext:
     calibration_nchw: np.ndarray | None = None  # preprocessed, for the calibrated int8 variants
     full_integer_activations: str = "int8"  # tflite-int8 and tflite-int8-io: "int8" or "int16" (16x8)
     input_size: Sequence[int] | None = None  # (height, width) the image processor produces
+    calibration_labels: np.ndarray | None = None  # class index per calibration image, -1 where unknown
+    # The int8 variants' budgets (variant name -> {"min_agreement", "max_accuracy_drop"}), which the
+    # precision search meets on held-out calibration images; precision_search=False: all int8, no search.
+    int8_targets: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    precision_search: bool = True
 
     @property
     def onnx_fp32(self) -> Path:
@@ -36,6 +41,24 @@ class ExportContext:
             raise ValueError("this variant is calibrated on real images: set calibration = \"DIR\" on the model "
                              "in the config, or pass --calibration DIR")
         return self.calibration_nchw
+
+    def calibration_split(self, variant: str, reference: "Callable[[np.ndarray], np.ndarray]"):
+        """(images to calibrate on, Holdout, Target) for ``variant``'s precision search.
+
+        ``reference`` runs the float file the variant is quantized from (NCHW images in, logits
+        out). Without the search, every image calibrates and the holdout is None.
+        """
+        from converters.precision_search import Holdout, Target, split_holdout
+
+        images = self.require_calibration()
+        if not self.precision_search:
+            return images, None, None
+        calib, held = split_holdout(len(images))
+        labels = None
+        if self.calibration_labels is not None and (self.calibration_labels[held] >= 0).all():
+            labels = self.calibration_labels[held]
+        holdout = Holdout(images[held], reference(images[held]), labels)
+        return images[calib], holdout, Target.from_dict(self.int8_targets.get(variant))
 
 
 # What a converter returns: settings/ops to record in the manifest, or None.
@@ -60,11 +83,6 @@ TFLITE_CALIBRATED = {"tflite-int8", "tflite-int8-io"}
 FULL_INTEGER_ACTIVATIONS = ("int8", "int16")
 
 
-def _calibration_nhwc(ctx: ExportContext) -> np.ndarray:
-    """The preprocessed calibration images in the TFLite files' NHWC layout."""
-    return np.ascontiguousarray(ctx.require_calibration().transpose(0, 2, 3, 1))
-
-
 def _onnx_fp32(ctx: ExportContext, out: Path) -> dict:
     from converters.onnx_export import export_onnx
 
@@ -85,12 +103,11 @@ def _onnx_int8_dynamic(ctx: ExportContext, out: Path) -> dict:
 
 
 def _onnx_int8_static(ctx: ExportContext, out: Path) -> dict:
-    from converters.onnx_int8_static import convert_onnx_int8_static
+    from converters.onnx_int8_static import convert_onnx_int8_static, run_onnx
 
-    import json
-
-    model_type = json.loads((ctx.out_dir / "config.json").read_text()).get("model_type")
-    return convert_onnx_int8_static(ctx.onnx_fp32, out, ctx.require_calibration(), model_type)[1]
+    calibration, holdout, target = ctx.calibration_split("onnx-int8-static", lambda x: run_onnx(ctx.onnx_fp32, x))
+    return convert_onnx_int8_static(ctx.onnx_fp32, out, calibration, holdout=holdout, target=target,
+                                    log=lambda m: print(f"[onnx-int8-static] {m.strip()}", flush=True))[1]
 
 
 def _savedmodel_fp32(ctx: ExportContext, out: Path) -> dict:
@@ -124,12 +141,20 @@ def _tflite_int8_dynamic(ctx: ExportContext, out: Path) -> dict:
 
 
 def _full_integer(ctx: ExportContext, out: Path, *, int8_io: bool) -> dict:
-    from converters.tflite_int8 import convert_tflite_int8
+    from converters.tflite_int8 import convert_tflite_int8, run_tflite
 
+    name = "tflite-int8-io" if int8_io else "tflite-int8"
+    fp32 = _tflite_fp32_artifact(ctx)
+    if ctx.full_integer_activations == "int8":
+        calibration, holdout, target = ctx.calibration_split(name, lambda x: run_tflite(fp32, x))
+    else:  # every activation int16 by the config's choice: nothing for the search to raise
+        calibration, holdout, target = ctx.require_calibration(), None, None
     # One calibration cache for both full-integer variants: the second reuses the first's statistics.
-    return convert_tflite_int8(_tflite_fp32_artifact(ctx), out, _calibration_nhwc(ctx), int8_io=int8_io,
+    return convert_tflite_int8(fp32, out, np.ascontiguousarray(calibration.transpose(0, 2, 3, 1)), int8_io=int8_io,
                                activations=ctx.full_integer_activations,
-                               calibration_cache=ctx.work_dir / "tflite-int8-calibration")
+                               calibration_cache=ctx.work_dir / "tflite-int8-calibration",
+                               holdout=holdout, target=target,
+                               log=lambda m: print(f"[{name}] {m.strip()}", flush=True))
 
 
 def _tflite_int8(ctx: ExportContext, out: Path) -> dict:
@@ -150,8 +175,8 @@ VARIANTS: dict[str, VariantSpec] = {
         VariantSpec("onnx-int8-dynamic", "onnxruntime", "int8", "model_int8_dynamic.onnx", "onnx-fp32",
                     _onnx_int8_dynamic, "ONNX dynamic int8 on MatMul/Gemm (patch Conv stays float)"),
         VariantSpec("onnx-int8-static", "onnxruntime", "int8", "model_int8_static.onnx", "onnx-fp32",
-                    _onnx_int8_static, "ONNX static int8 QDQ, per-channel, calibrated; LayerNorm/GELU/Softmax/Add, "
-                    "stem, first layer and head float", recipe="3"),
+                    _onnx_int8_static, "ONNX static int8 QDQ, per-channel, calibrated; the precision search keeps the "
+                    "layers the budget needs float", recipe="4"),
         VariantSpec("savedmodel-fp32", "savedmodel", "fp32", "savedmodel", "onnx-fp32", _savedmodel_fp32,
                     "TensorFlow SavedModel fp32 (onnx2tf TF backend, SavedModel only), NHWC, batch 1", recipe="4"),
         VariantSpec("tflite-fp32", "tflite", "fp32", "model_fp32.tflite", "onnx-fp32", _tflite_fp32,
@@ -163,10 +188,10 @@ VARIANTS: dict[str, VariantSpec] = {
                     _tflite_int8_dynamic, "TFLite dynamic-range int8 weights (ai-edge-quantizer)", recipe="2"),
         VariantSpec("tflite-int8", "tflite", "int8", "model_int8.tflite", "tflite-fp32", _tflite_int8,
                     "TFLite full-integer, int8 weights, float32 I/O, calibrated (ai-edge-quantizer); activations "
-                    "int8 (LayerNorm statistics and logits int16) or, per model, int16", recipe="5"),
+                    "int8, op kinds the budget needs int16 (precision search), or per model all int16", recipe="6"),
         VariantSpec("tflite-int8-io", "tflite", "int8", "model_int8_io.tflite", "tflite-fp32", _tflite_int8_io,
                     "TFLite full-integer with int8 input/output (camera pipelines), calibrated (ai-edge-quantizer)",
-                    recipe="5"),
+                    recipe="6"),
     ]
 }
 

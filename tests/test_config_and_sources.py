@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +10,8 @@ from converters.atomic import atomic_path
 from edgeport.config import ConfigError, load_config
 from edgeport.model_source import ModelSourceError, resolve_source
 from validation.budgets import Budget
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_default_config_loads_and_points_at_bundled_models():
@@ -28,6 +31,19 @@ def test_full_integer_activations_per_model(tmp_path):
     assert cfg.model("b").full_integer_activations == "int16"
 
 
+def test_precision_search_is_on_unless_a_model_turns_it_off(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[[models]]\nname = "a"\nsource = "x"\n[[models]]\nname = "b"\nsource = "y"\nprecision_search = false\n')
+    cfg = load_config(p)
+    assert cfg.model("a").precision_search is True and cfg.model("b").precision_search is False
+
+
+def test_the_bundled_config_no_longer_sets_int16_activations():
+    """emotion-vit meets its int8 budgets through the precision search, not a whole-model switch."""
+    cfg = load_config(REPO / "edgeport.toml")
+    assert all(m.full_integer_activations == "int8" and m.precision_search for m in cfg.models)
+
+
 def test_model_budget_overrides_merge(tmp_path):
     p = tmp_path / "c.toml"
     p.write_text('[[models]]\nname = "m"\nsource = "x"\n[models.budgets.fp32]\nmax_abs_diff = 1e-3\n')
@@ -45,6 +61,7 @@ def test_model_budget_overrides_merge(tmp_path):
         ("not toml [", "not valid TOML"),
         ('[[models]]\nname = "m"\nsource = "x"\nfull_integer_activations = "int4"\n',
          "full_integer_activations must be one of 'int8', 'int16', not 'int4'"),
+        ('[[models]]\nname = "m"\nsource = "x"\nprecision_search = "yes"\n', "precision_search must be true or false"),
     ],
 )
 def test_config_errors(tmp_path, text, match):

@@ -53,6 +53,29 @@ def _write(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def precision_search_lines(report: dict[str, Any], shown: int = 8) -> list[str]:
+    """Per searched variant: how many layers were raised, to what, the most sensitive ones, and on what judged."""
+    lines = []
+    for v in report["variants"]:
+        search = v.get("precision_search")
+        if not search:
+            continue
+        raised = search["raised"]
+        head = (f"`{v['name']}`: {len(raised)} of {search['candidates']} "
+                f"{'op kinds' if 'int16' in search['raised_to'] else 'layers'} raised to {search['raised_to']}, "
+                f"judged on {search['holdout_images']} held-out calibration images "
+                f"({'budget met' if search['passed_on_holdout'] else 'budget not met even so'})")
+        if raised:
+            named = ", ".join(f"`{r['name']}`" + (f" ({r['ops']} ops)" if r.get("ops") else "")
+                              + f" {r['sensitivity']:.3f}" for r in raised[:shown])
+            more = f", and {len(raised) - shown} more (manifest.json)" if len(raised) > shown else ""
+            head += f"; by measured sensitivity: {named}{more}"
+        else:
+            head += "; everything int8"
+        lines.append(head)
+    return lines
+
+
 def failure_lines(report: dict[str, Any]) -> list[str]:
     """One line per missed budget or error: 'MODEL/VARIANT: metric value (budget ...)'."""
     lines = []
@@ -113,6 +136,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     if wide:
         lines += ["", f"{', '.join(wide)}: int16 activations, int8 weights (TFLite 16x8, integer-only; "
                       "`full_integer_activations` in the config). int8-only accelerators cannot run them."]
+    raised = precision_search_lines(report)
+    if raised:
+        lines += ["", "## Layers the precision search kept at higher precision", ""] + [f"- {line}" for line in raised]
     failures = failure_lines(report)
     if failures:
         lines += ["", "## Failures", ""] + [f"- {line}" for line in failures]

@@ -1,0 +1,169 @@
+"""The int8 precision search: held-out split, the search loop, and a deliberately sensitive layer."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from converters.precision_search import Holdout, Target, search_precision, split_holdout
+
+
+def test_holdout_is_interleaved_and_disjoint():
+    calib, held = split_holdout(10)
+    assert list(held) == [1, 3, 5, 7, 9] and list(calib) == [0, 2, 4, 6, 8]
+    calib, held = split_holdout(3)  # too few for every 2nd: still two held out
+    assert len(held) == 2 and set(calib) | set(held) == {0, 1, 2} and not set(calib) & set(held)
+
+
+def test_judge_measures_agreement_and_accuracy_drop():
+    ref = np.eye(4)[[0, 1, 2, 3]]
+    holdout = Holdout(np.zeros((4, 1)), ref, labels=np.array([0, 1, 2, 0]))
+    logits = np.eye(4)[[0, 1, 3, 3]]
+    got = holdout.judge(logits, Target(min_agreement=0.5, max_accuracy_drop=25.0))
+    # 3 of 4 agree: Wilson lower bound (z=1) 0.5; drop 25 points, +1 standard error (1 discordant image) 50
+    assert got == {"agreement": 0.75, "agreement_lower": 0.5, "accuracy_drop": 25.0, "accuracy_drop_upper": 50.0,
+                   "passed": True}
+    assert not holdout.judge(logits, Target(min_agreement=0.51))["passed"]
+    assert holdout.judge(logits, Target(max_accuracy_drop=25.0))["passed"]  # the drop: its point estimate
+    assert not holdout.judge(logits, Target(max_accuracy_drop=24.9))["passed"]
+    assert not holdout.judge(logits, Target(min_agreement=0.75))["passed"]  # the point estimate alone is not enough
+
+
+def _synthetic(needed: set[str], n: int = 40):
+    """A fake backend: the file agrees with the reference only once every layer in ``needed`` is raised."""
+    ref = np.eye(2)[np.arange(n) % 2]
+    built: list[list[str]] = []
+
+    def build(raised):
+        built.append(list(raised))
+        return Path(f"round{len(built) - 1}")
+
+    def run(path):
+        raised = set(built[int(path.name[5:])])
+        wrong = 4 * len(needed - raised)  # each missing layer flips 4 of 40 images
+        return np.concatenate([1 - ref[:wrong], ref[wrong:]])
+
+    def sensitivity(path, raised):
+        return {name: (1.0 if name in needed else 0.1) for name in "abcdefgh" if name not in raised}
+
+    return build, run, sensitivity, Holdout(np.zeros((n, 1)), ref)
+
+
+def test_search_raises_only_the_layers_the_budget_needs():
+    build, run, sensitivity, holdout = _synthetic({"c", "f", "g"})
+    result = search_precision(list("abcdefgh"), build, run, sensitivity, holdout, Target(min_agreement=0.97),
+                              log=lambda m: None)
+    assert result.passed and sorted(r["name"] for r in result.raised) == ["c", "f", "g"]
+    assert result.rounds[0]["raised"] == 0 and result.rounds[0]["agreement"] == 0.7 and not result.rounds[0]["passed"]
+    assert [r for r in result.rounds if r.get("chosen")] == [r for r in result.rounds if r["raised"] == 3]
+
+
+def test_search_that_cannot_pass_returns_its_best_round_as_failed():
+    build, run, sensitivity, holdout = _synthetic({"c"})
+    result = search_precision(list("abcdefgh"), build, run, sensitivity, holdout, Target(min_agreement=1.01),
+                              log=lambda m: None)
+    assert not result.passed and len(result.rounds) > 1
+    assert next(r for r in result.rounds if r.get("chosen"))["agreement"] == 1.0
+
+
+def _sensitive_mlp(path: Path) -> Path:
+    """An ONNX MLP whose fc1 writes, and fc2 reads, one activation channel 1000x larger than the rest.
+
+    The float function is unchanged (ReLU commutes with a positive scale, and fc2's column
+    is divided back), but per-tensor int8 activations on that tensor (onnxruntime quantizes a
+    Gemm's output as well as its input) round every other channel to almost nothing: fc1 and
+    fc2 are the sensitive layers, fc3 is not.
+    """
+    import torch
+
+    torch.manual_seed(0)
+
+    class MLP(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2, self.fc3 = torch.nn.Linear(48, 64), torch.nn.Linear(64, 64), torch.nn.Linear(64, 3)
+
+        def forward(self, x):
+            return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x.flatten(1))))))
+
+    model = MLP().eval()
+    with torch.no_grad():
+        model.fc1.weight[0] *= 1000
+        model.fc1.bias[0] = model.fc1.bias[0].abs() * 1000 + 1000  # always on, always huge
+        model.fc2.weight[:, 0] /= 1000
+        model.fc3.weight *= 4  # well-separated logits, so agreement is not decided by ties
+    torch.onnx.export(model, (torch.randn(1, 3, 4, 4),), str(path), input_names=["pixel_values"],
+                      output_names=["logits"], dynamic_axes={"pixel_values": {0: "batch"}}, opset_version=17,
+                      dynamo=False)
+    return path
+
+
+def test_a_deliberately_sensitive_layer_is_found_and_kept_float(tmp_path):
+    from converters.onnx_int8_static import convert_onnx_int8_static, run_onnx
+
+    onnx_path = _sensitive_mlp(tmp_path / "mlp.onnx")
+    images = np.random.default_rng(0).standard_normal((128, 3, 4, 4)).astype(np.float32)
+    calib, held = split_holdout(len(images))
+    holdout = Holdout(images[held], run_onnx(onnx_path, images[held]))
+    target = Target(min_agreement=0.97)
+
+    _, plain = convert_onnx_int8_static(onnx_path, tmp_path / "plain.onnx", images[calib], float_nodes=[])
+    assert plain["float_nodes"] == [] and not holdout.judge(run_onnx(tmp_path / "plain.onnx", holdout.inputs), target)["passed"]
+
+    _, settings = convert_onnx_int8_static(onnx_path, tmp_path / "searched.onnx", images[calib], holdout=holdout,
+                                           target=target, log=lambda m: None)
+    search = settings["precision_search"]
+    assert search["passed_on_holdout"] and sorted(settings["float_nodes"]) == ["/fc1/Gemm", "/fc2/Gemm"]
+    assert settings["int8_nodes"] == 1 and search["rounds"][0]["passed"] is False  # fc3 stays int8
+    assert search["raised"][0]["sensitivity"] > 0.2  # measured: fc2 alone takes away 28% of the logit error
+    assert holdout.judge(run_onnx(tmp_path / "searched.onnx", holdout.inputs), target)["passed"]
+    # and it holds on images the search never saw
+    fresh = np.random.default_rng(1).standard_normal((200, 3, 4, 4)).astype(np.float32)
+    agreement = np.mean(run_onnx(onnx_path, fresh).argmax(1) == run_onnx(tmp_path / "searched.onnx", fresh).argmax(1))
+    assert agreement >= 0.97
+
+
+@pytest.mark.parametrize("variant", ["onnx-int8-static", "tflite-int8", "tflite-int8-io"])
+def test_export_records_the_search_judged_on_held_out_calibration_images(searched_tiny, exported_tiny, variant):
+    import json
+
+    manifest = json.loads((searched_tiny / "manifest.json").read_text())
+    record = next(v for v in manifest["variants"] if v["name"] == variant)
+    search = record["settings"]["precision_search"]
+    calibration = len(manifest["calibration"]["images"])
+    assert search["holdout_images"] == calibration // 2
+    assert record["settings"]["calibration_images"] == calibration - calibration // 2
+    assert search["target"] == {"min_agreement": 0.97, "max_accuracy_drop": 1.0}  # the config's int8 budget
+    assert search["rounds"][0]["raised"] == 0 and sum(1 for r in search["rounds"] if r.get("chosen")) == 1
+    chosen = next(r for r in search["rounds"] if r.get("chosen"))
+    assert chosen["raised"] == len(search["raised"])
+    if variant == "onnx-int8-static":
+        assert record["settings"]["float_nodes"] == [r["name"] for r in search["raised"]]
+    else:
+        assert len(record["settings"]["int16_ops"]) == sum(r["ops"] for r in search["raised"])
+        assert record["settings"]["activations"] == ("int8+int16" if search["raised"] else "int8")
+    # turning the search on redoes the calibrated variants only
+    reused = {v["name"] for v in manifest["variants"] if v.get("reused")}
+    assert {"onnx-fp32", "tflite-fp32", "savedmodel-fp32"} <= reused and variant not in reused
+
+
+def test_report_and_bundle_name_the_raised_layers():
+    from edgeport.mobile_bundle import which_file
+    from validation.report import precision_search_lines
+
+    search = {"raised_to": "int16 activations", "candidates": 13, "holdout_images": 256, "passed_on_holdout": True,
+              "raised": [{"name": "SOFTMAX", "ops": 6, "sensitivity": 0.352}, {"name": "ADD", "ops": 62, "sensitivity": 0.056}]}
+    report = {"variants": [{"name": "tflite-int8", "precision_search": search},
+                           {"name": "onnx-int8-static", "precision_search": {**search, "raised_to": "float",
+                                                                             "raised": [], "candidates": 50}},
+                           {"name": "tflite-fp32"}]}
+    lines = precision_search_lines(report)
+    assert lines[0].startswith("`tflite-int8`: 2 of 13 op kinds raised to int16 activations, judged on 256 held-out")
+    assert "`SOFTMAX` (6 ops) 0.352, `ADD` (62 ops) 0.056" in lines[0]
+    assert lines[1].startswith("`onnx-int8-static`: 0 of 50 layers raised to float") and "everything int8" in lines[1]
+    assert len(lines) == 2
+    npu = [{"variant": "tflite-int8", "file": "model_int8.tflite", "passed_budget": True, "latency_ms_p50": 3.0,
+            "compute": {"activations": "int8+int16"}}]
+    row = next(r for r in which_file(npu, None) if r["hardware"].startswith("integer-only"))
+    assert "int8-only NPU/DSP cannot" in row["why"]
