@@ -128,7 +128,8 @@ def run_matrix(opts: MatrixOptions) -> dict[str, Any]:
             t0 = time.perf_counter()
             exported = export_model(arch, resolve_source(str(model_dir)), folder / "export", variants=opts.variants,
                                     images_dir=None, calibration_dir=opts.calibration_dir, eval_dir=opts.eval_dir,
-                                    project_dir=opts.project_dir, progress=opts.progress)
+                                    project_dir=opts.project_dir, progress=opts.progress,
+                                    budgets=opts.budgets)  # the int8 search aims at the budgets validated below
             row["export_seconds"] = round(time.perf_counter() - t0, 1)
             report = validate_export(folder / "export", opts.eval_dir, opts.budgets or {}, opts.run_settings,
                                      progress=opts.progress)

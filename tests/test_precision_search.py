@@ -64,7 +64,8 @@ def test_search_that_cannot_pass_returns_its_best_round_as_failed():
     result = search_precision(list("abcdefgh"), build, run, sensitivity, holdout, Target(min_agreement=1.01),
                               log=lambda m: None)
     assert not result.passed and len(result.rounds) > 1
-    assert next(r for r in result.rounds if r.get("chosen"))["agreement"] == 1.0
+    chosen = next(r for r in result.rounds if r.get("chosen"))
+    assert chosen["agreement"] == 1.0 and chosen["raised"] == 8  # of equal rounds, the most raised
 
 
 def _sensitive_mlp(path: Path) -> Path:
@@ -160,7 +161,7 @@ def test_report_and_bundle_name_the_raised_layers():
                            {"name": "tflite-fp32"}]}
     lines = precision_search_lines(report)
     assert lines[0].startswith("`tflite-int8`: 2 of 13 op kinds raised to int16 activations, judged on 256 held-out")
-    assert "`SOFTMAX` (6 ops) 0.352, `ADD` (62 ops) 0.056" in lines[0]
+    assert "`SOFTMAX` (6 ops) 0.352, `ADD` (62 ops) 0.056" in lines[0] and "in the order raised" in lines[0]
     assert lines[1].startswith("`onnx-int8-static`: 0 of 50 layers raised to float") and "everything int8" in lines[1]
     assert len(lines) == 2
     npu = [{"variant": "tflite-int8", "file": "model_int8.tflite", "passed_budget": True, "latency_ms_p50": 3.0,

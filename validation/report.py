@@ -69,7 +69,7 @@ def precision_search_lines(report: dict[str, Any], shown: int = 8) -> list[str]:
             named = ", ".join(f"`{r['name']}`" + (f" ({r['ops']} ops)" if r.get("ops") else "")
                               + f" {r['sensitivity']:.3f}" for r in raised[:shown])
             more = f", and {len(raised) - shown} more (manifest.json)" if len(raised) > shown else ""
-            head += f"; by measured sensitivity: {named}{more}"
+            head += f"; in the order raised, with its measured sensitivity: {named}{more}"
         else:
             head += "; everything int8"
         lines.append(head)
