@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from converters.atomic import atomic_path
-from converters.precision_search import Holdout, SearchResult, Target, relative_error, search_precision
+from converters.precision_search import Holdout, SearchResult, Target, search_precision
 
 OP_TYPES = ["MatMul", "Gemm", "Conv"]
 SENSITIVITY_IMAGES = 64  # held-out images each layer's cost is measured on (at most)
@@ -96,13 +97,15 @@ def quantize(model, tensors_range, float_nodes: list[str], out: Path) -> Path:
     return out
 
 
-def run_onnx(path: Path, inputs: np.ndarray, batch: int = 16) -> np.ndarray:
-    """Logits of ``path`` (onnxruntime CPU, default optimizations: the int8 kernels validation runs)."""
+def run_onnx(model, inputs: np.ndarray, batch: int = 16) -> np.ndarray:
+    """Logits of ``model`` (a path or a loaded ModelProto; onnxruntime CPU, default
+    optimizations: the int8 kernels validation runs)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    source = str(model) if isinstance(model, (str, Path)) else model.SerializeToString()
+    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return np.concatenate([session.run(None, {name: np.ascontiguousarray(inputs[i:i + batch], np.float32)})[0]
                            for i in range(0, len(inputs), batch)])
@@ -121,7 +124,7 @@ def node_sensitivity(float_model, quantized: Path, nodes: list[str], holdout: Ho
 
     base = onnx.load(str(quantized))
     images, reference = holdout.subset(SENSITIVITY_IMAGES)
-    error = float(np.mean((_run_model(base, images) - reference) ** 2))
+    error = float(np.mean((run_onnx(base, images) - reference) ** 2))
     if error == 0:
         return {name: 0.0 for name in nodes}
     float_inits = {i.name: i for i in float_model.graph.initializer}
@@ -130,7 +133,7 @@ def node_sensitivity(float_model, quantized: Path, nodes: list[str], holdout: Ho
         model = _returned_to_float(base, name, float_inits)
         if model is None:
             continue
-        scores[name] = (error - float(np.mean((_run_model(model, images) - reference) ** 2))) / error
+        scores[name] = (error - float(np.mean((run_onnx(model, images) - reference) ** 2))) / error
     return scores
 
 
@@ -181,20 +184,10 @@ def _returned_to_float(model, name: str, float_inits: dict):
 
 
 def _original_initializer(quantized_name: str, float_inits: dict):
-    """The fp32 initializer a quantized one was made from (onnxruntime appends a suffix to its name)."""
-    for suffix in ("_quantized", "_zero_point", "_scale"):
-        if quantized_name.endswith(suffix) and quantized_name[: -len(suffix)] in float_inits:
-            return float_inits[quantized_name[: -len(suffix)]] if suffix == "_quantized" else None
+    """The fp32 initializer a quantized one was made from (onnxruntime names it NAME_quantized)."""
+    if quantized_name.endswith("_quantized"):
+        return float_inits.get(quantized_name[: -len("_quantized")])
     return float_inits.get(quantized_name)
-
-
-def _run_model(model, inputs: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(inputs, np.float32)})[0]
 
 
 def convert_onnx_int8_static(onnx_path: str | Path, out_path: str | Path, calibration: np.ndarray, *,
@@ -219,7 +212,7 @@ def convert_onnx_int8_static(onnx_path: str | Path, out_path: str | Path, calibr
         model = load_model_with_shape_infer(pre)
         candidates = quantizable_nodes(model)
         ranges = calibrate(pre, calibration, scratch)
-        rounds = iter(range(10**6))
+        rounds = itertools.count()
 
         def build(raised: list[str]) -> Path:
             return quantize(model, ranges, raised, scratch / f"round{next(rounds)}.onnx")

@@ -9,16 +9,17 @@ The budget is judged on a **held-out part of the calibration images** (``split_h
 never on the evaluation set: tuning on the evaluation images would make the report's
 figures flatter the file. The evaluation set then measures the chosen file honestly.
 
-The layers are ranked once, on the all-int8 file, by how much each one alone costs: the
-backend returns it to float (ONNX) or int16 (TFLite) in that file and measures how much of
-the held-out logit error goes away (``onnx_int8_static.node_sensitivity``,
-``tflite_int8.op_sensitivity``); this is NNCF's ranking for its accuracy control. Then the top
-of the ranking is raised in batches that double (1, 2, 4, ...), so a model that needs k
-layers raised takes about log2(k) rounds, and a last bisection over the final batch gives
-back the layers that were not needed. Measured first on emotion-vit: ranking by each layer's
-own output error (its int8 output against its float twin's) ordered layers that all added
-1.1-1.8% error, and the search had to raise 40 of 50 layers; ranking by effect on the logits
-is what points at the few that matter.
+Each round ranks the layers still in int8 by how much each one alone costs in the latest
+file (``onnx_int8_static.node_sensitivity``: the share of held-out logit error that goes
+away when it alone is returned to float, NNCF's ranking for its accuracy control;
+``tflite_int8.op_sensitivity``: the error each op adds, summed per op kind), re-ranked every
+round because raising one layer changes what the rest cost. The top of the ranking is raised
+in batches that double (1, 2, 4, ...), so a model that needs k layers raised takes about
+log2(k) rounds, and a last bisection over the final batch gives back the layers that were
+not needed. Measured first on emotion-vit: ranking by each layer's own output error (its
+int8 output against its float twin's) ordered layers that all added 1.1-1.8% error, and the
+search had to raise 40 of 50 layers; ranking by effect on the logits is what points at the
+few that matter.
 
 Why our own loop: NNCF's ``quantize_with_accuracy_control`` and AIMET's AutoQuant do this for
 OpenVINO and PyTorch graphs; neither drives onnxruntime's QDQ quantizer or ai-edge-quantizer,
@@ -213,11 +214,3 @@ def search_precision(candidates: Sequence[str], build: Build, run: Run, sensitiv
     return SearchResult(path=path, raised=[{"name": n, "sensitivity": round(float(known.get(n, 0.0)), 6)} for n in chosen],
                         rounds=rounds, passed=bool(passing), candidates=len(candidates),
                         seconds=time.perf_counter() - start)
-
-
-def relative_error(reference: np.ndarray, value: np.ndarray) -> float:
-    """||value - reference|| / ||reference|| over a batch (float64)."""
-    a = np.asarray(reference, dtype=np.float64)
-    b = np.asarray(value, dtype=np.float64)
-    norm = float(np.linalg.norm(a))
-    return float(np.linalg.norm(a - b) / norm) if norm > 0 else float(np.linalg.norm(b))

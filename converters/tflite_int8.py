@@ -38,6 +38,7 @@ on 94.9%; TensorFlow's converter full-integer file on 88.1%.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import tempfile
@@ -149,7 +150,7 @@ def convert_tflite_int8(tflite_fp32: str | Path, out_path: str | Path, calibrati
         if rsqrt:
             src = Path(scratch) / "model_rsqrt.tflite"
             src.write_bytes(source)
-        rounds = iter(range(10**6))
+        rounds = itertools.count()
         info: dict = {}
 
         def build(raised: list[str]) -> Path:
@@ -245,6 +246,8 @@ def op_sensitivity(fp32: Path, quantized: Path, names: list[str], holdout: Holdo
     """
     from ai_edge_litert.interpreter import Interpreter
 
+    from runtimes.tflite_runner import _quantize as quantize_input
+
     images, _ = holdout.subset(SENSITIVITY_IMAGES)
     nhwc = np.ascontiguousarray(images.transpose(0, 2, 3, 1), np.float32)
     ref = Interpreter(model_path=str(fp32), experimental_preserve_all_tensors=True)
@@ -270,7 +273,7 @@ def op_sensitivity(fp32: Path, quantized: Path, names: list[str], holdout: Holdo
     for image in nhwc:
         ref.set_tensor(ref.get_input_details()[0]["index"], image[None])
         ref.invoke()
-        qnt.set_tensor(q_in["index"], _as_input(image[None], q_in))
+        qnt.set_tensor(q_in["index"], quantize_input(image[None], q_in))
         qnt.invoke()
         for t in track:
             a = ref.get_tensor(ref_index[t]).astype(np.float64)
@@ -290,12 +293,6 @@ def _op_name(model, op) -> str:
 
     codes = {v: k for k, v in vars(tflite_schema().BuiltinOperator).items() if not k.startswith("_")}
     return codes.get(_builtin(model, op), str(_builtin(model, op)))
-
-
-def _as_input(x: np.ndarray, detail: dict) -> np.ndarray:
-    from runtimes.tflite_runner import _quantize
-
-    return _quantize(x, detail)
 
 
 def _dequantized(value: np.ndarray, detail: dict) -> np.ndarray | None:
