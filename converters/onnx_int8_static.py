@@ -111,12 +111,12 @@ def run_onnx(model, inputs: np.ndarray, batch: int = 16) -> np.ndarray:
                            for i in range(0, len(inputs), batch)])
 
 
-def node_sensitivity(float_model, quantized: Path, nodes: list[str], holdout: Holdout) -> dict[str, float]:
-    """What each of ``nodes`` (int8 in ``quantized``) costs: the held-out logit error that goes
-    away when that node alone is returned to float.
+def node_sensitivity(float_model, quantized: Path, units: list[list[str]], holdout: Holdout) -> list[float]:
+    """What each unit of ``units`` (lists of nodes int8 in ``quantized``) costs: the held-out
+    logit error that goes away when that unit alone is returned to float.
 
-    The node is returned to float in the quantized graph itself (its inputs rewired around
-    their QuantizeLinear/DequantizeLinear pairs, its weights the fp32 ones), without
+    The unit's nodes are returned to float in the quantized graph itself (their inputs rewired
+    around their QuantizeLinear/DequantizeLinear pairs, their weights the fp32 ones), without
     re-quantizing, so each measurement is one session and one run. The figure is the drop in
     mean squared logit error against the float file, as a fraction of the all-int8 file's.
     """
@@ -126,61 +126,55 @@ def node_sensitivity(float_model, quantized: Path, nodes: list[str], holdout: Ho
     images, reference = holdout.subset(SENSITIVITY_IMAGES)
     error = float(np.mean((run_onnx(base, images) - reference) ** 2))
     if error == 0:
-        return {name: 0.0 for name in nodes}
+        return [0.0] * len(units)
     float_inits = {i.name: i for i in float_model.graph.initializer}
-    scores = {}
-    for name in nodes:
-        model = _returned_to_float(base, name, float_inits)
-        if model is None:
-            continue
-        scores[name] = (error - float(np.mean((run_onnx(model, images) - reference) ** 2))) / error
-    return scores
+    return [(error - float(np.mean((run_onnx(_returned_to_float(base, unit, float_inits), images)
+                                    - reference) ** 2))) / error for unit in units]
 
 
-def _returned_to_float(model, name: str, float_inits: dict):
-    """A copy of QDQ ``model`` in which node ``name`` reads float inputs and float weights."""
-    producer = {out: n for n in model.graph.node for out in n.output}
-    node = next((n for n in model.graph.node if n.name == name), None)
-    if node is None:
-        return None
-    inputs = list(node.input)
-    added = []
-    for i, tensor in enumerate(inputs):
+def _returned_to_float(model, names: list[str], float_inits: dict):
+    """A copy of QDQ ``model`` in which the nodes ``names`` read float inputs and float weights."""
+    out = type(model)()
+    out.CopyFrom(model)
+    producer = {o: n for n in out.graph.node for o in n.output}  # rewiring inputs changes no producer
+    by_name = {n.name: n for n in out.graph.node}
+    for name in names:
+        if name in by_name:
+            _node_to_float(out, by_name[name], producer, float_inits)
+    return out
+
+
+def _node_to_float(model, node, producer: dict, float_inits: dict) -> None:
+    """Rewire ``node`` of ``model`` (in place) around its input QDQ pairs and its Gemm/Conv output pair."""
+    for i, tensor in enumerate(node.input):
         dq = producer.get(tensor)
         if dq is None or dq.op_type != "DequantizeLinear":
             continue
         q = producer.get(dq.input[0])
         if q is not None and q.op_type == "QuantizeLinear":
-            inputs[i] = q.input[0]  # the activation before its QDQ pair
+            node.input[i] = q.input[0]  # the activation before its QDQ pair
             continue
         original = _original_initializer(dq.input[0], float_inits)
         if original is not None:  # a quantized weight or bias: the fp32 one instead
-            init = copy.deepcopy(original)
-            init.name = original.name + _FLOAT_COPY
-            inputs[i] = init.name
-            added.append(init)
-    out = type(model)()
-    out.CopyFrom(model)
-    target = next(n for n in out.graph.node if n.name == name)
-    del target.input[:]
-    target.input.extend(inputs)
-    out.graph.initializer.extend(added)
+            name = original.name + _FLOAT_COPY
+            if not any(init.name == name for init in model.graph.initializer):
+                init = copy.deepcopy(original)
+                init.name = name
+                model.graph.initializer.append(init)
+            node.input[i] = name
     # The quantizer also puts a QDQ pair on the outputs of Gemm and Conv; a float node has none,
     # except where an int8 consumer quantizes its own input: readers that are not quantized ops
     # get the float output back.
-    pairs = {}
-    for n in out.graph.node:
-        if n.op_type == "QuantizeLinear" and n.input[0] in target.output:
-            pairs[n.output[0]] = n.input[0]
-    dequantized = {n.output[0]: pairs[n.input[0]] for n in out.graph.node
+    pairs = {n.output[0]: n.input[0] for n in model.graph.node
+             if n.op_type == "QuantizeLinear" and n.input[0] in node.output}
+    dequantized = {n.output[0]: pairs[n.input[0]] for n in model.graph.node
                    if n.op_type == "DequantizeLinear" and n.input[0] in pairs}
-    for n in out.graph.node:
+    for n in model.graph.node:
         if n.op_type in OP_TYPES:
             continue
         for i, tensor in enumerate(n.input):
             if tensor in dequantized:
                 n.input[i] = dequantized[tensor]
-    return out
 
 
 def _original_initializer(quantized_name: str, float_inits: dict):
@@ -222,8 +216,7 @@ def convert_onnx_int8_static(onnx_path: str | Path, out_path: str | Path, calibr
             float_model = onnx.load(str(pre))
             search = search_precision(
                 candidates, build, lambda path: run_onnx(path, holdout.inputs),
-                lambda path, raised: node_sensitivity(float_model, path,
-                                                      [c for c in candidates if c not in raised], holdout),
+                lambda path, raised, units: node_sensitivity(float_model, path, units, holdout),
                 holdout, target, log=log)
             chosen, kept = search.path, [r["name"] for r in search.raised]
         else:

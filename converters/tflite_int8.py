@@ -170,9 +170,9 @@ def convert_tflite_int8(tflite_fp32: str | Path, out_path: str | Path, calibrati
             kinds = raisable_ops(source, set(divisors) | set(outputs))
             ops_of = lambda raised_kinds: [n for k in raised_kinds for n in kinds[k]]  # noqa: E731
 
-            def kind_sensitivity(path: Path, raised_kinds: list[str]) -> dict[str, float]:
+            def kind_sensitivity(path: Path, raised_kinds: list[str], units: list[list[str]]) -> list[float]:
                 per_op = op_sensitivity(src, path, ops_of([k for k in kinds if k not in raised_kinds]), holdout)
-                return {k: sum(max(per_op.get(n, 0.0), 0.0) for n in kinds[k]) for k in kinds if k not in raised_kinds}
+                return [sum(max(per_op.get(n, 0.0), 0.0) for n in ops_of(unit)) for unit in units]
 
             search = search_precision(list(kinds), lambda raised_kinds: build(ops_of(raised_kinds)),
                                       lambda path: run_tflite(path, holdout.inputs), kind_sensitivity,

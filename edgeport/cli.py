@@ -157,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "else the first configured calibration folder)")
     p.add_argument("--runs", type=int, default=20, help="timed batch-1 runs per variant (default 20)")
     p.add_argument("--no-baseline", action="store_true", help="skip the plain optimum-cli + onnx2tf run")
+    p.add_argument("--search-cost", action="store_true",
+                   help="also time onnx-int8-static's precision search: a second export of the model with a probe "
+                        "head fitted on the evaluation images (needs --validate-eval or the model's eval folder; "
+                        "on ViT-B/16, minutes per search round)")
     p.add_argument("--validate-model", metavar="NAME",
                    help="bundled model whose validation is timed (default: the config's first; 'none' to skip)")
     p.add_argument("--validate-eval", type=Path, metavar="DIR",
@@ -371,6 +375,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         out_dir=args.out or cfg.artifacts_dir / "bench", arch=args.arch,
         variants=args.variants.split(",") if args.variants else DEFAULT_VARIANTS,
         calibration_dir=calibration, runs=args.runs, baseline=not args.no_baseline,
+        search_cost=args.search_cost,
         validate_model=model, validate_eval=eval_dir, threads=cfg.run.threads,
         budgets=cfg.budgets_for(model) if model else {}, run_settings=cfg.run,
         project_dir=cfg.path.resolve().parent, progress=not args.no_progress,

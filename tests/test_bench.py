@@ -14,23 +14,33 @@ from validation.harness import RunSettings
 def test_bench_on_a_tiny_model_writes_every_section(tiny_vit, calib_dir, faces_dir, tmp_path):
     entry = ModelEntry(name="tiny", source=str(tiny_vit), eval_dir=faces_dir, calibration_dir=calib_dir,
                        variants=["onnx-fp32", "onnx-int8-dynamic"])
-    opts = BenchOptions(out_dir=tmp_path / "bench", arch="tiny", variants=["onnx-fp32", "onnx-int8-dynamic"],
+    opts = BenchOptions(out_dir=tmp_path / "bench", arch="tiny",
+                        variants=["onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static"],
                         calibration_dir=calib_dir, warmup=1, runs=3, throughput_runs=2, baseline=False,
-                        validate_model=entry, validate_eval=faces_dir, run_settings=RunSettings(runs=2))
+                        validate_model=entry, validate_eval=faces_dir, run_settings=RunSettings(runs=2),
+                        search_cost=True)
     result = run_bench(opts)
     on_disk = json.loads((tmp_path / "bench" / "bench.json").read_text())
     assert on_disk["export"]["variants"] == result["export"]["variants"]
     stages = {s["name"]: s for s in result["export"]["stages"]}
-    assert set(stages) == {"onnx-fp32", "onnx-int8-dynamic"}
+    assert set(stages) == {"onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static"}
     # measured in a child process: a real peak, far above nothing and below the whole machine
     assert all(20 < s["peak_rss_mb"] < 8000 and s["seconds"] > 0 for s in stages.values())
     lat = {r["name"]: r for r in result["latency"]}
-    assert set(lat) == {"pytorch-eager", "onnx-fp32", "onnx-int8-dynamic"}
+    assert set(lat) == {"pytorch-eager", "onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static"}
     for row in lat.values():
         assert row["error"] is None and 0 < row["p50_ms"] <= row["p90_ms"] and row["images_per_s"] > 0
     assert lat["onnx-int8-dynamic"]["size_bytes"] < lat["onnx-fp32"]["size_bytes"]
     v = result["validation"]
     assert v["images"] == 8 and v["variants"] == 2 and v["seconds"] > 0
+    # the search timed on a second export (probe head), against the main export's plain quantization
+    search = result["precision_search"]
+    assert search["probe_images"] == 8
+    (row,) = search["variants"]
+    assert row["name"] == "onnx-int8-static" and row["status"] == "ok"
+    assert row["plain_seconds"] == stages["onnx-int8-static"]["seconds"] and row["searched_seconds"] > 0
+    assert row["ratio"] == round(row["searched_seconds"] / row["plain_seconds"], 2) and row["rounds"] >= 1
+    assert row["first_round"]["raised"] == 0 and 0 <= row["first_round"]["agreement"] <= 1
     floor = result["compute_floor"]
     assert floor["gemm_gflops"] > 0 and floor["floor_ms"] > 0
     assert abs(floor["model_gflop"] * 1e3 / floor["gemm_gflops"] - floor["floor_ms"]) < 0.01 * floor["floor_ms"]
@@ -39,11 +49,14 @@ def test_bench_on_a_tiny_model_writes_every_section(tiny_vit, calib_dir, faces_d
     targets = {t["target"].split(" <=")[0]: t for t in result["targets"]}
     assert "measured in this run" in targets["best fp32 variant"]["target"]
     assert "int8 floor measured in this run" in targets["best int8 variant"]["value"]
-    # only 2 of the 10 variants ran: the target is not judged, and the row says why
+    # only 3 of the 10 variants ran: the target is not judged, and the row says why
     assert targets["export of all variants"]["met"] is None
-    assert "only 2 of 10 variants" in targets["export of all variants"]["value"]
+    assert "only 3 of 10 variants" in targets["export of all variants"]["value"]
+    search_target = targets["onnx-int8-static: the precision search"]
+    assert search_target["met"] is (row["ratio"] <= 2.0) and f"({row['ratio']:.2f}x)" in search_target["value"]
     md = (tmp_path / "bench" / "bench.md").read_text()
     assert "| onnx-int8-dynamic | onnxruntime | int8 |" in md and "## Validation of a bundled model" in md
+    assert "## The int8 precision search, same run" in md and f"| {row['ratio']:.2f}x |" in md
     from conftest import REPO
 
     for text in (md, (tmp_path / "bench" / "bench.json").read_text()):  # nothing of this machine's layout

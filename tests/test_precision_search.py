@@ -44,8 +44,9 @@ def _synthetic(needed: set[str], n: int = 40):
         wrong = 4 * len(needed - raised)  # each missing layer flips 4 of 40 images
         return np.concatenate([1 - ref[:wrong], ref[wrong:]])
 
-    def sensitivity(path, raised):
-        return {name: (1.0 if name in needed else 0.1) for name in "abcdefgh" if name not in raised}
+    def sensitivity(path, raised, units):
+        assert not any(name in raised for unit in units for name in unit)
+        return [sum(1.0 if name in needed else 0.1 for name in unit) for unit in units]
 
     return build, run, sensitivity, Holdout(np.zeros((n, 1)), ref)
 
@@ -66,6 +67,26 @@ def test_search_that_cannot_pass_returns_its_best_round_as_failed():
     assert not result.passed and len(result.rounds) > 1
     chosen = next(r for r in result.rounds if r.get("chosen"))
     assert chosen["agreement"] == 1.0 and chosen["raised"] == 8  # of equal rounds, the most raised
+
+
+def test_many_layers_are_ranked_in_groups_then_inside_the_costliest():
+    from converters.precision_search import FLAT_RANKING_MAX, rank
+
+    layers = [f"l{i:02d}" for i in range(4 * FLAT_RANKING_MAX)]  # 64: groups of 8
+    cost = {name: 0.01 for name in layers}
+    cost.update({"l41": 0.5, "l44": 0.3, "l03": 0.2})
+    measured_units: list[list[str]] = []
+
+    def sensitivity(path, raised, units):
+        measured_units.extend(units)
+        return [sum(cost[n] for n in unit) for unit in units]
+
+    ranking, measured = rank(Path("f"), [], layers, 2, sensitivity)
+    assert ranking[:2] == ["l41", "l44"] and sorted(ranking) == layers
+    # 8 groups, then the 8 layers of the costliest group (l40-l47) alone: 16 measurements, not 64
+    assert len(measured_units) == 16 and [len(u) for u in measured_units[:8]] == [8] * 8
+    assert measured["l41"] == (0.5, 1) and measured["l03"] == (pytest.approx(0.27), 8)  # only its group's figure
+    assert ranking[8] == "l00"  # the next group (l00-l07, with l03) keeps graph order: not measured alone
 
 
 def _sensitive_mlp(path: Path) -> Path:
@@ -158,12 +179,16 @@ def test_report_and_bundle_name_the_raised_layers():
     report = {"variants": [{"name": "tflite-int8", "precision_search": search},
                            {"name": "onnx-int8-static", "precision_search": {**search, "raised_to": "float",
                                                                              "raised": [], "candidates": 50}},
+                           {"name": "onnx-int8-static-big", "precision_search": {
+                               **search, "raised_to": "float", "candidates": 98,
+                               "raised": [{"name": "/l3/MatMul", "sensitivity": 0.2, "measured_with_group_of": 10}]}},
                            {"name": "tflite-fp32"}]}
     lines = precision_search_lines(report)
     assert lines[0].startswith("`tflite-int8`: 2 of 13 op kinds raised to int16 activations, judged on 256 held-out")
     assert "`SOFTMAX` (6 ops) 0.352, `ADD` (62 ops) 0.056" in lines[0] and "in the order raised" in lines[0]
     assert lines[1].startswith("`onnx-int8-static`: 0 of 50 layers raised to float") and "everything int8" in lines[1]
-    assert len(lines) == 2
+    assert "`/l3/MatMul` 0.200 (its group of 10)" in lines[2]  # ranked only with its group: said so
+    assert len(lines) == 3
     npu = [{"variant": "tflite-int8", "file": "model_int8.tflite", "passed_budget": True, "latency_ms_p50": 3.0,
             "compute": {"activations": "int8+int16"}}]
     row = next(r for r in which_file(npu, None) if r["hardware"].startswith("integer-only"))

@@ -67,7 +67,9 @@ def precision_search_lines(report: dict[str, Any], shown: int = 8) -> list[str]:
                 f"({'budget met' if search['passed_on_holdout'] else 'budget not met even so'})")
         if raised:
             named = ", ".join(f"`{r['name']}`" + (f" ({r['ops']} ops)" if r.get("ops") else "")
-                              + f" {r['sensitivity']:.3f}" for r in raised[:shown])
+                              + f" {r['sensitivity']:.3f}"
+                              + (f" (its group of {r['measured_with_group_of']})" if r.get("measured_with_group_of") else "")
+                              for r in raised[:shown])
             more = f", and {len(raised) - shown} more (manifest.json)" if len(raised) > shown else ""
             head += f"; in the order raised, with its measured sensitivity: {named}{more}"
         else:
