@@ -176,7 +176,7 @@ VARIANTS: dict[str, VariantSpec] = {
                     _onnx_int8_dynamic, "ONNX dynamic int8 on MatMul/Gemm (patch Conv stays float)"),
         VariantSpec("onnx-int8-static", "onnxruntime", "int8", "model_int8_static.onnx", "onnx-fp32",
                     _onnx_int8_static, "ONNX static int8 QDQ, per-channel, calibrated; the precision search keeps the "
-                    "layers the budget needs float", recipe="4"),
+                    "layers the budget needs float", recipe="5"),
         VariantSpec("savedmodel-fp32", "savedmodel", "fp32", "savedmodel", "onnx-fp32", _savedmodel_fp32,
                     "TensorFlow SavedModel fp32 (onnx2tf TF backend, SavedModel only), NHWC, batch 1", recipe="4"),
         VariantSpec("tflite-fp32", "tflite", "fp32", "model_fp32.tflite", "onnx-fp32", _tflite_fp32,

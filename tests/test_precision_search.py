@@ -69,10 +69,12 @@ def test_search_that_cannot_pass_returns_its_best_round_as_failed():
     assert chosen["agreement"] == 1.0 and chosen["raised"] == 8  # of equal rounds, the most raised
 
 
-def test_many_layers_are_ranked_in_groups_then_inside_the_costliest():
-    from converters.precision_search import FLAT_RANKING_MAX, rank
+def test_many_layers_are_ranked_in_groups_then_inside_the_costliest(monkeypatch):
+    from converters import precision_search
+    from converters.precision_search import rank
 
-    layers = [f"l{i:02d}" for i in range(4 * FLAT_RANKING_MAX)]  # 64: groups of 8
+    monkeypatch.setattr(precision_search, "FLAT_RANKING_MAX", 16)
+    layers = [f"l{i:02d}" for i in range(64)]  # over 16: ranked in groups of 8
     cost = {name: 0.01 for name in layers}
     cost.update({"l41": 0.5, "l44": 0.3, "l03": 0.2})
     measured_units: list[list[str]] = []
