@@ -45,6 +45,7 @@ class MatrixOptions:
     doc: Path | None = None
     project_dir: Path | None = None
     progress: bool = True
+    isolate: bool = True  # each export step in its own process (edgeport.pipeline.export_model)
 
 
 def train_quickly(model_dir: Path, train_dir: Path, *, steps: int, max_images: int, seed: int = 0,
@@ -128,7 +129,7 @@ def run_matrix(opts: MatrixOptions) -> dict[str, Any]:
             t0 = time.perf_counter()
             exported = export_model(arch, resolve_source(str(model_dir)), folder / "export", variants=opts.variants,
                                     images_dir=None, calibration_dir=opts.calibration_dir, eval_dir=opts.eval_dir,
-                                    project_dir=opts.project_dir, progress=opts.progress,
+                                    project_dir=opts.project_dir, progress=opts.progress, isolate=opts.isolate,
                                     budgets=opts.budgets)  # the int8 search aims at the budgets validated below
             row["export_seconds"] = round(time.perf_counter() - t0, 1)
             report = validate_export(folder / "export", opts.eval_dir, opts.budgets or {}, opts.run_settings,

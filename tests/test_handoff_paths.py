@@ -31,7 +31,7 @@ def test_export_all_artifacts_hold_no_build_path(exported_tiny, tiny_vit, faces_
     config.write_text('[settings]\nlatency_runs = 2\nwarmup = 1\n'
                       '[budgets.int8]\nmin_agreement = 0.0\nmax_accuracy_drop = 100.0\n'
                       '[[models]]\nname = "tiny"\nsource = "models/tiny"\neval = "data/eval"\n'
-                      'calibration = "data/calib"\n')
+                      'calibration = "data/calib"\nprecision_search = false\n')  # as exported_tiny: reused
     assert main(["export-all", "--config", str(config), "--no-progress"]) == 0
     out = project / "artifacts" / "tiny"
     written = [p for p in out.rglob("*") if p.is_file()]

@@ -45,13 +45,13 @@ def _edgeport(hf_home, tmp_path, *args):
 def test_export_by_id_and_revision_from_the_cache_without_images(hf_home, faces_dir, tmp_path):
     out = tmp_path / "out"
     run = _edgeport(hf_home, tmp_path, "export", REPO_ID, "--revision", REVISION, "--out", str(out),
-                    "--variants", "onnx-fp32,savedmodel-fp32,tflite-fp32,onnx-int8-static", "--no-progress")
+                    "--variants", "onnx-fp32,tflite-fp32,onnx-int8-static", "--no-progress")
     assert run.returncode == 1, run.stdout + run.stderr  # the one calibrated variant, nothing else
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["source"]["id"] == REPO_ID and manifest["source"]["revision"] == REVISION
     assert len(manifest["source"]["weights_sha256"]) == 64
     status = {v["name"]: v for v in manifest["variants"]}
-    assert [n for n, v in status.items() if v["status"] == "ok"] == ["onnx-fp32", "savedmodel-fp32", "tflite-fp32"]
+    assert [n for n, v in status.items() if v["status"] == "ok"] == ["onnx-fp32", "tflite-fp32"]
     assert "--calibration DIR" in status["onnx-int8-static"]["error"]
     assert manifest["sample_images"].startswith("generated")
     assert "still running" not in run.stdout
@@ -61,7 +61,7 @@ def test_export_by_id_and_revision_from_the_cache_without_images(hf_home, faces_
     report = json.loads((out / "report.json").read_text())
     assert report["reference"]["path"] == REPO_ID, check.stdout + check.stderr
     passed = {v["name"]: v["passed"] for v in report["variants"]}
-    assert passed == {"onnx-fp32": True, "savedmodel-fp32": True, "tflite-fp32": True, "onnx-int8-static": False}
+    assert passed == {"onnx-fp32": True, "tflite-fp32": True, "onnx-int8-static": False}
     assert str(tmp_path) not in (out / "report.json").read_text()
 
 

@@ -23,13 +23,13 @@ def _manifest(out: Path) -> dict:
 
 def test_rerun_reuses_up_to_date_artifacts_and_redoes_changed_ones(tiny_vit, tmp_path):
     out = tmp_path / "out"
-    export_model("t", resolve_source(str(tiny_vit)), out, variants=QUICK, images_dir=None)
+    export_model("t", resolve_source(str(tiny_vit)), out, variants=QUICK, images_dir=None, isolate=False)
     first = {v["name"]: v for v in _manifest(out)["variants"]}
     assert all(v["status"] == "ok" and len(v["sha256"]) == 64 for v in first.values())
     mtime = (out / "model_fp16.onnx").stat().st_mtime_ns
 
     (out / "model_int8_dynamic.onnx").write_bytes(b"tampered")
-    export_model("t", resolve_source(str(tiny_vit)), out, variants=QUICK, images_dir=None)
+    export_model("t", resolve_source(str(tiny_vit)), out, variants=QUICK, images_dir=None, isolate=False)
     second = {v["name"]: v for v in _manifest(out)["variants"]}
     assert second["onnx-fp32"].get("reused") and second["onnx-fp16"].get("reused")
     assert (out / "model_fp16.onnx").stat().st_mtime_ns == mtime  # not rewritten
@@ -37,7 +37,7 @@ def test_rerun_reuses_up_to_date_artifacts_and_redoes_changed_ones(tiny_vit, tmp
     assert "no longer matches the sha256" in second["onnx-int8-dynamic"]["note"]
     assert artifact_sha256(out / "model_int8_dynamic.onnx") == second["onnx-int8-dynamic"]["sha256"]
 
-    export_model("t", resolve_source(str(tiny_vit)), out, variants=QUICK, images_dir=None, force=True)
+    export_model("t", resolve_source(str(tiny_vit)), out, variants=QUICK, images_dir=None, force=True, isolate=False)
     assert not any(v.get("reused") for v in _manifest(out)["variants"])
 
 
@@ -92,10 +92,10 @@ def test_changed_source_weights_are_re_exported(tmp_path):
 
     model = make_random_vit(tmp_path / "m", seed=0)
     out = tmp_path / "out"
-    export_model("t", resolve_source(str(model)), out, variants=["onnx-fp32"], images_dir=None)
+    export_model("t", resolve_source(str(model)), out, variants=["onnx-fp32"], images_dir=None, isolate=False)
     before = _manifest(out)
     make_random_vit(tmp_path / "m", seed=1)  # new weights, same folder
-    export_model("t", resolve_source(str(model)), out, variants=["onnx-fp32"], images_dir=None)
+    export_model("t", resolve_source(str(model)), out, variants=["onnx-fp32"], images_dir=None, isolate=False)
     after = _manifest(out)
     assert after["source"]["weights_sha256"] != before["source"]["weights_sha256"]
     (rec,) = after["variants"]

@@ -20,7 +20,7 @@ def test_savedmodel_of_a_vit_with_square_tensors_matches_pytorch(calib_dir, tmp_
                             num_layers=1, intermediate_size=128)
     out = tmp_path / "out"
     result = export_model("square-vit", resolve_source(str(model)), out, variants=["savedmodel-fp32"],
-                          images_dir=calib_dir, progress=False)
+                          images_dir=calib_dir, progress=False, isolate=False)
     assert result.failed == [], result.manifest
     batch = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
     with runner_class("torch")(str(model)) as ref, runner_class("savedmodel")(str(out / "savedmodel")) as tf:
