@@ -12,12 +12,15 @@ figures flatter the file. The evaluation set then measures the chosen file hones
 Each round ranks the layers still in int8 by how much each one alone costs in the latest
 file (``onnx_int8_static.node_sensitivity``: the share of held-out logit error that goes
 away when it alone is returned to float, NNCF's ranking for its accuracy control;
-``tflite_int8.op_sensitivity``: the error each op adds, summed per op kind), re-ranked every
-round because raising one layer changes what the rest cost. A graph with more than
-``FLAT_RANKING_MAX`` int8 layers is ranked in two levels (``rank``): contiguous groups of about
-sqrt(n) layers (in graph order: a transformer block, a CNN stage) are measured first, then the
-layers of the groups the round takes from, so a round costs about 2*sqrt(n) measurements, not n
-(ViT-B/16: 20 instead of 98, about 17 s each on 2 cores). The top of the ranking is raised
+``tflite_int8.op_sensitivity``: the error each op adds, summed per op kind). Up to
+``FLAT_RANKING_MAX`` int8 layers the ranking is re-measured every round, because raising one
+layer changes what the rest cost. A larger graph is ranked in two levels (``rank``): contiguous
+groups of about sqrt(n) layers (in graph order: a transformer block, a CNN stage) are measured
+once, then each layer alone once, when a round first takes from its group, so the whole search
+costs about 2*sqrt(n) measurements per group it reaches, not n per round (ViT-B/16: 10 group
+figures, then 10 per group reached, about 17 s each on 2 cores at 64 images, a quarter at the 16
+it uses). Each file is judged chunk by chunk (``Holdout.judge_stream``) and the judging stops
+once more images disagree than the budget allows: the same verdict, for a fraction of the runs. The top of the ranking is raised
 in batches that double (1, 2, 4, ...), so a model that needs k layers raised takes about
 log2(k) rounds, and a last bisection over the final batch gives back the layers that were
 not needed. Measured first on emotion-vit: ranking by each layer's own output error (its
@@ -33,7 +36,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,13 +59,14 @@ def split_holdout(count: int, every: int = HOLDOUT_EVERY) -> tuple[np.ndarray, n
 
     Interleaved rather than a tail, so that a class-folder layout (images sorted by class)
     gives every class to both parts. With fewer than ``MIN_HOLDOUT * every`` images, at least
-    ``MIN_HOLDOUT`` are still held out when there are more than that many.
+    ``MIN_HOLDOUT`` are still held out when there are more than that many. The held-out indices
+    come in ``spread_order``: any prefix of them spans the folders.
     """
     index = np.arange(count)
     held = index[index % every == every - 1]
     if len(held) < MIN_HOLDOUT and count > MIN_HOLDOUT:
         held = index[-MIN_HOLDOUT:]
-    return np.setdiff1d(index, held), held
+    return np.setdiff1d(index, held), held[spread_order(len(held))]
 
 
 @dataclass(frozen=True)
@@ -81,9 +85,21 @@ class Target:
         return {"min_agreement": self.min_agreement, "max_accuracy_drop": self.max_accuracy_drop}
 
 
+def spread_order(count: int, stride: int = 16) -> np.ndarray:
+    """0, stride, 2*stride, ..., then 1, stride+1, ...: an order in which every prefix spreads
+    over the whole list (a list in class-folder order gives every prefix every class)."""
+    return np.concatenate([np.arange(start, count, stride) for start in range(min(stride, count))]).astype(int) \
+        if count else np.arange(0)
+
+
 @dataclass
 class Holdout:
-    """Held-out calibration images, the float file's logits on them and, when known, their labels."""
+    """Held-out calibration images, the float file's logits on them and, when known, their labels.
+
+    ``split_holdout`` gives them in ``spread_order``, so that the first images a judge sees,
+    when it stops early (``judge_stream``), are spread over every class rather than the first
+    class folder.
+    """
 
     inputs: np.ndarray
     reference_logits: np.ndarray
@@ -94,6 +110,48 @@ class Holdout:
         (which is in folder order, so a prefix would be one class)."""
         pick = np.linspace(0, len(self.inputs) - 1, min(count, len(self.inputs))).round().astype(int)
         return self.inputs[pick], self.reference_logits[pick]
+
+    def allowed_disagreements(self, target: Target) -> int | None:
+        """The most held-out images that may disagree with the float file for ``target``'s
+        agreement to pass (with the ``MARGIN_Z`` margin); None without an agreement budget."""
+        if target.min_agreement is None:
+            return None
+        n = len(self.inputs)
+        return next((d for d in range(n, -1, -1) if wilson_lower(n - d, n, MARGIN_Z) >= target.min_agreement), -1)
+
+    def judge_stream(self, chunks: Iterable[np.ndarray], target: Target) -> dict[str, Any]:
+        """``judge`` on logits that arrive chunk by chunk (in the holdout's order), stopping at
+        the first chunk after which the file can no longer pass.
+
+        Disagreements only add up, so once more images disagree than ``allowed_disagreements``
+        the verdict is a miss whatever the rest would show: the same verdict as judging them
+        all, for a fraction of the runs (a file at 87% agreement against a 97% budget on 128
+        images is decided within its first 16). The row then gives ``images`` (how many were
+        judged) and figures on those images only.
+        """
+        if isinstance(chunks, np.ndarray):  # all the logits at once: one chunk
+            chunks = [chunks]
+        n = len(self.inputs)
+        allowed = self.allowed_disagreements(target)
+        ref = self.reference_logits.argmax(-1)
+        parts: list[np.ndarray] = []
+        seen = disagree = 0
+        for chunk in chunks:
+            chunk = np.asarray(chunk)
+            parts.append(chunk)
+            disagree += int(np.sum(chunk.argmax(-1) != ref[seen:seen + len(chunk)]))
+            seen += len(chunk)
+            if allowed is not None and disagree > allowed and seen < n:
+                break
+        if hasattr(chunks, "close"):  # a generator: let it release its session now
+            chunks.close()
+        logits = np.concatenate(parts)
+        if seen >= n:
+            return {**self.judge(logits, target), "images": n}
+        part = Holdout(self.inputs[:seen], self.reference_logits[:seen],
+                       None if self.labels is None else self.labels[:seen])
+        return {**part.judge(logits, target), "passed": False, "images": seen,
+                "stopped_early": f"{disagree} of {seen} images disagree; at most {allowed} of {n} may"}
 
     def judge(self, logits: np.ndarray, target: Target) -> dict[str, Any]:
         """Agreement with the float file, accuracy drop (points, when labels are known), and pass/fail.
@@ -156,38 +214,67 @@ class SearchResult:
 
 
 Build = Callable[[list[str]], Path]  # raised layer names -> a quantized file
-Run = Callable[[Path], np.ndarray]  # file -> logits on the held-out images
+Run = Callable[[Path], Iterable[np.ndarray]]  # file -> its logits on the held-out images, chunk by chunk, in order
 # file, raised, units (each a list of layers raised together) -> the error each unit costs
 Sensitivity = Callable[[Path, list[str], list[list[str]]], list[float]]
 
 
-def rank(path: Path, raised: list[str], remaining: list[str], step: int,
-         sensitivity: Sensitivity) -> tuple[list[str], dict[str, tuple[float, int]]]:
+def rank(path: Path, raised: list[str], remaining: list[str], step: int, sensitivity: Sensitivity,
+         memo: dict[str, Any] | None = None) -> tuple[list[str], dict[str, tuple[float, int]]]:
     """``remaining`` (int8 layers, in graph order) most costly first, and what was measured:
     {layer: (sensitivity, size of the unit it was measured in)}.
 
-    Up to ``FLAT_RANKING_MAX`` layers, each is measured alone. Above it, contiguous groups of
-    about sqrt(n) layers are measured (each group returned to higher precision as a whole),
-    then, group by group from the costliest, the layers of each group this round takes
-    ``step`` layers from are measured alone and ordered within their group. Groups the round
-    does not reach keep graph order behind them: the next round re-ranks anyway.
+    Up to ``FLAT_RANKING_MAX`` layers, each is measured alone, on the latest file, every round.
+    Above it, contiguous groups of about sqrt(n) layers are measured (each group returned to
+    higher precision as a whole), then, group by group from the costliest, the layers of each
+    group this round takes ``step`` layers from are measured alone and ordered within their
+    group; groups the round does not reach keep graph order behind them. With a ``memo``
+    (one dict kept across the rounds of a search), a large graph's group figures are measured
+    once, on the first file, and each layer's alone figure once, when its group is first
+    reached: on ViT-B/16 a measurement costs about 17 s on 2 cores, and re-measuring 20 of them
+    every round cost 6.5 min a round, more than the plain quantization itself (155 s).
     """
     if len(remaining) <= FLAT_RANKING_MAX:
         scores = sensitivity(path, raised, [[c] for c in remaining])
         measured = {c: (float(s), 1) for c, s in zip(remaining, scores)}
         return sorted(remaining, key=lambda c: -measured[c][0]), measured
-    size = math.ceil(math.sqrt(len(remaining)))
-    groups = [remaining[i:i + size] for i in range(0, len(remaining), size)]
-    group_scores = sensitivity(path, raised, groups)
-    measured = {c: (float(s), len(g)) for g, s in zip(groups, group_scores) for c in g}
+    memo = {} if memo is None else memo
+    if "groups" not in memo:
+        size = math.ceil(math.sqrt(len(remaining)))
+        groups = [remaining[i:i + size] for i in range(0, len(remaining), size)]
+        memo["groups"] = list(zip(groups, (float(s) for s in sensitivity(path, raised, groups))))
+        memo["alone"] = {}
+    alone: dict[str, float] = memo["alone"]
+    left = set(remaining)
+    # What is left of each group's figure: less what its layers already raised were measured at
+    # (the figures are shares of one logit error, roughly additive).
+    queue: list[tuple[float, list[str] | str]] = []
+    for group, score in memo["groups"]:
+        members = [m for m in group if m in left]
+        if all(m in alone for m in members):
+            queue += [(alone[m], m) for m in members]
+        elif members:
+            queue.append((score - sum(alone.get(m, 0.0) for m in group if m not in left), members))
+    measured: dict[str, tuple[float, int]] = {m: (score, len(g)) for g, score in memo["groups"] for m in g if m in left}
+    measured.update({m: (alone[m], 1) for m in left if m in alone})
+    # Groups whose layers this round measures alone: as many as its step needs layers, at least one;
+    # on a graph whose groups all cost about the same, measuring every group's layers whenever
+    # one group's total outweighs a single layer would be the flat ranking again.
+    expand = max(1, math.ceil(step / len(memo["groups"][0][0])))
     ranking: list[str] = []
-    for g in sorted(range(len(groups)), key=lambda i: -group_scores[i]):
-        members = groups[g]
-        if len(ranking) < step:
-            alone = sensitivity(path, raised, [[m] for m in members])
-            measured.update({m: (float(s), 1) for m, s in zip(members, alone)})
-            members = sorted(members, key=lambda m: -measured[m][0])
-        ranking.extend(members)
+    while queue:
+        queue.sort(key=lambda item: -item[0])
+        _, item = queue.pop(0)
+        if isinstance(item, str):
+            ranking.append(item)
+        elif len(ranking) < step and expand > 0:
+            expand -= 1
+            scores = sensitivity(path, raised, [[m] for m in item])
+            alone.update({m: float(x) for m, x in zip(item, scores)})
+            measured.update({m: (alone[m], 1) for m in item})
+            queue += [(alone[m], m) for m in item]
+        else:
+            ranking.extend(item)  # not measured alone this round: the group's place, graph order
     return ranking, measured
 
 
@@ -206,16 +293,18 @@ def search_precision(candidates: Sequence[str], build: Build, run: Run, sensitiv
     known: dict[str, tuple[float, int]] = {}  # latest measured (sensitivity, unit size) of each layer
     rounds: list[dict[str, Any]] = []
     files: dict[int, tuple[Path, list[str]]] = {}
+    memo: dict[str, Any] = {}  # a large graph's ranking, measured once (rank)
 
     def measure(raised: list[str]) -> dict[str, Any]:
         path = build(raised)
-        row = {"raised": len(raised), **holdout.judge(run(path), target)}
+        row = {"raised": len(raised), **holdout.judge_stream(run(path), target)}
         rounds.append(row)
         files[len(rounds) - 1] = (path, list(raised))
         drop = "" if row["accuracy_drop"] is None else f", accuracy drop {row['accuracy_drop']:.2f} pt"
         log(f"  precision search round {len(rounds)}: {len(raised)} of {len(candidates)} {unit} raised, "
             f"held-out agreement {row['agreement'] * 100:.1f}% (lower bound {row['agreement_lower'] * 100:.1f}%){drop} "
-            f"-> {'pass' if row['passed'] else 'miss'}")
+            f"-> {'pass' if row['passed'] else 'miss'}"
+            + (f" (stopped after {row['images']} of {len(holdout.inputs)} images)" if "stopped_early" in row else ""))
         return row
 
     raised: list[str] = []
@@ -223,9 +312,10 @@ def search_precision(candidates: Sequence[str], build: Build, run: Run, sensitiv
     step = 1
     last_batch: list[str] = []
     while not row["passed"] and len(raised) < len(candidates) and len(rounds) < max_rounds:
-        # re-ranked on the latest file: once the worst layer is raised, what the rest cost changes
+        # ranked on the latest file: once the worst layer is raised, what the rest cost changes
+        # (a large graph reuses its memo's figures: rank)
         ranking, scores = rank(files[len(rounds) - 1][0], raised, [c for c in candidates if c not in raised],
-                               step, sensitivity)
+                               step, sensitivity, memo)
         known.update(scores)
         last_batch = ranking[:step]
         raised = raised + last_batch

@@ -42,7 +42,7 @@ import itertools
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -175,7 +175,7 @@ def convert_tflite_int8(tflite_fp32: str | Path, out_path: str | Path, calibrati
                 return [sum(max(per_op.get(n, 0.0), 0.0) for n in ops_of(unit)) for unit in units]
 
             search = search_precision(list(kinds), lambda raised_kinds: build(ops_of(raised_kinds)),
-                                      lambda path: run_tflite(path, holdout.inputs), kind_sensitivity,
+                                      lambda path: iter_tflite(path, holdout.inputs), kind_sensitivity,
                                       holdout, target, unit="op kinds", log=log)
             chosen, raised = search.path, ops_of([r["name"] for r in search.raised])
             for row in search.raised:
@@ -202,10 +202,18 @@ def convert_tflite_int8(tflite_fp32: str | Path, out_path: str | Path, calibrati
 
 def run_tflite(path: Path, inputs_nchw: np.ndarray) -> np.ndarray:
     """Logits of a .tflite file on NCHW float images (int8 I/O quantized as validation does)."""
+    return np.concatenate(list(iter_tflite(path, inputs_nchw)))
+
+
+def iter_tflite(path: Path, inputs_nchw: np.ndarray, chunk: int = 16) -> Iterator[np.ndarray]:
+    """``run_tflite``'s logits ``chunk`` images at a time (run one by one: batch-1 files), for a
+    judge that may stop early."""
     from runtimes.tflite_runner import TFLiteRunner
 
     with TFLiteRunner(path, threads=os.cpu_count() or 1) as runner:
-        return np.concatenate([runner.infer(inputs_nchw[i:i + 1]) for i in range(len(inputs_nchw))])
+        for start in range(0, len(inputs_nchw), chunk):
+            yield np.concatenate([runner.infer(inputs_nchw[i:i + 1])
+                                  for i in range(start, min(start + chunk, len(inputs_nchw)))])
 
 
 def raisable_ops(tflite: bytes, exclude: set[str]) -> dict[str, list[str]]:

@@ -12,6 +12,8 @@ from converters.precision_search import Holdout, Target, search_precision, split
 def test_holdout_is_interleaved_and_disjoint():
     calib, held = split_holdout(10)
     assert list(held) == [1, 3, 5, 7, 9] and list(calib) == [0, 2, 4, 6, 8]
+    calib, held = split_holdout(100)  # 50 held out, in an order whose every prefix spans the folders
+    assert sorted(held) == list(range(1, 100, 2)) and list(held[:4]) == [1, 33, 65, 97]
     calib, held = split_holdout(3)  # too few for every 2nd: still two held out
     assert len(held) == 2 and set(calib) | set(held) == {0, 1, 2} and not set(calib) & set(held)
 
@@ -88,7 +90,50 @@ def test_many_layers_are_ranked_in_groups_then_inside_the_costliest(monkeypatch)
     # 8 groups, then the 8 layers of the costliest group (l40-l47) alone: 16 measurements, not 64
     assert len(measured_units) == 16 and [len(u) for u in measured_units[:8]] == [8] * 8
     assert measured["l41"] == (0.5, 1) and measured["l03"] == (pytest.approx(0.27), 8)  # only its group's figure
-    assert ranking[8] == "l00"  # the next group (l00-l07, with l03) keeps graph order: not measured alone
+    # the next group (l00-l07, with l03: 0.27) outranks the rest of l41's group (0.01 each) and,
+    # beyond this round's 2 layers, keeps graph order: not measured alone
+    assert ranking[2:10] == layers[:8] and set(ranking[-6:]) == {"l40", "l42", "l43", "l45", "l46", "l47"}
+
+    # with a memo, later rounds reuse the group figures and measure a group's layers only when first reached
+    memo: dict = {}
+    rank(Path("f"), [], layers, 2, sensitivity, memo)
+    measured_units.clear()
+    left = [name for name in layers if name not in ("l41", "l44")]
+    ranking, measured = rank(Path("g"), ["l41", "l44"], left, 4, sensitivity, memo)
+    assert measured_units == [[name] for name in layers[:8]]  # only l00-l07, alone
+    assert ranking[0] == "l03" and sorted(ranking) == sorted(left)
+    measured_units.clear()
+    rank(Path("h"), ["l41", "l44", "l03"], [n for n in left if n != "l03"], 8, sensitivity, memo)
+    assert [len(u) for u in measured_units] == [1] * 8  # the next group reached, l08-l15: none re-measured
+
+
+def test_judge_stream_stops_once_the_budget_is_out_of_reach():
+    n = 128
+    ref = np.eye(2)[np.arange(n) % 2]
+    holdout = Holdout(np.zeros((n, 1)), ref)
+    target = Target(min_agreement=0.97)
+    allowed = holdout.allowed_disagreements(target)
+    from converters.precision_search import wilson_lower
+    assert wilson_lower(n - allowed, n, 1.0) >= 0.97 > wilson_lower(n - allowed - 1, n, 1.0)
+    served: list[int] = []
+
+    def chunks(logits):
+        for start in range(0, n, 16):
+            served.append(start)
+            yield logits[start:start + 16]
+
+    bad = ref.copy()
+    bad[:3 * (allowed + 1):3] = 1 - bad[:3 * (allowed + 1):3]  # allowed + 1 disagreements early on
+    row = holdout.judge_stream(chunks(bad), target)
+    assert not row["passed"] and row["images"] == 16 * len(served) < n and "stopped_early" in row
+    assert row["agreement"] == pytest.approx(1 - (allowed + 1) / row["images"])
+    assert holdout.judge(bad, target)["passed"] is False  # the same verdict as judging them all
+    served.clear()
+    edge = ref.copy()
+    edge[n - allowed:] = 1 - edge[n - allowed:]  # exactly the allowed number, at the end: all judged, passes
+    row = holdout.judge_stream(chunks(edge), target)
+    assert row["passed"] and row["images"] == n and len(served) == n // 16
+    assert {k: v for k, v in row.items() if k != "images"} == holdout.judge(edge, target)
 
 
 def _sensitive_mlp(path: Path) -> Path:
