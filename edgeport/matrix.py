@@ -150,6 +150,7 @@ def run_matrix(opts: MatrixOptions) -> dict[str, Any]:
                 "size_bytes": v["size_bytes"], "p50_ms": (v["latency_ms"] or {}).get("p50"),
                 "why": "; ".join(f["message"] for f in v["failures"])[:300] or None,
                 "made_by": settings.get("backend") or settings.get("exporter"),
+                "search": search_summary(settings),
             })
         result["architectures"].append(row)
     result["seconds"] = round(time.perf_counter() - start, 1)
@@ -173,11 +174,37 @@ KNOWN_MISSES: dict[str, str] = {
     "pvt": "transformers 4.57.6's PvtConfig sets num_labels=1000 after reading id2label, so a fine-tuned "
            "PVT saved with save_pretrained reloads with a 1000-class head and from_pretrained fails (size "
            "mismatch): transformers itself cannot load the trained model. PVTv2 is not affected.",
-    "mobilenet_v1": "Its static int8 ONNX file runs but agrees on 95.3% (97% budget): depthwise convolutions "
-                    "with per-tensor activations; what to keep at higher precision is issue #16's search.",
-    "mobilevitv2": "The full-integer files run (1/std as RSQRT, its chain int16) but agree on 96.3-96.8%, "
-                   "just under 97%; issue #16's search.",
 }
+
+
+def search_summary(settings: dict[str, Any]) -> dict[str, Any] | None:
+    """What the int8 precision search saw on held-out calibration images, for the page's reasons:
+    the file it chose (raised, held-out figures) and whether that file passed there."""
+    search = settings.get("precision_search")
+    if not search:
+        return None
+    chosen = next((r for r in search.get("rounds", []) if r.get("chosen")), None) or {}
+    return {"holdout_images": search.get("holdout_images"), "passed_on_holdout": search.get("passed_on_holdout"),
+            "rounds": len(search.get("rounds", [])), "candidates": search.get("candidates"),
+            "raised": [r["name"] for r in search.get("raised", [])], "raised_to": search.get("raised_to"),
+            "agreement": chosen.get("agreement"), "agreement_lower": chosen.get("agreement_lower"),
+            "accuracy_drop": chosen.get("accuracy_drop")}
+
+
+def explain_search(name: str, s: dict[str, Any]) -> str:
+    """A failed int8 variant's reason, in words, from its ``search_summary``."""
+    raised = (f"{len(s['raised'])} of {s['candidates']} raised to {s['raised_to']} ({', '.join(s['raised'][:6])}"
+              + (", ..." if len(s["raised"]) > 6 else "") + ")") if s["raised"] else "nothing raised"
+    drop = "" if s["accuracy_drop"] is None else f", accuracy drop {s['accuracy_drop']:+.2f} points"
+    seen = (f"held-out agreement {s['agreement'] * 100:.1f}% (Wilson lower bound {s['agreement_lower'] * 100:.1f}%)"
+            f"{drop}")
+    if s["passed_on_holdout"]:
+        return (f"`{name}`: the precision search's file ({raised}) passed on its {s['holdout_images']} held-out "
+                f"calibration images ({seen}) and misses on the evaluation images above: on "
+                f"{s['holdout_images']} images one image is {100 / s['holdout_images']:.2f} points of accuracy, so "
+                "a file within a 1-point budget there can miss it on another sample.")
+    return (f"`{name}`: no file of the precision search's {s['rounds']} rounds passed on its "
+            f"{s['holdout_images']} held-out calibration images; it kept the best one, {raised}: {seen}.")
 
 
 # What a reader must know about an architecture's figures, printed under its table always.
@@ -247,6 +274,9 @@ def render_markdown(r: dict[str, Any]) -> str:
                          f"{fmt(v['p50_ms'], '.2f')} | {v.get('made_by') or ''} | {(v['why'] or '').replace('|', '/')} |")
         if row["arch"] in KNOWN_MISSES and not all(v["passed"] for v in row["variants"]):
             lines += ["", f"Why: {KNOWN_MISSES[row['arch']]}"]
+        for v in row["variants"]:
+            if not v["passed"] and v.get("search"):
+                lines += ["", f"Why: {explain_search(v['name'], v['search'])}"]
         if row["arch"] in CAVEATS:
             lines += ["", f"Note: {CAVEATS[row['arch']]}"]
         lines.append("")

@@ -210,3 +210,33 @@ def test_a_tflite_file_that_computes_something_else_falls_back_to_the_other_back
     settings = next(v for v in result.manifest["variants"] if v["name"] == "tflite-fp32")["settings"]
     assert settings["backend"] == "onnx2tf tf_converter"
     assert "differs from the ONNX model" in settings["fallback_reason"] and settings["onnx_max_abs_diff"] < 1e-4
+
+
+def test_a_failed_int8_cell_is_explained_from_its_search():
+    """The page's reason for an int8 miss comes from the search's own record, both ways it can miss."""
+    from edgeport.matrix import render_markdown, search_summary
+
+    def settings(passed: bool) -> dict:
+        rounds = [{"raised": 0, "agreement": 0.96, "agreement_lower": 0.94, "accuracy_drop": 0.5, "passed": False},
+                  {"raised": 1, "agreement": 0.992, "agreement_lower": 0.98, "accuracy_drop": -0.78,
+                   "passed": passed, "chosen": True}]
+        return {"precision_search": {"holdout_images": 128, "passed_on_holdout": passed, "candidates": 16,
+                                     "raised_to": "int16 activations", "raised": [{"name": "MEAN"}],
+                                     "rounds": rounds}}
+
+    assert search_summary({}) is None
+    cell = {"passed": False, "max_abs_diff": 0.9, "agreement": 0.98, "accuracy_drift_points": -1.5,
+            "size_bytes": 1024, "p50_ms": 1.0, "why": "accuracy_drop_points 1.5 (budget <= 1)", "made_by": None}
+    row = {"arch": "somenet", "processor": "P", "note": None, "parameters": 10, "reference_accuracy": 0.7,
+           "variants": [{**cell, "name": "tflite-int8", "search": search_summary(settings(True))},
+                        {**cell, "name": "tflite-int8-io", "search": search_summary(settings(False))},
+                        {**cell, "name": "onnx-fp16", "passed": True, "search": None}]}
+    page = render_markdown({"variants": ["onnx-fp16", "tflite-int8", "tflite-int8-io"], "date": "d",
+                            "edgeport_version": "0", "machine": {"cpu": "c", "cores": 2, "python": "3.11"},
+                            "seconds": 60, "weights": "w", "eval_dir": "e", "architectures": [row]})
+    why = [line for line in page.splitlines() if line.startswith("Why:")]
+    assert len(why) == 2
+    assert "`tflite-int8`" in why[0] and "passed on its 128 held-out" in why[0] and "1 of 16 raised" in why[0]
+    assert "(MEAN)" in why[0] and "0.78 points" in why[0]
+    assert "`tflite-int8-io`" in why[1] and "no file of the precision search's 2 rounds passed" in why[1]
+    assert "98.0%" in why[1]
