@@ -26,11 +26,13 @@ class Failure:
     value: float | None
     budget: float | None
     op: str  # ">=" or "<=" : what the value should have been
+    detail: str = ""  # where and on what, when the metric is not the whole evaluation set's
 
     def __str__(self) -> str:
         if self.value is None:
             return self.metric
-        return f"{self.metric} {_fmt(self.value)} (budget {self.op} {_fmt(self.budget)})"
+        return f"{self.metric} {_fmt(self.value)} (budget {self.op} {_fmt(self.budget)})" \
+            + (f" {self.detail}" if self.detail else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "value": self.value, "budget": self.budget, "op": self.op,
@@ -39,7 +41,9 @@ class Failure:
 
 @dataclass(frozen=True)
 class Budget:
-    """Limits for one variant. ``max_accuracy_drop`` is in percentage points vs the reference."""
+    """Limits for one variant. ``max_accuracy_drop`` is in percentage points vs the reference;
+    ``max_subgroup_drop`` the same on each evaluation subgroup large enough to judge
+    (``validation.subgroups``)."""
 
     min_agreement: float | None = None
     max_abs_diff: float | None = None
@@ -47,6 +51,7 @@ class Budget:
     min_cosine: float | None = None
     min_accuracy: float | None = None
     max_accuracy_drop: float | None = None
+    max_subgroup_drop: float | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str) -> "Budget":
@@ -85,6 +90,24 @@ class Budget:
             drop = round((reference_accuracy - metrics["accuracy"]) * 100.0, 9)
             if not drop <= self.max_accuracy_drop:
                 failures.append(Failure("accuracy_drop_points", drop, self.max_accuracy_drop, "<="))
+        return failures
+
+
+    def check_subgroups(self, rows: list[dict[str, Any]] | None) -> list[Failure]:
+        """A failure per judged subgroup whose accuracy fell more than ``max_subgroup_drop`` points."""
+        if self.max_subgroup_drop is None or not rows:
+            return []
+        failures = []
+        for r in rows:
+            drop = round(-r["drift_points"], 9)
+            if r["judged"] and not drop <= self.max_subgroup_drop:
+                ci = r.get("drift_ci")
+                interval = f", drop 95% CI {-ci[1]:.2f} to {-ci[0]:.2f}" if ci else ""
+                failures.append(Failure(
+                    "subgroup_accuracy_drop_points", drop, self.max_subgroup_drop, "<=",
+                    f"on {r['attribute']}={r['value']} ({r['images']} images): accuracy "
+                    f"{r['accuracy'] * 100:.2f}% against the reference's {r['reference_accuracy'] * 100:.2f}% "
+                    f"on the same images{interval}"))
         return failures
 
 

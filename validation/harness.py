@@ -14,6 +14,7 @@ import numpy as np
 
 from validation import metrics
 from validation.budgets import Budget, Failure
+from validation.subgroups import Assignment, reference_rows, subgroup_rows
 
 
 @dataclass
@@ -53,6 +54,7 @@ class VariantResult:
     failures: list[Failure] = field(default_factory=list)
     error: str | None = None
     localization: dict | None = None  # for an ONNX variant over budget: where it diverges
+    subgroups: list[dict] | None = None  # per evaluation subgroup, when the set has them (validation.subgroups)
 
     @property
     def passed(self) -> bool:
@@ -79,6 +81,7 @@ class VariantResult:
             "passed": self.passed,
             "error": self.error,
             "localization": self.localization,
+            "subgroups": self.subgroups,
             "failures": [f.to_dict() for f in self.failures]
             + ([{"metric": "error", "value": None, "budget": None, "op": "", "message": self.error}]
                if self.error else []),
@@ -158,11 +161,14 @@ def validate(
     budget_of: Callable[[Variant], Budget],
     settings: RunSettings = RunSettings(),
     progress: bool = True,
+    subgroups: Assignment | None = None,
 ) -> tuple[VariantResult, list[VariantResult]]:
     """Run the reference and every variant on ``inputs``; return their results.
 
     A variant that failed to export, crashed, or produced unusable output is a failed
-    result with the reason; the others are still run.
+    result with the reason; the others are still run. With ``subgroups`` (each input's
+    subgroup values), every result also gets its figures per subgroup, judged against the
+    budget's ``max_subgroup_drop``.
     """
     from tqdm import tqdm
 
@@ -178,6 +184,8 @@ def validate(
         ref_logits, ref_latency = run_variant(reference, inputs_path, settings, work)  # no reference: fatal
         ref_result.metrics = metrics.compare(ref_logits, ref_logits, labels, label_names)
         ref_result.latency_ms = metrics.latency_summary(ref_latency)
+        if subgroups is not None:
+            ref_result.subgroups = reference_rows(ref_logits, labels, subgroups)
         bar.update()
 
         results = []
@@ -196,6 +204,9 @@ def validate(
                     result.metrics.update(metrics.drift(result.metrics, ref_result.metrics))
                     result.latency_ms = metrics.latency_summary(latency)
                     result.failures = budget.check(result.metrics, ref_result.metrics["accuracy"])
+                    if subgroups is not None:
+                        result.subgroups = subgroup_rows(logits, ref_logits, labels, subgroups)
+                        result.failures += budget.check_subgroups(result.subgroups)
                 except (WorkerError, ValueError) as exc:
                     result.error = str(exc)
             results.append(result)

@@ -9,6 +9,7 @@ from converters.atomic import atomic_path
 from runtimes.machine import cpu_description
 from validation.harness import VariantResult
 from validation.report_html import render_html
+from validation.report_subgroups import subgroup_markdown
 
 
 def build_report(
@@ -144,6 +145,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     failures = failure_lines(report)
     if failures:
         lines += ["", "## Failures", ""] + [f"- {line}" for line in failures]
+    lines += subgroup_markdown(report)
     located = localization_lines(report)
     if located:
         lines += ["", "## Where the failing ONNX variants diverge", ""] + [f"- {line}" for line in located]

@@ -1,4 +1,5 @@
-"""report.html: one self-contained page (no scripts, no network) with the table and three plots.
+"""report.html: one self-contained page (no scripts, no network) with the table and three plots
+(and, when the evaluation set has subgroups, a subgroup x variant heat map of the drift).
 
 Plots: latency against accuracy drift for every variant, per-class accuracy drift, and
 size per variant. They are drawn as inline SVG by this module rather than with a plotting
@@ -11,6 +12,8 @@ from __future__ import annotations
 import html
 import math
 from typing import Any
+
+from validation.report_subgroups import subgroup_heatmap_html
 
 PASS, FAIL = "#2e7d32", "#c62828"
 PALETTE = ["#1565c0", "#ef6c00", "#6a1b9a", "#00838f", "#ad1457", "#558b2f", "#4e342e", "#283593",
@@ -63,6 +66,7 @@ edgeport {e(str(report.get('edgeport_version', '')))}.</p>
 <figure id="latency-vs-drift"><figcaption>Latency (batch 1, p50) against accuracy drift</figcaption>{scatter_latency_drift(report)}</figure>
 <figure id="size"><figcaption>Size per variant</figcaption>{bars_size(report)}</figure>
 <figure id="per-class-drift"><figcaption>Accuracy drift per class (points)</figcaption>{per_class_drift(report)}</figure>
+{subgroup_heatmap_html(report)}
 </body></html>
 """
 
