@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from edgeport import __version__  # noqa: E402
 from edgeport.config import Config, ConfigError, ModelEntry, load_config  # noqa: E402
 from edgeport.model_source import ModelSourceError, resolve_source  # noqa: E402
 from edgeport.variants import DEFAULT_VARIANTS, FULL_INTEGER_ACTIVATIONS, VARIANTS  # noqa: E402
+from validation.subgroups import SubgroupSpec  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -98,6 +100,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-map", action="append", default=[], metavar="FOLDER=LABEL",
                    help="read class folder FOLDER as LABEL, or FOLDER=ignore to leave it out (repeatable; "
                         "adds to the model's [models.label_map] in the config)")
+    g = p.add_argument_group(
+        "subgroups", "accuracy and drift per subgroup of the evaluation set, judged against max_subgroup_drop "
+                     "(default: the model's [models.subgroups] in the config; these options replace its parts)")
+    g.add_argument("--subgroup-pattern", metavar="REGEX",
+                   help=r"regular expression with named groups, searched in each file name, e.g. "
+                        r"'^(?P<age>\d+)_(?P<gender>\d)_(?P<race>\d)_' (UTKFace)")
+    g.add_argument("--subgroup-manifest", type=Path, metavar="FILE",
+                   help="CSV (header: file, then one column per attribute) or JSON ({FILE: {COLUMN: value}}); "
+                        "FILE is the image's path under EVAL_DIR or its file name")
+    g.add_argument("--subgroup-values", action="append", default=[], metavar="ATTR=RAW:NAME,...",
+                   help="name an attribute's raw values, e.g. race=0:white,1:black (repeatable)")
+    g.add_argument("--subgroup-bins", action="append", default=[], metavar="ATTR=EDGE,...",
+                   help="bin a numeric attribute by its lower edges, e.g. age=0,10,20,40,60 (repeatable)")
+    g.add_argument("--subgroup-attributes", metavar="A,B", help="the attributes to report (default: all)")
+    g.add_argument("--min-subgroup-size", type=int, metavar="N",
+                   help="smaller subgroups are reported but not judged (default 100)")
+    g.add_argument("--no-subgroups", action="store_true", help="ignore the config's subgroups")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_validate)
 
@@ -249,8 +268,50 @@ def cmd_validate(args: argparse.Namespace) -> int:
     entry = cfg.model(manifest["model"])
     label_map = {**(entry.label_map if entry else {}), **dict(_folder_label(x) for x in args.label_map)}
     report = validate_export(args.dir, args.eval, cfg.budgets_for(entry), settings,
-                             progress=not args.no_progress, label_map=label_map)
+                             progress=not args.no_progress, label_map=label_map,
+                             subgroups=_subgroup_spec(args, entry.subgroups if entry else None))
     return EXIT_OK if _passed(report, cfg) else EXIT_FAILED
+
+
+def _subgroup_spec(args: argparse.Namespace, configured: SubgroupSpec | None) -> SubgroupSpec | None:
+    """The config's subgroup spec with the command line's parts put in (None: no subgroups)."""
+    if args.no_subgroups:
+        return None
+    given = {}
+    if args.subgroup_pattern or args.subgroup_manifest:
+        given.update(pattern=args.subgroup_pattern, manifest=args.subgroup_manifest)
+    if args.subgroup_values:
+        given["values"] = dict(_attribute_values(x) for x in args.subgroup_values)
+    if args.subgroup_bins:
+        given["bins"] = dict(_attribute_bins(x) for x in args.subgroup_bins)
+    if args.subgroup_attributes:
+        given["attributes"] = [a.strip() for a in args.subgroup_attributes.split(",") if a.strip()]
+    if args.min_subgroup_size is not None:
+        given["min_size"] = args.min_subgroup_size
+    if not given:
+        return configured
+    spec = dataclasses.replace(configured or SubgroupSpec(), **given)
+    spec.check("command line")
+    return spec
+
+
+def _attribute_values(text: str) -> tuple[str, dict[str, str]]:
+    attribute, _, pairs = text.partition("=")
+    try:
+        mapping = dict(pair.split(":", 1) for pair in pairs.split(","))
+    except ValueError:
+        mapping = {}
+    if not attribute or not mapping:
+        raise ValueError(f"--subgroup-values {text!r}: expected ATTR=RAW:NAME,RAW:NAME")
+    return attribute.strip(), {k.strip(): v.strip() for k, v in mapping.items()}
+
+
+def _attribute_bins(text: str) -> tuple[str, list[float]]:
+    attribute, _, edges = text.partition("=")
+    try:
+        return attribute.strip(), [float(e) for e in edges.split(",")]
+    except ValueError:
+        raise ValueError(f"--subgroup-bins {text!r}: expected ATTR=EDGE,EDGE,... (numbers)") from None
 
 
 def _passed(report: dict, cfg: Config) -> bool:
@@ -299,7 +360,7 @@ def cmd_export_all(args: argparse.Namespace) -> int:
                               budgets=cfg.budgets_for(m), label_map=m.label_map,
                               precision_search=m.precision_search)
         report = validate_export(root / m.name, eval_dir, cfg.budgets_for(m), cfg.run,
-                                 progress=not args.no_progress, label_map=m.label_map)
+                                 progress=not args.no_progress, label_map=m.label_map, subgroups=m.subgroups)
         if result.failed or not _passed(report, cfg):
             failed.append(m.name)
     if failed:

@@ -9,13 +9,14 @@ from edgeport.variants import DEFAULT_VARIANTS, FULL_INTEGER_ACTIVATIONS, VARIAN
 from validation.budgets import Budget, BudgetError
 from validation.gate import GateSettings
 from validation.harness import RunSettings
+from validation.subgroups import SubgroupError, SubgroupSpec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "edgeport.toml"
 DEFAULT_BUDGETS = {
     "fp32": Budget(min_agreement=1.0, max_abs_diff=1e-4),
-    "fp16": Budget(min_agreement=0.995, max_accuracy_drop=0.5),
-    "int8": Budget(min_agreement=0.97, max_accuracy_drop=1.0),
+    "fp16": Budget(min_agreement=0.995, max_accuracy_drop=0.5, max_subgroup_drop=1.5),
+    "int8": Budget(min_agreement=0.97, max_accuracy_drop=1.0, max_subgroup_drop=3.0),
 }
 
 
@@ -37,6 +38,7 @@ class ModelEntry:
     label_map: dict[str, str] = field(default_factory=dict)  # eval folder -> label, or "ignore"
     full_integer_activations: str = "int8"  # tflite-int8/-io activations: "int8" or "int16" (16x8)
     precision_search: bool = True  # raise sensitive layers until the int8 budgets are met (held-out images)
+    subgroups: SubgroupSpec | None = None  # where the evaluation images' subgroups come from ([models.subgroups])
 
 
 @dataclass
@@ -99,7 +101,7 @@ def load_config(path: str | Path | None = None) -> Config:
     for i, raw in enumerate(data.get("models", [])):
         where = f"{path} [[models]] #{i + 1}"
         _check_keys(raw, {"name", "source", "revision", "eval", "calibration", "variants", "budgets",
-                          "allow_pickle", "label_map", "full_integer_activations", "precision_search"}, where)
+                          "allow_pickle", "label_map", "full_integer_activations", "precision_search", "subgroups"}, where)
         for key in ("name", "source"):
             if not raw.get(key):
                 raise ConfigError(f"{where}: '{key}' is required")
@@ -119,6 +121,7 @@ def load_config(path: str | Path | None = None) -> Config:
             label_map={str(k): str(v) for k, v in raw.get("label_map", {}).items()},
             full_integer_activations=_activations(raw.get("full_integer_activations", "int8"), where),
             precision_search=_boolean(raw.get("precision_search", True), "precision_search", where),
+            subgroups=_subgroups(raw.get("subgroups"), f"{where} subgroups", base),
         ))
     return cfg
 
@@ -128,6 +131,17 @@ def _activations(value: object, where: str) -> str:
         raise ConfigError(f"{where}: full_integer_activations must be one of "
                           f"{', '.join(repr(v) for v in FULL_INTEGER_ACTIVATIONS)}, not {value!r}")
     return str(value)
+
+
+def _subgroups(table: object, where: str, base: Path) -> SubgroupSpec | None:
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table ([models.subgroups]), not {table!r}")
+    try:
+        return SubgroupSpec.from_dict(table, where=where, base_dir=base)
+    except SubgroupError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _boolean(value: object, key: str, where: str) -> bool:

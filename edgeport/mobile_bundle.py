@@ -67,7 +67,8 @@ def write_mobile_bundle(out_dir: Path, manifest: dict[str, Any], report: dict[st
                        "to_probabilities": "softmax over the last axis; argmax gives the label index in labels.txt"},
             "evaluation": {"images": report.get("eval_set", {}).get("images"),
                            "reference_accuracy": report.get("reference", {}).get("accuracy"),
-                           "latency_measured_on": (report.get("machine") or {}).get("model")},
+                           "latency_measured_on": (report.get("machine") or {}).get("model"),
+                           "subgroups": report.get("reference", {}).get("subgroups")},
             "files": files,
             "which_file": which_file(files, (report.get("machine") or {}).get("model")),
             "tflite_metadata": "not embedded: labels and normalization are in this file and labels.txt",
@@ -232,6 +233,10 @@ def _file_entry(name: str, record: dict[str, Any], result: dict[str, Any] | None
         entry.update(accuracy=result.get("accuracy"), accuracy_drift_points=result.get("accuracy_drift_points"),
                      agreement=result.get("agreement"), latency_ms_p50=latency.get("p50"),
                      passed_budget=result.get("passed"))
+        judged = [r for r in result.get("subgroups") or [] if r["judged"]]
+        if judged:  # the subgroup this file loses most on, of those large enough to judge
+            low = min(judged, key=lambda r: r["drift_points"])
+            entry["worst_subgroup"] = {k: low[k] for k in ("attribute", "value", "images", "drift_points")}
     return entry
 
 
@@ -280,6 +285,26 @@ def _tensor(details: dict[str, Any] | None, *, is_input: bool) -> dict[str, Any]
         out["how"] = ("q = clamp(round(x / scale) + zero_point, -128, 127) with x the normalized input"
                       if is_input else "logit = (q - zero_point) * scale")
     return out
+
+
+def _subgroup_card(model: dict[str, Any]) -> list[str]:
+    """The card's accuracy per evaluation subgroup (the reference's) and each file's worst subgroup."""
+    rows = model["evaluation"].get("subgroups")
+    if not rows:
+        return []
+    lines = ["", "## Accuracy per subgroup", "",
+             "The reference model's accuracy on each subgroup of the evaluation images (95% Wilson interval; "
+             "* too few images to judge a file against):", "",
+             "| subgroup | images | reference accuracy |", "|---|---:|---|"]
+    lines += [f"| {r['attribute']}={r['value']}{'' if r['judged'] else ' *'} | {r['images']} | "
+              f"{r['accuracy'] * 100:.1f}% ({r['accuracy_ci'][0] * 100:.1f}-{r['accuracy_ci'][1] * 100:.1f}%) |"
+              for r in rows]
+    worst = [f for f in model["files"] if f.get("worst_subgroup")]
+    if worst:
+        lines += ["", "Where each file loses most against the reference (judged subgroups): "
+                  + "; ".join(f"`{f['file']}` {f['worst_subgroup']['attribute']}={f['worst_subgroup']['value']} "
+                              f"{f['worst_subgroup']['drift_points']:+.2f} points" for f in worst) + "."]
+    return lines
 
 
 def model_card(model: dict[str, Any]) -> str:
@@ -333,6 +358,7 @@ def model_card(model: dict[str, Any]) -> str:
         f"*Accuracy on {ev.get('images')} evaluation images (reference "
         f"{'–' if ev.get('reference_accuracy') is None else format(ev['reference_accuracy'] * 100, '.2f') + '%'}); "
         "latency measured on the export machine's CPU at batch 1, not on a phone.",
+        *_subgroup_card(model),
         "",
         "## Which file",
         "",

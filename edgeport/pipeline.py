@@ -27,6 +27,7 @@ from validation.dataset import IMAGE_EXTENSIONS, load_eval_arrays, open_image, s
 from validation.harness import RunSettings, Variant, validate
 from validation.preprocess import Preprocessing
 from validation.report import build_report, failure_lines, write_reports
+from validation.subgroups import SubgroupSpec, assign
 
 MANIFEST = "manifest.json"
 # manifest.json's sample_images when no image folder was given: onnx2tf got a generated sample.
@@ -381,10 +382,12 @@ def validate_export(
     *,
     progress: bool = True,
     label_map: dict[str, str] | None = None,
+    subgroups: SubgroupSpec | None = None,
 ) -> dict[str, Any]:
     """Validate every variant in ``out_dir``'s manifest on ``eval_dir``; write the reports.
 
-    ``label_map`` maps evaluation folder names to labels (or "ignore").
+    ``label_map`` maps evaluation folder names to labels (or "ignore"); ``subgroups`` says
+    where the evaluation images' subgroups come from (per-subgroup figures and budgets).
     """
     manifest = read_manifest(out_dir)
     project_dir = manifest_project_dir(out_dir, manifest)
@@ -398,7 +401,8 @@ def validate_export(
             f"(e.g. {shared[0].name}): evaluate on images disjoint from the calibration set"
         )
     preprocess = Preprocessing.from_file(out_dir / "preprocessor_config.json")
-    inputs, y, _ = load_eval_arrays(eval_set, preprocess, progress=progress)
+    inputs, y, paths = load_eval_arrays(eval_set, preprocess, progress=progress)
+    assignment = assign(subgroups, paths, eval_set.root) if subgroups is not None else None
     src = manifest["source"]
     location = _reference_location(project_dir, src["path"]) if src.get("path") else src["id"]
     reference = Variant("reference", "torch", "fp32", location, revision=src.get("revision"),
@@ -410,7 +414,7 @@ def validate_export(
     ]
     ref, results = validate(
         reference, variants, inputs, y, labels,
-        lambda v: budget_for(v.name, v.precision, budgets), settings, progress=progress,
+        lambda v: budget_for(v.name, v.precision, budgets), settings, progress=progress, subgroups=assignment,
     )
     _localize_onnx_failures(out_dir, manifest, results, inputs)
     report = build_report(
@@ -431,6 +435,10 @@ def validate_export(
                   "latency_runs": settings.runs, "preprocessing": manifest["preprocessing"]},
         edgeport_version=__version__,
     )
+    if assignment is not None:
+        report["subgroups"] = assignment.summary(subgroups)
+        if subgroups.manifest:
+            report["subgroups"]["spec"]["manifest"] = relative_path(subgroups.manifest, project_dir)
     exported = {v["name"]: v for v in manifest["variants"]}
     report["reference"]["path"] = src.get("path") or src["id"]
     for v in report["variants"]:
