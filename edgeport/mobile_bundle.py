@@ -234,9 +234,10 @@ def _file_entry(name: str, record: dict[str, Any], result: dict[str, Any] | None
                      agreement=result.get("agreement"), latency_ms_p50=latency.get("p50"),
                      passed_budget=result.get("passed"))
         judged = [r for r in result.get("subgroups") or [] if r["judged"]]
-        if judged:  # the subgroup this file loses most on, of those large enough to judge
+        if judged:  # the subgroup this file loses most on, of those large enough to judge; None: none loses
             low = min(judged, key=lambda r: r["drift_points"])
-            entry["worst_subgroup"] = {k: low[k] for k in ("attribute", "value", "images", "drift_points")}
+            entry["worst_subgroup"] = ({k: low[k] for k in ("attribute", "value", "images", "drift_points")}
+                                       if low["drift_points"] < 0 else None)
     return entry
 
 
@@ -299,11 +300,12 @@ def _subgroup_card(model: dict[str, Any]) -> list[str]:
     lines += [f"| {r['attribute']}={r['value']}{'' if r['judged'] else ' *'} | {r['images']} | "
               f"{r['accuracy'] * 100:.1f}% ({r['accuracy_ci'][0] * 100:.1f}-{r['accuracy_ci'][1] * 100:.1f}%) |"
               for r in rows]
-    worst = [f for f in model["files"] if f.get("worst_subgroup")]
-    if worst:
+    judged = [f for f in model["files"] if "worst_subgroup" in f]
+    if judged:
         lines += ["", "Where each file loses most against the reference (judged subgroups): "
-                  + "; ".join(f"`{f['file']}` {f['worst_subgroup']['attribute']}={f['worst_subgroup']['value']} "
-                              f"{f['worst_subgroup']['drift_points']:+.2f} points" for f in worst) + "."]
+                  + "; ".join(f"`{f['file']}` " + (f"{w['attribute']}={w['value']} {w['drift_points']:+.2f} points"
+                                                  if (w := f["worst_subgroup"]) else "none below the reference")
+                              for f in judged) + "."]
     return lines
 
 

@@ -14,7 +14,7 @@ from validation.harness import VariantResult
 from validation.report import build_report, render_markdown
 from validation.report_html import render_html
 from validation.subgroups import (SubgroupError, SubgroupSpec, assign, bin_labels, reference_rows, subgroup_rows,
-                                  wilson_interval)
+                                  paired_drift_interval, wilson_interval)
 
 UTK = r"^(?P<age>\d+)_(?P<gender>\d)_(?P<race>\d)_"
 RACES = {"0": "white", "1": "black", "2": "asian", "3": "indian", "4": "other"}
@@ -94,6 +94,9 @@ def test_figures_per_subgroup_and_a_group_below_the_minimum_size(tmp_path):
     lo, hi = black["accuracy_ci"]
     assert (lo, hi) == pytest.approx(wilson_interval(2, 4)) and lo < 0.5 < hi
     assert black["drift_ci"][0] < -50 < black["drift_ci"][1]
+    # no image changed on white: the interval still has a width (6 images cannot prove 0 drift)
+    assert white["drift_ci"][0] < -5 and white["drift_ci"][1] > 5
+    assert paired_drift_interval(0, 0, 400) == pytest.approx([-0.4876, 0.4876], abs=1e-3)
     budget = Budget(max_subgroup_drop=3.0)
     assert budget.check_subgroups([white, black]) == []  # the only loss is in a group too small to judge
 
@@ -207,6 +210,9 @@ def test_validate_fails_a_real_variant_degraded_on_one_group(exported_copy, face
     assert main(["gate", str(exported_copy / "report.json")]) == 1
     card = (exported_copy / "mobile" / "README.md").read_text()
     assert "## Accuracy per subgroup" in card and "| site=a | 3 |" in card
+    fp32 = next(f for f in model_json["files"] if f["file"] == "model_fp32.tflite")
+    assert fp32["worst_subgroup"] is None  # loses nowhere: no "worst" subgroup at +0.00 is named
+    assert "`model_fp32.tflite` none below the reference" in card
 
 
 def test_the_bundled_gender_subset_is_covered_by_the_configured_pattern():
