@@ -20,7 +20,7 @@ from edgeport.mobile_bundle import write_mobile_bundle
 from edgeport.model_source import ModelSource, copy_model_metadata, read_labels
 from edgeport.portable import absolute_from, relative_path, scrub, scrub_prefixes
 from edgeport.stage import StageResult, run_stage, run_stage_in_process, save_context
-from edgeport.variants import FULL_INTEGER_ACTIVATIONS, TFLITE_CALIBRATED, VARIANTS, ExportContext, resolve_variants
+from edgeport.variants import CALIBRATED, FULL_INTEGER_ACTIVATIONS, TFLITE_CALIBRATED, VARIANTS, ExportContext, resolve_variants
 from runtimes.tflite_runner import tflite_io_details
 from validation.budgets import Budget, budget_for
 from validation.dataset import IMAGE_EXTENSIONS, load_eval_arrays, open_image, scan_eval_set
@@ -38,7 +38,7 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-NEEDS_CALIBRATION = {"onnx-int8-static"} | TFLITE_CALIBRATED
+NEEDS_CALIBRATION = CALIBRATED
 
 
 def list_images(folder: Path) -> list[Path]:

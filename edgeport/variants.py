@@ -75,6 +75,8 @@ class VariantSpec:
     convert: Converter
     description: str
     recipe: str = "1"  # bump when the converter's output changes: part of the reuse key
+    calibrated: bool = False  # quantized with the calibration images (needs calibration = "DIR")
+    default: bool = True  # in the default variant list; False: opt-in, named in the config or --variants
 
 
 # TFLite variants quantized from the tflite-fp32 artifact with calibration images.
@@ -165,6 +167,33 @@ def _tflite_int8_io(ctx: ExportContext, out: Path) -> dict:
     return _full_integer(ctx, out, int8_io=True)
 
 
+def _executorch(ctx: ExportContext, out: Path, *, int8: bool) -> dict:
+    from converters.executorch_export import export_executorch
+
+    return export_executorch(ctx.source, out, revision=ctx.revision, input_size=tuple(ctx.input_size),
+                             calibration=ctx.require_calibration() if int8 else None)
+
+
+def _executorch_fp32(ctx: ExportContext, out: Path) -> dict:
+    return _executorch(ctx, out, int8=False)
+
+
+def _executorch_int8(ctx: ExportContext, out: Path) -> dict:
+    return _executorch(ctx, out, int8=True)
+
+
+def _openvino_fp32(ctx: ExportContext, out: Path) -> dict:
+    from converters.openvino_ir import convert_openvino_fp32
+
+    return convert_openvino_fp32(ctx.onnx_fp32, out)
+
+
+def _openvino_int8(ctx: ExportContext, out: Path) -> dict:
+    from converters.openvino_ir import convert_openvino_int8
+
+    return convert_openvino_int8(ctx.out_dir / VARIANTS["openvino-fp32"].filename, out, ctx.require_calibration())
+
+
 VARIANTS: dict[str, VariantSpec] = {
     spec.name: spec
     for spec in [
@@ -176,7 +205,7 @@ VARIANTS: dict[str, VariantSpec] = {
                     _onnx_int8_dynamic, "ONNX dynamic int8 on MatMul/Gemm (patch Conv stays float)"),
         VariantSpec("onnx-int8-static", "onnxruntime", "int8", "model_int8_static.onnx", "onnx-fp32",
                     _onnx_int8_static, "ONNX static int8 QDQ, per-channel, calibrated; the precision search keeps the "
-                    "layers the budget needs float", recipe="5"),
+                    "layers the budget needs float", recipe="5", calibrated=True),
         VariantSpec("savedmodel-fp32", "savedmodel", "fp32", "savedmodel", "onnx-fp32", _savedmodel_fp32,
                     "TensorFlow SavedModel fp32 (onnx2tf TF backend, SavedModel only), NHWC, batch 1", recipe="4"),
         VariantSpec("tflite-fp32", "tflite", "fp32", "model_fp32.tflite", "onnx-fp32", _tflite_fp32,
@@ -188,14 +217,28 @@ VARIANTS: dict[str, VariantSpec] = {
                     _tflite_int8_dynamic, "TFLite dynamic-range int8 weights (ai-edge-quantizer)", recipe="2"),
         VariantSpec("tflite-int8", "tflite", "int8", "model_int8.tflite", "tflite-fp32", _tflite_int8,
                     "TFLite full-integer, int8 weights, float32 I/O, calibrated (ai-edge-quantizer); activations "
-                    "int8, op kinds the budget needs int16 (precision search), or per model all int16", recipe="6"),
+                    "int8, op kinds the budget needs int16 (precision search), or per model all int16", recipe="6",
+                    calibrated=True),
         VariantSpec("tflite-int8-io", "tflite", "int8", "model_int8_io.tflite", "tflite-fp32", _tflite_int8_io,
                     "TFLite full-integer with int8 input/output (camera pipelines), calibrated (ai-edge-quantizer)",
-                    recipe="6"),
+                    recipe="6", calibrated=True),
+        VariantSpec("executorch-fp32", "executorch", "fp32", "model_fp32.pte", None, _executorch_fp32,
+                    "ExecuTorch program fp32, XNNPACK delegate (torch.export), batch 1", default=False),
+        VariantSpec("executorch-int8", "executorch", "int8", "model_int8.pte", None, _executorch_int8,
+                    "ExecuTorch program int8, XNNPACK delegate, PT2E quantization calibrated (XNNPACKQuantizer)",
+                    calibrated=True, default=False),
+        VariantSpec("openvino-fp32", "openvino", "fp32", "openvino_fp32", "onnx-fp32", _openvino_fp32,
+                    "OpenVINO IR fp32 (openvino.convert_model on the ONNX file), dynamic batch", default=False),
+        VariantSpec("openvino-int8", "openvino", "int8", "openvino_int8", "openvino-fp32", _openvino_int8,
+                    "OpenVINO IR int8, NNCF post-training quantization calibrated (transformer scheme on "
+                    "graphs with attention)", calibrated=True, default=False),
     ]
 }
 
-DEFAULT_VARIANTS = list(VARIANTS)
+# Opt-in variants stay out: `make export-all` on the bundled models must stay within its time.
+DEFAULT_VARIANTS = [name for name, spec in VARIANTS.items() if spec.default]
+# Variants quantized with the calibration images.
+CALIBRATED = {name for name, spec in VARIANTS.items() if spec.calibrated}
 
 
 def resolve_variants(names: Sequence[str]) -> list[VariantSpec]:

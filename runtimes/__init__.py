@@ -13,6 +13,8 @@ _RUNNERS = {
     "onnxruntime": ("runtimes.onnxruntime_runner", "OnnxRuntimeRunner"),
     "savedmodel": ("runtimes.savedmodel_runner", "SavedModelRunner"),
     "tflite": ("runtimes.tflite_runner", "TFLiteRunner"),
+    "executorch": ("runtimes.executorch_runner", "ExecuTorchRunner"),
+    "openvino": ("runtimes.openvino_runner", "OpenVINORunner"),
 }
 
 RUNTIMES = tuple(_RUNNERS)

@@ -1,0 +1,121 @@
+"""ExecuTorch and OpenVINO variants of the small ViT: made, run by their runners, validated like the rest."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from runtimes import RunnerError, runner_class
+from validation.dataset import load_eval_arrays, scan_eval_set
+from validation.preprocess import Preprocessing
+
+EDGE_VARIANTS = ["executorch-fp32", "executorch-int8", "openvino-fp32", "openvino-int8"]
+ARTIFACTS = {"executorch-fp32": "model_fp32.pte", "executorch-int8": "model_int8.pte",
+             "openvino-fp32": "openvino_fp32", "openvino-int8": "openvino_int8"}
+
+
+@pytest.fixture(scope="module")
+def edge_export(exported_tiny, tiny_vit, faces_dir, calib_dir, tmp_path_factory):
+    """exported_tiny plus the ExecuTorch and OpenVINO variants (onnx-fp32 reused from it)."""
+    from edgeport.model_source import resolve_source
+    from edgeport.pipeline import export_model
+
+    out = tmp_path_factory.mktemp("edge") / "tiny-vit"
+    shutil.copytree(exported_tiny, out)
+    result = export_model("tiny-vit", resolve_source(str(tiny_vit)), out, variants=["onnx-fp32", *EDGE_VARIANTS],
+                          images_dir=None, calibration_dir=calib_dir, eval_dir=faces_dir, isolate=False,
+                          progress=False)
+    assert result.failed == [], result.manifest
+    return out, {v["name"]: v for v in result.manifest["variants"]}
+
+
+@pytest.fixture(scope="module")
+def batch_and_reference(edge_export, tiny_vit, faces_dir):
+    out, _ = edge_export
+    pre = Preprocessing.from_file(out / "preprocessor_config.json")
+    inputs, _, _ = load_eval_arrays(scan_eval_set(faces_dir, ["female", "male"]), pre, progress=False)
+    with runner_class("torch")(tiny_vit) as r:
+        reference = r.infer(inputs)
+    assert np.ptp(reference[:, 0]) > 1e-3  # a constant reference would prove nothing
+    return inputs, reference
+
+
+@pytest.mark.parametrize("variant", ["executorch-fp32", "openvino-fp32"])
+def test_fp32_programs_match_pytorch(variant, edge_export, batch_and_reference):
+    out, records = edge_export
+    inputs, reference = batch_and_reference
+    with runner_class(records[variant]["runtime"])(out / ARTIFACTS[variant]) as runner:
+        logits = runner.infer(inputs)  # 16 images: the batch-1 .pte runs them one by one
+    assert logits.shape == reference.shape and logits.dtype == np.float32
+    assert np.abs(logits - reference).max() < 1e-4  # the fp32 budget
+
+
+@pytest.mark.parametrize("int8, fp32", [("executorch-int8", "executorch-fp32"), ("openvino-int8", "openvino-fp32")])
+def test_int8_programs_are_quantized_and_close(int8, fp32, edge_export, batch_and_reference, calib_dir):
+    from edgeport.pipeline import list_images
+
+    out, records = edge_export
+    inputs, reference = batch_and_reference
+    with runner_class(records[int8]["runtime"])(out / ARTIFACTS[int8]) as runner:
+        logits = runner.infer(inputs)
+    diff = np.abs(logits - reference).max()
+    assert 0 < diff < 0.5 * np.abs(reference).max()  # quantized (not the float graph), but near it
+    # int8 weights stored (an IR's weights are its .bin; its .xml grows with the quantize nodes)
+    size = lambda p: (p / "model.bin" if p.is_dir() else p).stat().st_size  # noqa: E731
+    assert size(out / ARTIFACTS[int8]) < 0.6 * size(out / ARTIFACTS[fp32])
+    settings = records[int8]["settings"]
+    assert settings["precision"] == "int8" and settings["calibration_images"] == len(list_images(calib_dir))
+
+
+def test_executorch_runs_in_xnnpack_and_openvino_picks_the_transformer_scheme(edge_export):
+    _, records = edge_export
+    for name in ("executorch-fp32", "executorch-int8"):
+        s = records[name]["settings"]
+        assert s["delegate_calls"] > 0
+        # eager attention: no SDPA mask guards left to the portable kernels between delegate calls
+        assert not {"where.self_out", "any.out", "logical_not.out"} & set(s["ops_outside_delegate"])
+    assert records["openvino-int8"]["settings"]["model_type"] == "transformer"  # attention found in the graph
+    assert records["openvino-int8"]["settings"]["fake_quantize_ops"] > 0
+
+
+def test_validate_reports_the_new_runtimes(edge_export, faces_dir, tmp_path):
+    from edgeport.cli import main
+
+    out, _ = edge_export
+    copy = tmp_path / "tiny-vit"
+    shutil.copytree(out, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["variants"] = [v for v in manifest["variants"] if v["name"] in ["onnx-fp32", *EDGE_VARIANTS]]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    cfg = tmp_path / "lenient.toml"  # a random model cannot track the reference in int8: fp32 budgets stay
+    cfg.write_text("[budgets.int8]\nmin_agreement = 0.0\nmax_accuracy_drop = 100.0\n")
+    assert main(["validate", str(copy), "--eval", str(faces_dir), "--no-progress", "--config", str(cfg),
+                 "--latency-runs", "2"]) == 0
+    report = json.loads((copy / "report.json").read_text())
+    rows = {v["name"]: v for v in report["variants"]}
+    assert {rows[n]["runtime"] for n in EDGE_VARIANTS} == {"executorch", "openvino"}
+    for name in ("executorch-fp32", "openvino-fp32"):
+        assert rows[name]["passed"] and rows[name]["max_abs_diff"] < 1e-4 and rows[name]["latency_ms"]["p50"] > 0
+    assert "executorch-int8" in (copy / "report.md").read_text()
+
+
+def test_broken_programs_name_the_file(tmp_path):
+    pte = tmp_path / "model.pte"
+    pte.write_bytes(b"not a program")
+    with pytest.raises(RunnerError, match="model.pte"):
+        runner_class("executorch")(pte).activate()
+    ir = tmp_path / "openvino_fp32"
+    ir.mkdir()
+    with pytest.raises(RunnerError, match="openvino_fp32"):
+        runner_class("openvino")(ir).activate()
+
+
+def test_opt_in_variants_are_not_in_the_default_list():
+    from edgeport.variants import CALIBRATED, DEFAULT_VARIANTS, VARIANTS
+
+    assert not set(EDGE_VARIANTS) & set(DEFAULT_VARIANTS)
+    assert {"executorch-int8", "openvino-int8"} <= CALIBRATED
+    assert {n for n in DEFAULT_VARIANTS if VARIANTS[n].calibrated} == {"onnx-int8-static", "tflite-int8",
+                                                                       "tflite-int8-io"}
