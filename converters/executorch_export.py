@@ -61,7 +61,8 @@ def export_executorch(source: str, out_path: str | Path, *, input_size: tuple[in
 
     module = load_classifier(source, revision)
     example = (torch.zeros(1, channels, *input_size),)
-    settings: dict[str, Any] = {"backend": "xnnpack", "batch": 1, "input_layout": "NCHW"}
+    settings: dict[str, Any] = {"backend": "xnnpack", "batch": 1, "input_layout": "NCHW",
+                                "input_shape": [1, channels, *input_size]}
     with _quiet(), torch.no_grad():
         if calibration is None:
             program = torch.export.export(module, example)

@@ -31,7 +31,10 @@ from converters.checksums import sha256_file
 
 BUNDLE = "mobile"
 # the variants an app developer gets, in the order the card lists them
-MOBILE_VARIANTS = ("tflite-fp32", "tflite-fp16", "tflite-int8-dynamic", "tflite-int8", "tflite-int8-io")
+MOBILE_VARIANTS = ("tflite-fp32", "tflite-fp16", "tflite-int8-dynamic", "tflite-int8", "tflite-int8-io",
+                   "executorch-fp32", "executorch-int8")
+# ExecuTorch programs (.pte) are for apps that link the ExecuTorch runtime instead of LiteRT.
+EXECUTORCH_VARIANTS = ("executorch-fp32", "executorch-int8")
 # Which file each kind of hardware gets first, among those that passed their budget. CPU is
 # not listed: it gets whichever passed file was fastest on the export machine.
 GPU_PREFERENCE = ("tflite-fp16", "tflite-fp32")  # the GPU delegate computes in fp16 from float weights
@@ -209,6 +212,10 @@ def _kotlin_preprocess(pre: dict[str, Any]) -> list[str]:
 
 def _file_entry(name: str, record: dict[str, Any], result: dict[str, Any] | None, path: Path) -> dict[str, Any]:
     io = record.get("io") or {}
+    if name in EXECUTORCH_VARIANTS:  # a .pte takes float32 NCHW pixel values and returns float32 logits
+        shape = (record.get("settings") or {}).get("input_shape")
+        io = {"input": {"name": "pixel_values", "shape": shape, "dtype": "float32", "layout": "NCHW"},
+              "output": {"name": "logits", "shape": None, "dtype": "float32"}}
     entry: dict[str, Any] = {
         "file": path.name,
         "variant": name,
@@ -251,7 +258,7 @@ def which_file(files: list[dict[str, Any]], machine: str | None) -> list[dict[st
     """
     passed = {f["variant"]: f for f in files if f.get("passed_budget")}
     on = f" on the export machine ({machine})" if machine else " on the export machine"
-    timed = [f for f in passed.values() if f.get("latency_ms_p50") is not None]
+    timed = [f for f in passed.values() if f.get("latency_ms_p50") is not None and f["file"].endswith(".tflite")]
     rows = []
     cpu = min(timed, key=lambda f: f["latency_ms_p50"]) if timed else None
     rows.append({"hardware": "CPU (LiteRT's default XNNPACK delegate)", "files": [cpu["file"]] if cpu else [],
@@ -273,6 +280,12 @@ def which_file(files: list[dict[str, Any]], machine: str | None) -> list[dict[st
     else:
         why = "integer-only int8 (int8 weights and activations); the int8-io file also takes int8 input and gives int8 logits"
     rows.append({"hardware": "integer-only NPU / DSP", "files": [f["file"] for f in npu], "why": why})
+    if any(f["variant"] in EXECUTORCH_VARIANTS for f in files):
+        pte = [passed[v] for v in EXECUTORCH_VARIANTS if v in passed and passed[v].get("latency_ms_p50") is not None]
+        best = min(pte, key=lambda f: f["latency_ms_p50"]) if pte else None
+        rows.append({"hardware": "ExecuTorch app (CPU, XNNPACK)", "files": [best["file"]] if best else [],
+                     "why": (f"fastest .pte that passed its budget{on}: {best['latency_ms_p50']:.2f} ms p50 at batch 1"
+                             if best else "no .pte file passed its budget")})
     return rows
 
 
@@ -280,7 +293,7 @@ def _tensor(details: dict[str, Any] | None, *, is_input: bool) -> dict[str, Any]
     if not details:
         return None
     out = {"name": details["name"], "shape": details["shape"], "dtype": details["dtype"],
-           "layout": "NHWC" if is_input else "[batch, labels]"}
+           "layout": details.get("layout", "NHWC") if is_input else "[batch, labels]"}
     if "scale" in details:
         out["quantization"] = {"scale": details["scale"], "zero_point": details["zero_point"]}
         out["how"] = ("q = clamp(round(x / scale) + zero_point, -128, 127) with x the normalized input"
@@ -317,7 +330,8 @@ def model_card(model: dict[str, Any]) -> str:
     src = model["source"]
     origin = src.get("id") or Path(src.get("path", "?")).name
     cpu_files = next((r["files"] for r in model["which_file"] if r["hardware"].startswith("CPU")), [])
-    float_io = [f["file"] for f in model["files"] if (f["input"] or {}).get("dtype") == "float32"]
+    float_io = [f["file"] for f in model["files"]
+                if (f["input"] or {}).get("dtype") == "float32" and f["file"].endswith(".tflite")]
     snippet_file = next((n for n in cpu_files if n in float_io), float_io[0] if float_io else "model_fp32.tflite")
     snippet_stem = snippet_file.rsplit(".", 1)[0]
     lines = [
@@ -429,8 +443,51 @@ def model_card(model: dict[str, Any]) -> str:
         "let top = labels[out.indices.max(by: { out[$0] < out[$1] })!]",
         "```",
         "",
+        *_executorch_card(model),
         "## Checksums",
         "",
         "`sha256sum -c SHA256SUMS` (or `shasum -a 256 -c SHA256SUMS` on macOS) verifies every file.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _executorch_card(model: dict[str, Any]) -> list[str]:
+    """The card's section for the .pte files: NCHW input, and Kotlin/Swift with ExecuTorch's own API."""
+    pte = [f for f in model["files"] if f["variant"] in EXECUTORCH_VARIANTS]
+    if not pte:
+        return []
+    pre = model["preprocessing"]
+    h, w = pre["input"]["height"], pre["input"]["width"]
+    row = next((r for r in model["which_file"] if r["hardware"].startswith("ExecuTorch")), None)
+    name = (row["files"] or [pte[0]["file"]])[0] if row else pte[0]["file"]
+    n = len(model["labels"])
+    files = ", ".join(f"`{f['file']}`" for f in pte)
+    return [
+        "## ExecuTorch (.pte)",
+        "",
+        f"{files}: ExecuTorch programs with "
+        "the XNNPACK delegate, for apps that link the ExecuTorch runtime (with its XNNPACK backend) instead of "
+        f"LiteRT. Input: float32 **NCHW** `[1, 3, {h}, {w}]` (channels first, unlike the TFLite files), "
+        f"normalized as under Input; output: `[1, {n}]` float32 logits. Batch 1.",
+        "",
+        "```kotlin",
+        "// Android: org.pytorch.executorch (the executorch-android AAR)",
+        f"val module = Module.load(File(context.filesDir, \"{name}\").path)",
+        f"val chw = FloatArray(3 * {h} * {w})  // chw[c * {h * w} + y * {w} + x] = normalized value",
+        f"val input = Tensor.fromBlob(chw, longArrayOf(1, 3, {h}, {w}))",
+        "val logits = module.forward(EValue.from(input))[0].toTensor().dataAsFloatArray",
+        "val top = labels[logits.indices.maxBy { logits[it] }]",
+        "```",
+        "",
+        "```swift",
+        "// iOS: the ExecuTorch Swift package (products executorch and backend_xnnpack)",
+        "import ExecuTorch",
+        f"let module = Module(filePath: Bundle.main.path(forResource: \"{name.rsplit('.', 1)[0]}\", ofType: \"pte\")!)",
+        f"// chw: [Float], 3 * {h} * {w} normalized values, channels first",
+        f"let input = Tensor<Float>(chw, shape: [1, 3, {h}, {w}])",
+        "let output: Tensor<Float> = try module.forward(input)[0].tensor()!",
+        "let logits = output.scalars()",
+        "let top = labels[logits.indices.max(by: { logits[$0] < logits[$1] })!]",
+        "```",
+        "",
+    ]

@@ -99,6 +99,20 @@ def test_validate_reports_the_new_runtimes(edge_export, faces_dir, tmp_path):
     for name in ("executorch-fp32", "openvino-fp32"):
         assert rows[name]["passed"] and rows[name]["max_abs_diff"] < 1e-4 and rows[name]["latency_ms"]["p50"] > 0
     assert "executorch-int8" in (copy / "report.md").read_text()
+    # the mobile bundle carries the .pte files with their NCHW input and ExecuTorch snippets
+    model = json.loads((copy / "mobile" / "model.json").read_text())
+    pte = {f["file"]: f for f in model["files"] if f["file"].endswith(".pte")}
+    assert set(pte) == {"model_fp32.pte", "model_int8.pte"}
+    size = json.loads((copy / "preprocessor_config.json").read_text())["size"]
+    assert pte["model_fp32.pte"]["input"]["shape"] == [1, 3, size["height"], size["width"]]
+    assert pte["model_fp32.pte"]["input"]["layout"] == "NCHW"
+    row = next(r for r in model["which_file"] if r["hardware"].startswith("ExecuTorch"))
+    assert row["files"] and row["files"][0] in pte  # a passing .pte, never a TFLite file here
+    cpu = next(r for r in model["which_file"] if r["hardware"].startswith("CPU"))
+    assert all(f.endswith(".tflite") for f in cpu["files"])
+    card = (copy / "mobile" / "README.md").read_text()
+    assert "## ExecuTorch (.pte)" in card and "Module.load(" in card and "import ExecuTorch" in card
+    assert "model_int8.pte" in (copy / "mobile" / "SHA256SUMS").read_text()
 
 
 def test_broken_programs_name_the_file(tmp_path):
