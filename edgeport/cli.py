@@ -26,7 +26,9 @@ variant and the PyTorch reference on the same evaluation images, and gate on bud
 Exit status: 0 all variants within budget, 1 a variant failed or missed its budget,
 2 bad input (config, model, evaluation folder)."""
 
-VARIANT_HELP = "\n".join(f"  {name:<17} {spec.description}" for name, spec in VARIANTS.items())
+VARIANT_HELP = "\n".join(f"  {name:<17} {spec.description}" + ("" if spec.default else " [opt-in]")
+                         for name, spec in VARIANTS.items()) + (
+    "\n[opt-in]: not in the default list; name it in --variants or the config's variants")
 
 
 def main(argv: list[str] | None = None) -> int:
