@@ -10,6 +10,10 @@
 - ai_edge_quantize:     running an ai-edge-quantizer recipe on the tflite-fp32 file
 - tflite_fp16, tflite_int8_dynamic, tflite_int8: the recipes for those TFLite variants
 - tflite_ops:           operators of a .tflite; the builtin-only rule
+- executorch_export:    Hugging Face model -> ExecuTorch .pte (XNNPACK delegate; int8 by PT2E)
+- openvino_ir:          ONNX fp32 -> OpenVINO IR (fp32; int8 by NNCF)
+- torch_logits:         a Hugging Face classifier as a logits-out module for torch.export
+- quiet:                converter libraries' warnings and prints kept out of the logs
 - onnx2tf_tool:         running onnx2tf offline, in its own process
 - atomic:               temporary names renamed on success
 - checksums:            sha256 of a file, streamed

@@ -13,10 +13,6 @@ dequantize/quantize pairs, which is the quantizer's own choice, not a per-model 
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -24,29 +20,8 @@ from typing import Any
 import numpy as np
 
 from converters.atomic import atomic_path
-
-
-def load_classifier(source: str, revision: str | None = None):
-    """The Hugging Face model as a module mapping pixel values (N, C, H, W) to logits (N, labels)."""
-    import torch
-    from transformers import AutoModelForImageClassification
-
-    # Eager attention: transformers' SDPA path adds mask guards (any/eq/where) that XNNPACK does
-    # not take, so they ran in the portable kernels between delegate calls; eager attention
-    # is plain MatMul + Softmax, which XNNPACK runs. Every transformers model accepts it.
-    model = AutoModelForImageClassification.from_pretrained(source, revision=revision,
-                                                            attn_implementation="eager").eval()
-
-    class Logits(torch.nn.Module):
-        # torch.export wants tensors out, not a ModelOutput dataclass.
-        def __init__(self, inner: torch.nn.Module) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-            return self.inner(pixel_values=pixel_values).logits
-
-    return Logits(model).eval()
+from converters.quiet import quiet
+from converters.torch_logits import logits_module
 
 
 def export_executorch(source: str, out_path: str | Path, *, input_size: tuple[int, int], channels: int = 3,
@@ -55,15 +30,19 @@ def export_executorch(source: str, out_path: str | Path, *, input_size: tuple[in
 
     ``calibration``: preprocessed NCHW float32 images for the int8 observers. Returns the
     settings for the manifest: precision, the quantizer's scheme, and how many operators
-    XNNPACK took (``delegated_ops``) against those left to the portable kernels.
+    XNNPACK took (``delegate_calls``) and those left to the portable kernels (``ops_outside_delegate``).
     """
     import torch
 
-    module = load_classifier(source, revision)
+    # Eager attention: transformers' SDPA path adds mask guards (any/eq/where) that XNNPACK does
+    # not take, so they ran in the portable kernels between delegate calls; eager attention
+    # is plain MatMul + Softmax, which XNNPACK runs. Every transformers model accepts it.
+    module = logits_module(source, revision, attn_implementation="eager")
     example = (torch.zeros(1, channels, *input_size),)
     settings: dict[str, Any] = {"backend": "xnnpack", "batch": 1, "input_layout": "NCHW",
                                 "input_shape": [1, channels, *input_size]}
-    with _quiet(), torch.no_grad():
+    # torch.export and the lowering passes warn per node; the manifest says what matters
+    with quiet(""), torch.no_grad():
         if calibration is None:
             program = torch.export.export(module, example)
             settings["precision"] = "fp32"
@@ -113,17 +92,3 @@ def _delegation(lowered) -> dict[str, Any]:
         elif name != "getitem":
             outside[name] += 1
     return {"delegate_calls": delegated, "ops_outside_delegate": dict(sorted(outside.items()))}
-
-
-@contextlib.contextmanager
-def _quiet():
-    """torch.export and the lowering passes warn per node; their output says nothing the manifest does not."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        root.setLevel(level)

@@ -13,16 +13,13 @@ say 224 whatever their processor does); without it, ``config.image_size``.
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import os
 import tempfile
-import warnings
 from pathlib import Path
 
 from converters.atomic import atomic_path
 from converters.onnx_rewrites import average_pools_as_global
+from converters.quiet import quiet
 
 DEFAULT_OPSET = 20
 
@@ -103,21 +100,12 @@ def _export_with_dynamo(source: str, revision: str | None, opset: int, shape: tu
     TorchScript exporter has no symbolic for (MobileViTV2's nn.Fold). Batch stays dynamic.
     """
     import torch
-    from transformers import AutoModelForImageClassification
 
-    model = AutoModelForImageClassification.from_pretrained(source, revision=revision).eval()
-
-    class Logits(torch.nn.Module):
-        def __init__(self, inner: torch.nn.Module) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-            return self.inner(pixel_values=pixel_values).logits
+    from converters.torch_logits import logits_module
 
     batch = torch.export.Dim("batch_size", min=1, max=4096)
     with torch.inference_mode(False), torch.no_grad():
-        program = torch.onnx.export(Logits(model), (torch.zeros(shape),), dynamo=True, opset_version=opset,
+        program = torch.onnx.export(logits_module(source, revision), (torch.zeros(shape),), dynamo=True, opset_version=opset,
                                     input_names=["pixel_values"], output_names=["logits"],
                                     dynamic_shapes={"pixel_values": {0: batch}}, verbose=False)
     return program.model_proto
@@ -149,21 +137,6 @@ def _onnx_config_for(config) -> tuple[dict | None, dict]:
                             f"{config.model_type} image classification"})
 
 
-@contextlib.contextmanager
 def _quiet():
     """Hide the tracer's known ViT warnings (shape checks traced as constants) and optimum's chatter."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    optimum_logger = logging.getLogger("optimum")
-    optimum_level = optimum_logger.level
-    optimum_logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with contextlib.redirect_stdout(io.StringIO()):
-                yield
-    finally:
-        hf_logging.set_verbosity(level)
-        optimum_logger.setLevel(optimum_level)
+    return quiet("transformers", "optimum")

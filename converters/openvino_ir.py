@@ -13,16 +13,13 @@ default scheme. The model type is derived from the graph, not set per model.
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from converters.atomic import atomic_path
+from converters.quiet import quiet
 
 IR_NAME = "model.xml"
 # OpenVINO's operator types that mark attention: its frontends fuse softmax(QK^T)V into
@@ -50,7 +47,7 @@ def convert_openvino_int8(fp32_dir: str | Path, out_dir: str | Path, calibration
     has_attention = any(op.get_type_name() in ATTENTION_OPS for op in model.get_ops())
     model_type = nncf.ModelType.TRANSFORMER if has_attention else None
     dataset = nncf.Dataset([np.ascontiguousarray(x[None], dtype=np.float32) for x in calibration])
-    with _quiet():
+    with quiet("nncf"):  # NNCF logs a progress bar and a line per statistic
         quantized = nncf.quantize(model, dataset, subset_size=len(calibration), model_type=model_type,
                                   preset=nncf.QuantizationPreset.MIXED)
     with atomic_path(out_dir, directory=True) as tmp:
@@ -61,17 +58,3 @@ def convert_openvino_int8(fp32_dir: str | Path, out_dir: str | Path, calibration
             "model_type": "transformer" if has_attention else "default",
             "preset": "mixed (symmetric weights, asymmetric activations)",
             "calibration_images": int(len(calibration)), "fake_quantize_ops": int(fake_quantize)}
-
-
-@contextlib.contextmanager
-def _quiet():
-    """NNCF logs a progress bar and a line per statistic; the manifest keeps what matters."""
-    nncf_log = logging.getLogger("nncf")
-    level = nncf_log.level
-    nncf_log.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        nncf_log.setLevel(level)

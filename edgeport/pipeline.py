@@ -20,7 +20,8 @@ from edgeport.mobile_bundle import write_mobile_bundle
 from edgeport.model_source import ModelSource, copy_model_metadata, read_labels
 from edgeport.portable import absolute_from, relative_path, scrub, scrub_prefixes
 from edgeport.stage import StageResult, run_stage, run_stage_in_process, save_context
-from edgeport.variants import CALIBRATED, FULL_INTEGER_ACTIVATIONS, TFLITE_CALIBRATED, VARIANTS, ExportContext, resolve_variants
+from edgeport.variants import (CALIBRATED, FULL_INTEGER_ACTIVATIONS, SEARCHED, TFLITE_CALIBRATED, VARIANTS,
+                               ExportContext, resolve_variants)
 from runtimes.tflite_runner import tflite_io_details
 from validation.budgets import Budget, budget_for
 from validation.dataset import IMAGE_EXTENSIONS, load_eval_arrays, open_image, scan_eval_set
@@ -36,9 +37,6 @@ SAMPLE_GENERATED = "generated (no image folder; converters.onnx2tf_tool.generate
 
 def log(msg: str) -> None:
     print(msg, flush=True)
-
-
-NEEDS_CALIBRATION = CALIBRATED
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -85,12 +83,12 @@ def calibration_labels(paths: Sequence[Path], folder: Path, labels: Sequence[str
 
 
 def int8_targets(budgets: dict[str, Budget] | None) -> dict[str, dict[str, float | None]]:
-    """Each calibrated int8 variant's agreement and accuracy-drop budget, for the precision search."""
+    """Each searched int8 variant's agreement and accuracy-drop budget, for the precision search."""
     from edgeport.config import DEFAULT_BUDGETS
 
     budgets = DEFAULT_BUDGETS if budgets is None else budgets
     out = {}
-    for name in sorted(NEEDS_CALIBRATION):
+    for name in sorted(SEARCHED):
         budget = budget_for(name, VARIANTS[name].precision, budgets)
         out[name] = {"min_agreement": budget.min_agreement, "max_accuracy_drop": budget.max_accuracy_drop}
     return out
@@ -187,7 +185,7 @@ def export_model(
     ctx = ExportContext(source.location, source.revision, out_dir, work_dir, images, opset,
                         full_integer_activations=full_integer_activations,
                         input_size=(preprocessing.height, preprocessing.width))
-    if calib_paths and NEEDS_CALIBRATION & set(names):
+    if calib_paths and CALIBRATED & set(names):
         ctx.calibration_nchw = calibration_arrays(calib_paths, preprocessing)
         ctx.calibration_labels = calibration_labels(calib_paths, calibration_dir, labels, label_map)
     targets = int8_targets(budgets)
@@ -225,10 +223,10 @@ def export_model(
     export_start = time.perf_counter()
     for i, spec in enumerate(specs, 1):
         recipe = spec.recipe + (f"/{full_integer_activations}" if spec.name in TFLITE_CALIBRATED else "")
-        if spec.name in NEEDS_CALIBRATION:  # what the search aims at decides the file
+        if spec.name in SEARCHED:  # what the search aims at decides the file
             recipe += f"/search={json.dumps(targets[spec.name], sort_keys=True) if precision_search else 'off'}"
         key = _inputs_key(f"{spec.name}@{recipe}", described, opset,
-                          calib_sha if spec.name in NEEDS_CALIBRATION else None,
+                          calib_sha if spec.name in CALIBRATED else None,
                           records[spec.requires].get("inputs_key") if spec.requires else None)
         record = {"name": spec.name, "runtime": spec.runtime, "precision": spec.precision,
                   "path": spec.filename, "status": "ok", "error": None, "seconds": None, "inputs_key": key}
@@ -247,7 +245,7 @@ def export_model(
         if why:
             record["note"] = why
             log(f"[{name}]   {why}")
-        if spec.name in NEEDS_CALIBRATION and not calib_paths:
+        if spec.name in CALIBRATED and not calib_paths:
             record.update(status="failed", error=f"{spec.name} is calibrated on real images, and this model has "
                           "none: set calibration = \"DIR\" on the model in the config, or pass --calibration DIR "
                           "(training images, not evaluation images)")

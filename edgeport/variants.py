@@ -76,6 +76,7 @@ class VariantSpec:
     description: str
     recipe: str = "1"  # bump when the converter's output changes: part of the reuse key
     calibrated: bool = False  # quantized with the calibration images (needs calibration = "DIR")
+    searched: bool = False  # its precision search aims at the variant's budget (part of the reuse key)
     default: bool = True  # in the default variant list; False: opt-in, named in the config or --variants
 
 
@@ -205,7 +206,7 @@ VARIANTS: dict[str, VariantSpec] = {
                     _onnx_int8_dynamic, "ONNX dynamic int8 on MatMul/Gemm (patch Conv stays float)"),
         VariantSpec("onnx-int8-static", "onnxruntime", "int8", "model_int8_static.onnx", "onnx-fp32",
                     _onnx_int8_static, "ONNX static int8 QDQ, per-channel, calibrated; the precision search keeps the "
-                    "layers the budget needs float", recipe="5", calibrated=True),
+                    "layers the budget needs float", recipe="5", calibrated=True, searched=True),
         VariantSpec("savedmodel-fp32", "savedmodel", "fp32", "savedmodel", "onnx-fp32", _savedmodel_fp32,
                     "TensorFlow SavedModel fp32 (onnx2tf TF backend, SavedModel only), NHWC, batch 1", recipe="4"),
         VariantSpec("tflite-fp32", "tflite", "fp32", "model_fp32.tflite", "onnx-fp32", _tflite_fp32,
@@ -218,10 +219,10 @@ VARIANTS: dict[str, VariantSpec] = {
         VariantSpec("tflite-int8", "tflite", "int8", "model_int8.tflite", "tflite-fp32", _tflite_int8,
                     "TFLite full-integer, int8 weights, float32 I/O, calibrated (ai-edge-quantizer); activations "
                     "int8, op kinds the budget needs int16 (precision search), or per model all int16", recipe="6",
-                    calibrated=True),
+                    calibrated=True, searched=True),
         VariantSpec("tflite-int8-io", "tflite", "int8", "model_int8_io.tflite", "tflite-fp32", _tflite_int8_io,
                     "TFLite full-integer with int8 input/output (camera pipelines), calibrated (ai-edge-quantizer)",
-                    recipe="6", calibrated=True),
+                    recipe="6", calibrated=True, searched=True),
         VariantSpec("executorch-fp32", "executorch", "fp32", "model_fp32.pte", None, _executorch_fp32,
                     "ExecuTorch program fp32, XNNPACK delegate (torch.export), batch 1", default=False),
         VariantSpec("executorch-int8", "executorch", "int8", "model_int8.pte", None, _executorch_int8,
@@ -237,8 +238,9 @@ VARIANTS: dict[str, VariantSpec] = {
 
 # Opt-in variants stay out: `make export-all` on the bundled models must stay within its time.
 DEFAULT_VARIANTS = [name for name, spec in VARIANTS.items() if spec.default]
-# Variants quantized with the calibration images.
+# Variants quantized with the calibration images, and those of them the precision search serves.
 CALIBRATED = {name for name, spec in VARIANTS.items() if spec.calibrated}
+SEARCHED = {name for name, spec in VARIANTS.items() if spec.searched}
 
 
 def resolve_variants(names: Sequence[str]) -> list[VariantSpec]:

@@ -25,6 +25,8 @@ class Runner(abc.ABC):
 
     #: short runtime name used in reports and manifests ("onnxruntime", "tflite", ...)
     runtime: ClassVar[str] = ""
+    #: the loaded artifact's static batch size (None: any batch runs); set by ``_load``
+    _fixed: int | None = None
 
     def __init__(self, path: str | Path, *, threads: int = 2) -> None:
         self.path = Path(path)
@@ -70,8 +72,12 @@ class Runner(abc.ABC):
         return np.asarray(out, dtype=np.float32)
 
     def fixed_batch_size(self) -> int | None:
-        """The artifact's static batch size, or None when any batch size runs."""
-        return None
+        """The artifact's static batch size, or None when any batch size runs.
+
+        A runner whose artifacts can have a static batch sets ``self._fixed`` in ``_load``.
+        """
+        self.activate()
+        return self._fixed
 
     @abc.abstractmethod
     def _load(self) -> None: ...

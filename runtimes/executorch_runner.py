@@ -35,10 +35,6 @@ class ExecuTorchRunner(Runner):
         self._method = None
         self._program = None
 
-    def fixed_batch_size(self) -> int | None:
-        self.activate()
-        return self._fixed
-
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         import torch
 

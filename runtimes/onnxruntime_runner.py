@@ -33,10 +33,6 @@ class OnnxRuntimeRunner(Runner):
     def _unload(self) -> None:
         self._session = None
 
-    def fixed_batch_size(self) -> int | None:
-        self.activate()
-        return self._fixed
-
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         feed = batch.astype(np.float16) if self._input_type == "tensor(float16)" else batch
         return self._session.run(None, {self._input_name: feed})[0]

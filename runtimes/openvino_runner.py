@@ -1,8 +1,6 @@
 """OpenVINO, CPU plugin, tuned for latency with the harness's thread count."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from runtimes.base import Runner, RunnerError
@@ -37,10 +35,6 @@ class OpenVINORunner(Runner):
     def _unload(self) -> None:
         self._request = None
         self._compiled = None
-
-    def fixed_batch_size(self) -> int | None:
-        self.activate()
-        return self._fixed
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         result = self._request.infer({0: batch})

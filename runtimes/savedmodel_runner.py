@@ -36,10 +36,6 @@ class SavedModelRunner(Runner):
         self._fn = None
         self._loaded = None
 
-    def fixed_batch_size(self) -> int | None:
-        self.activate()
-        return self._fixed
-
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         import tensorflow as tf
 

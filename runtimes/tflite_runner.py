@@ -28,10 +28,6 @@ class TFLiteRunner(Runner):
     def _unload(self) -> None:
         self._interp = None
 
-    def fixed_batch_size(self) -> int | None:
-        self.activate()
-        return self._fixed
-
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         nhwc = batch.transpose(0, 2, 3, 1)
         if self._fixed is None and nhwc.shape[0] != self._batch:

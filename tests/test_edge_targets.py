@@ -127,9 +127,9 @@ def test_broken_programs_name_the_file(tmp_path):
 
 
 def test_opt_in_variants_are_not_in_the_default_list():
-    from edgeport.variants import CALIBRATED, DEFAULT_VARIANTS, VARIANTS
+    from edgeport.variants import CALIBRATED, DEFAULT_VARIANTS, SEARCHED, VARIANTS
 
     assert not set(EDGE_VARIANTS) & set(DEFAULT_VARIANTS)
-    assert {"executorch-int8", "openvino-int8"} <= CALIBRATED
+    assert {"executorch-int8", "openvino-int8"} <= CALIBRATED and not set(EDGE_VARIANTS) & SEARCHED
     assert {n for n in DEFAULT_VARIANTS if VARIANTS[n].calibrated} == {"onnx-int8-static", "tflite-int8",
                                                                        "tflite-int8-io"}

@@ -92,7 +92,6 @@ class Budget:
                 failures.append(Failure("accuracy_drop_points", drop, self.max_accuracy_drop, "<="))
         return failures
 
-
     def check_subgroups(self, rows: list[dict[str, Any]] | None) -> list[Failure]:
         """A failure per judged subgroup whose accuracy fell more than ``max_subgroup_drop`` points."""
         if self.max_subgroup_drop is None or not rows:
