@@ -103,8 +103,13 @@ def test_many_layers_are_ranked_in_groups_then_inside_the_costliest(monkeypatch)
     assert measured_units == [[name] for name in layers[:8]]  # only l00-l07, alone
     assert ranking[0] == "l03" and sorted(ranking) == sorted(left)
     measured_units.clear()
-    rank(Path("h"), ["l41", "l44", "l03"], [n for n in left if n != "l03"], 8, sensitivity, memo)
+    rank(Path("h"), ["l41", "l44", "l03"], [n for n in left if n != "l03"], 4, sensitivity, memo)
     assert [len(u) for u in measured_units] == [1] * 8  # the next group reached, l08-l15: none re-measured
+    # a round that takes a whole group raises it without measuring its layers
+    measured_units.clear()
+    left = [n for n in left if n != "l03"]
+    ranking, _ = rank(Path("i"), ["l41", "l44", "l03"], left, 16, sensitivity, memo)
+    assert measured_units == [] and ranking[:16] == layers[16:32]  # two whole groups, graph order
 
 
 def test_judge_stream_stops_once_the_budget_is_out_of_reach():
