@@ -15,3 +15,15 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def artifact_sha256(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (relative names and contents, sorted): a
+    SavedModel, an OpenVINO IR or an .mlpackage is a folder."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode() + b"\0" + sha256_file(f).encode())
+    return h.hexdigest()

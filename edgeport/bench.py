@@ -241,6 +241,7 @@ def _inputs(model_dir: Path, images_dir: Path | None, count: int) -> np.ndarray:
 def measure_latencies(model_dir: Path, export_dir: Path, manifest: dict, inputs: np.ndarray,
                       opts: BenchOptions) -> list[dict[str, Any]]:
     """Batch-1 p50/p90 and batch-N images/s of the reference and every exported variant."""
+    from runtimes import runner_class
     from validation.harness import RunSettings, Variant, WorkerError, run_worker
     from validation.metrics import latency_summary
 
@@ -256,7 +257,10 @@ def measure_latencies(model_dir: Path, export_dir: Path, manifest: dict, inputs:
         row: dict[str, Any] = {"name": name, "runtime": runtime, "precision": precision,
                                "size_bytes": artifact_size(path) if status == "ok" else None,
                                "p50_ms": None, "p90_ms": None, "images_per_s": None, "error": error}
-        if status == "ok":
+        unavailable = runner_class(runtime).unavailable_reason() if status == "ok" else None
+        if unavailable:  # Core ML off macOS: made and checked, not timed
+            row["not_run"] = unavailable
+        elif status == "ok":
             try:
                 data = run_worker(Variant(name, runtime, precision, str(path)), inputs_path, settings, export_dir,
                                   extra_args=["--throughput-batch", str(opts.throughput_batch),
@@ -268,7 +272,7 @@ def measure_latencies(model_dir: Path, export_dir: Path, manifest: dict, inputs:
             except WorkerError as exc:
                 row["error"] = str(exc)
         log(f"    {name:<20} p50 {row['p50_ms']} ms, {row['images_per_s']} img/s"
-            + (f"  ERROR {row['error']}" if row["error"] else ""))
+            + (f"  ERROR {row['error']}" if row["error"] else "") + (f"  ({row['not_run']})" if row.get("not_run") else ""))
         rows.append(row)
     inputs_path.unlink(missing_ok=True)
     return rows
@@ -526,7 +530,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         p50 = "–" if x["p50_ms"] is None else f"{x['p50_ms']:.1f}"
         p90 = "–" if x["p90_ms"] is None else f"{x['p90_ms']:.1f}"
         ips = "–" if x["images_per_s"] is None else f"{x['images_per_s']:.1f}"
-        err = f" ({_cell(x['error'])})" if x["error"] else ""
+        err = f" ({_cell(x['error'])})" if x["error"] else f" ({x['not_run']})" if x.get("not_run") else ""
         lines.append(f"| {x['name']}{err} | {x['runtime']} | {x['precision']} | {_mb(x['size_bytes'])} | {p50} | "
                      f"{p90} | {ips} | {ratio} |")
     if "baseline" in r:

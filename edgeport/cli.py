@@ -376,6 +376,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     import dataclasses
 
     from validation.gate import gate
+    from validation.report import not_validated_lines
 
     cfg = _config(args)
     overrides = {k: v for k, v in (("max_accuracy_regression", args.max_accuracy_regression),
@@ -391,6 +392,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
         reasons = gate(report, baseline, settings)
         for line in reasons:
             print(line)
+        for line in not_validated_lines(report):
+            print(f"NOTE {line}")
         if reasons:
             failed += 1
             print(f"gate: {report['model']} FAILED ({len(reasons)} reason(s))", file=sys.stderr)

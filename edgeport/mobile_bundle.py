@@ -27,14 +27,17 @@ from typing import Any
 
 from converters.atomic import atomic_path
 from edgeport import __version__
-from converters.checksums import sha256_file
+from converters.checksums import artifact_sha256, sha256_file
 
 BUNDLE = "mobile"
 # the variants an app developer gets, in the order the card lists them
 MOBILE_VARIANTS = ("tflite-fp32", "tflite-fp16", "tflite-int8-dynamic", "tflite-int8", "tflite-int8-io",
-                   "executorch-fp32", "executorch-int8")
+                   "executorch-fp32", "executorch-int8", "coreml-fp16", "coreml-fp32")
 # ExecuTorch programs (.pte) are for apps that link the ExecuTorch runtime instead of LiteRT.
 EXECUTORCH_VARIANTS = ("executorch-fp32", "executorch-int8")
+# Core ML packages (.mlpackage folders), for iOS/macOS apps; checked here, run only on Apple's OSes.
+# fp16 first: the Neural Engine computes in fp16, and the file is half the size.
+COREML_VARIANTS = ("coreml-fp16", "coreml-fp32")
 # Which file each kind of hardware gets first, among those that passed their budget. CPU is
 # not listed: it gets whichever passed file was fastest on the export machine.
 GPU_PREFERENCE = ("tflite-fp16", "tflite-fp32")  # the GPU delegate computes in fp16 from float weights
@@ -55,7 +58,10 @@ def write_mobile_bundle(out_dir: Path, manifest: dict[str, Any], report: dict[st
         for name in wanted:
             record = exported[name]
             src = out_dir / record["path"]
-            shutil.copyfile(src, tmp / src.name)
+            if src.is_dir():  # an .mlpackage is a folder
+                shutil.copytree(src, tmp / src.name)
+            else:
+                shutil.copyfile(src, tmp / src.name)
             files.append(_file_entry(name, record, results.get(name), tmp / src.name))
         labels = manifest["labels"]
         (tmp / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
@@ -78,7 +84,8 @@ def write_mobile_bundle(out_dir: Path, manifest: dict[str, Any], report: dict[st
         }
         (tmp / "model.json").write_text(json.dumps(model, indent=2) + "\n")
         (tmp / "README.md").write_text(model_card(model))
-        sums = [f"{sha256_file(p)}  {p.name}\n" for p in sorted(tmp.iterdir()) if p.is_file()]
+        # every file, those inside an .mlpackage folder by their relative path (sha256sum -c reads them)
+        sums = [f"{sha256_file(p)}  {p.relative_to(tmp).as_posix()}\n" for p in sorted(tmp.rglob("*")) if p.is_file()]
         (tmp / "SHA256SUMS").write_text("".join(sums))
     return final
 
@@ -216,12 +223,18 @@ def _file_entry(name: str, record: dict[str, Any], result: dict[str, Any] | None
         shape = (record.get("settings") or {}).get("input_shape")
         io = {"input": {"name": "pixel_values", "shape": shape, "dtype": "float32", "layout": "NCHW"},
               "output": {"name": "logits", "shape": None, "dtype": "float32"}}
+    if name in COREML_VARIANTS:  # an image in, normalized inside; label and probabilities out
+        made = (record.get("settings") or {}).get("input") or {}
+        io = {"input": {"name": made.get("name", "image"), "shape": [1, made.get("height"), made.get("width"), 3],
+                        "dtype": f"image ({made.get('color_layout', 'RGB')}, 0-255; normalized inside the model)",
+                        "layout": "image"},
+              "output": {"name": "classLabel, classLabel_probs", "shape": None, "dtype": "label and softmax probabilities"}}
     entry: dict[str, Any] = {
         "file": path.name,
         "variant": name,
         "precision": record["precision"],
-        "size_bytes": path.stat().st_size,
-        "sha256": sha256_file(path),
+        "size_bytes": _size_of(path),
+        "sha256": artifact_sha256(path),
         "input": _tensor(io.get("input"), is_input=True),
         "output": _tensor(io.get("output"), is_input=False),
     }
@@ -240,6 +253,8 @@ def _file_entry(name: str, record: dict[str, Any], result: dict[str, Any] | None
         entry.update(accuracy=result.get("accuracy"), accuracy_drift_points=result.get("accuracy_drift_points"),
                      agreement=result.get("agreement"), latency_ms_p50=latency.get("p50"),
                      passed_budget=result.get("passed"))
+        if result.get("not_validated"):  # Core ML off macOS: checked, not run
+            entry["not_validated"] = result["not_validated"]
         judged = [r for r in result.get("subgroups") or [] if r["judged"]]
         if judged:  # the subgroup this file loses most on, of those large enough to judge; None: none loses
             low = min(judged, key=lambda r: r["drift_points"])
@@ -286,7 +301,20 @@ def which_file(files: list[dict[str, Any]], machine: str | None) -> list[dict[st
         rows.append({"hardware": "ExecuTorch app (CPU, XNNPACK)", "files": [best["file"]] if best else [],
                      "why": (f"fastest .pte that passed its budget{on}: {best['latency_ms_p50']:.2f} ms p50 at batch 1"
                              if best else "no .pte file passed its budget")})
+    coreml = [f for f in files if f["variant"] in COREML_VARIANTS]
+    if coreml:
+        first = sorted(coreml, key=lambda f: COREML_VARIANTS.index(f["variant"]))
+        rows.append({"hardware": "iOS / macOS app (Core ML: Neural Engine, GPU or CPU)", "files": [first[0]["file"]],
+                     "why": ("fp16: what the Neural Engine computes in, half the size of fp32" if first[0]["variant"] ==
+                             "coreml-fp16" else "the only Core ML file exported")
+                            + ". Not validated on the export machine (Core ML runs on macOS): check its accuracy "
+                              "on a Mac before shipping; its structure and labels were checked"})
     return rows
+
+
+def _size_of(path: Path) -> int:
+    """Bytes of a file, or of every file in a folder (an .mlpackage)."""
+    return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def _tensor(details: dict[str, Any] | None, *, is_input: bool) -> dict[str, Any] | None:
@@ -444,9 +472,11 @@ def model_card(model: dict[str, Any]) -> str:
         "```",
         "",
         *_executorch_card(model),
+        *_coreml_card(model),
         "## Checksums",
         "",
-        "`sha256sum -c SHA256SUMS` (or `shasum -a 256 -c SHA256SUMS` on macOS) verifies every file.",
+        "`sha256sum -c SHA256SUMS` (or `shasum -a 256 -c SHA256SUMS` on macOS) verifies every file"
+        " (the files inside an `.mlpackage` folder by their path).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -488,6 +518,56 @@ def _executorch_card(model: dict[str, Any]) -> list[str]:
         "let output: Tensor<Float> = try module.forward(input)[0].tensor()!",
         "let logits = output.scalars()",
         "let top = labels[logits.indices.max(by: { logits[$0] < logits[$1] })!]",
+        "```",
+        "",
+    ]
+
+
+def _coreml_card(model: dict[str, Any]) -> list[str]:
+    """The card's section for the .mlpackage files: an image in (normalized inside), Swift with Vision."""
+    packages = [f for f in model["files"] if f["variant"] in COREML_VARIANTS]
+    if not packages:
+        return []
+    pre = model["preprocessing"]
+    h, w = pre["input"]["height"], pre["input"]["width"]
+    row = next((r for r in model["which_file"] if "Core ML" in r["hardware"]), None)
+    name = (row["files"] if row else [packages[0]["file"]])[0].rsplit(".", 1)[0]
+    r, crop = pre["resize"], pre["center_crop"]
+    # Vision's own resize: .scaleFill for an exact resize, .centerCrop where the processor scales the
+    # shorter side to the crop size and crops the centre; any other recipe (ConvNeXt's crop_pct resize
+    # to 256 then crop 224) is not one of Vision's, so the app resizes and crops as under Input itself.
+    if r["mode"] == "exact" and not crop:
+        option, note = ".scaleFill", "the processor resizes to the input size without keeping the aspect ratio"
+    elif r["mode"] == "shortest_edge" and crop and r["shortest_edge"] == min(h, w):
+        option, note = ".centerCrop", "the processor scales the shorter side to the input size and crops the centre"
+    else:
+        option, note = ".scaleFill", (f"resize and crop the image to {w}x{h} yourself as under Input first: "
+                                      "Vision has no option for this processor's recipe")
+    files = ", ".join(f"`{f['file']}`" for f in packages)
+    return [
+        "## Core ML (.mlpackage, iOS 16 / macOS 13 and later)",
+        "",
+        f"{files}: Core ML ML programs with an **image input** (`image`, {w}x{h}, "
+        f"{'BGR' if pre['channel_order'] == 'BGR' else 'RGB'}, 0-255): the rescale and normalization under Input "
+        "are inside the model, so the app does not normalize. Outputs: `classLabel` (the top label) and "
+        "`classLabel_probs` (label -> softmax probability); the labels are embedded. "
+        "**Not validated on the export machine** (Core ML runs only on Apple's OSes): the accuracy columns "
+        "above are empty for them; check one on a Mac (`coremltools` `MLModel.predict`) before shipping. "
+        "Add the `.mlpackage` to the Xcode project: Xcode compiles it to `.mlmodelc` and generates a class.",
+        "",
+        "```swift",
+        "import CoreML",
+        "import Vision",
+        "let config = MLModelConfiguration()",
+        "config.computeUnits = .all  // Neural Engine, GPU or CPU, as Core ML decides",
+        f"let url = Bundle.main.url(forResource: \"{name}\", withExtension: \"mlmodelc\")!",
+        "let model = try VNCoreMLModel(for: MLModel(contentsOf: url, configuration: config))",
+        "let request = VNCoreMLRequest(model: model) { request, _ in",
+        "    guard let top = (request.results as? [VNClassificationObservation])?.first else { return }",
+        "    print(top.identifier, top.confidence)  // label and softmax probability",
+        "}",
+        f"request.imageCropAndScaleOption = {option}  // {note}",
+        "try VNImageRequestHandler(cgImage: image, orientation: .up).perform([request])",
         "```",
         "",
     ]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from converters.atomic import atomic_path
-from converters.checksums import sha256_file
+from converters.checksums import artifact_sha256, sha256_file
 from edgeport import __version__
 import numpy as np
 
@@ -27,7 +27,8 @@ from validation.budgets import Budget, budget_for
 from validation.dataset import IMAGE_EXTENSIONS, load_eval_arrays, open_image, scan_eval_set
 from validation.harness import RunSettings, Variant, validate
 from validation.preprocess import Preprocessing
-from validation.report import build_report, failure_lines, write_reports
+from validation.report import build_report, failure_lines, not_validated_lines, write_reports
+from validation.status import status_of
 from validation.subgroups import SubgroupSpec, assign
 
 MANIFEST = "manifest.json"
@@ -276,16 +277,6 @@ def export_model(
     return ExportResult(out_dir, manifest)
 
 
-def artifact_sha256(path: Path) -> str:
-    """sha256 of a file, or of a folder's files (relative names and contents, sorted)."""
-    if path.is_file():
-        return sha256_file(path)
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(path)).encode() + b"\0" + sha256_file(f).encode())
-    return h.hexdigest()
-
-
 def _inputs_key(variant: str, source: dict[str, Any], opset: int, calibration: list[str] | None,
                 parent_key: str | None) -> str:
     """What a variant is made from: equal keys mean an existing artifact can be reused."""
@@ -447,7 +438,7 @@ def validate_export(
         search = settings.get("precision_search")
         if search:  # what the precision search raised, measured on held-out calibration images
             v["precision_search"] = {k: search[k] for k in ("raised_to", "raised", "candidates", "holdout_images",
-                                                            "passed_on_holdout", "seconds")}
+                                                            "passed_on_holdout", "seconds", "tool") if k in search}
     report = scrub(report, scrub_prefixes([out_dir, project_dir]))  # paths inside error texts
     json_path, md_path = write_reports(report, out_dir)
     _print_summary(report, json_path, md_path)
@@ -484,13 +475,15 @@ def _print_summary(report: dict[str, Any], json_path: Path, md_path: Path) -> No
     log(f"[{report['model']}] reference accuracy {ref['accuracy'] * 100:.2f}% on "
         f"{report['eval_set']['images']} images ({report['eval_set']['skipped']} skipped)")
     for v in report["variants"]:
-        status = "pass" if v["passed"] else "FAIL"
+        status = {"passed": "pass", "failed": "FAIL", "not validated": "n/v "}[status_of(v)]
         acc = "–" if v["accuracy"] is None else f"{v['accuracy'] * 100:.2f}%"
         diff = "–" if v["max_abs_diff"] is None else f"{v['max_abs_diff']:.2e}"
         p50 = "–" if not v["latency_ms"] else f"{v['latency_ms']['p50']:.2f} ms"
         log(f"[{report['model']}]   {status}  {v['name']:<18} acc {acc:>8}  max|Δ| {diff:>9}  p50 {p50}")
     for line in failure_lines(report):
         log(f"FAIL {line}")
+    for line in not_validated_lines(report):
+        log(f"NOTE {line}")
     log(f"[{report['model']}] report: {md_path} and {json_path.name}")
 
 

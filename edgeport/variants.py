@@ -190,9 +190,33 @@ def _openvino_fp32(ctx: ExportContext, out: Path) -> dict:
 
 
 def _openvino_int8(ctx: ExportContext, out: Path) -> dict:
-    from converters.openvino_ir import convert_openvino_int8
+    from converters.openvino_ir import convert_openvino_int8, run_openvino
 
-    return convert_openvino_int8(ctx.out_dir / VARIANTS["openvino-fp32"].filename, out, ctx.require_calibration())
+    fp32 = ctx.out_dir / VARIANTS["openvino-fp32"].filename
+    calibration, holdout, target = ctx.calibration_split("openvino-int8", lambda x: run_openvino(fp32, x))
+    return convert_openvino_int8(fp32, out, calibration, holdout=holdout, target=target,
+                                 log=lambda m: print(f"[openvino-int8] {m.strip()}", flush=True))
+
+
+def _coreml(ctx: ExportContext, out: Path, *, precision: str) -> dict:
+    from PIL import Image
+
+    from converters.coreml_export import export_coreml
+    from edgeport.model_source import read_labels
+    from validation.preprocess import Preprocessing
+
+    pre = Preprocessing.from_file(ctx.out_dir / "preprocessor_config.json")
+    pixels = np.stack([pre.pixels(Image.open(p)) for p in ctx.sample_images]) if ctx.sample_images else None
+    return export_coreml(ctx.source, out, revision=ctx.revision, preprocessing=pre.to_dict(),
+                         labels=read_labels(ctx.out_dir / "config.json"), precision=precision, check_pixels=pixels)
+
+
+def _coreml_fp32(ctx: ExportContext, out: Path) -> dict:
+    return _coreml(ctx, out, precision="fp32")
+
+
+def _coreml_fp16(ctx: ExportContext, out: Path) -> dict:
+    return _coreml(ctx, out, precision="fp16")
 
 
 VARIANTS: dict[str, VariantSpec] = {
@@ -232,7 +256,14 @@ VARIANTS: dict[str, VariantSpec] = {
                     "OpenVINO IR fp32 (openvino.convert_model on the ONNX file), dynamic batch", default=False),
         VariantSpec("openvino-int8", "openvino", "int8", "openvino_int8", "openvino-fp32", _openvino_int8,
                     "OpenVINO IR int8, NNCF post-training quantization calibrated (transformer scheme on "
-                    "graphs with attention)", calibrated=True, default=False),
+                    "graphs with attention); NNCF's accuracy control keeps float what the budget needs",
+                    recipe="2", calibrated=True, searched=True, default=False),
+        VariantSpec("coreml-fp32", "coreml", "fp32", "model_fp32.mlpackage", None, _coreml_fp32,
+                    "Core ML ML program fp32 (coremltools), image input with the normalization inside, "
+                    "classifier outputs; checked, not run (Core ML runs on macOS)", default=False),
+        VariantSpec("coreml-fp16", "coreml", "fp16", "model_fp16.mlpackage", None, _coreml_fp16,
+                    "Core ML ML program fp16 (coremltools; the Neural Engine computes fp16); checked, not run "
+                    "(Core ML runs on macOS)", default=False),
     ]
 }
 

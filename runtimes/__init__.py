@@ -15,6 +15,7 @@ _RUNNERS = {
     "tflite": ("runtimes.tflite_runner", "TFLiteRunner"),
     "executorch": ("runtimes.executorch_runner", "ExecuTorchRunner"),
     "openvino": ("runtimes.openvino_runner", "OpenVINORunner"),
+    "coreml": ("runtimes.coreml_runner", "CoreMLRunner"),
 }
 
 RUNTIMES = tuple(_RUNNERS)

@@ -28,6 +28,12 @@ class Runner(abc.ABC):
     #: the loaded artifact's static batch size (None: any batch runs); set by ``_load``
     _fixed: int | None = None
 
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why this runtime cannot run here (None: it can); the harness then reports its
+        variants as not validated rather than failed (Core ML off macOS)."""
+        return None
+
     def __init__(self, path: str | Path, *, threads: int = 2) -> None:
         self.path = Path(path)
         self.threads = threads

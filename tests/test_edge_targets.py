@@ -24,9 +24,11 @@ def edge_export(exported_tiny, tiny_vit, faces_dir, calib_dir, tmp_path_factory)
 
     out = tmp_path_factory.mktemp("edge") / "tiny-vit"
     shutil.copytree(exported_tiny, out)
+    # a random model cannot track its reference in int8: plain quantization here, on every calibration
+    # image (test_openvino_accuracy_control_keeps_the_sensitive_layers_float tests the accuracy control)
     result = export_model("tiny-vit", resolve_source(str(tiny_vit)), out, variants=["onnx-fp32", *EDGE_VARIANTS],
                           images_dir=None, calibration_dir=calib_dir, eval_dir=faces_dir, isolate=False,
-                          progress=False)
+                          progress=False, precision_search=False)
     assert result.failed == [], result.manifest
     return out, {v["name"]: v for v in result.manifest["variants"]}
 
@@ -130,6 +132,64 @@ def test_opt_in_variants_are_not_in_the_default_list():
     from edgeport.variants import CALIBRATED, DEFAULT_VARIANTS, SEARCHED, VARIANTS
 
     assert not set(EDGE_VARIANTS) & set(DEFAULT_VARIANTS)
-    assert {"executorch-int8", "openvino-int8"} <= CALIBRATED and not set(EDGE_VARIANTS) & SEARCHED
+    assert {"executorch-int8", "openvino-int8"} <= CALIBRATED and set(EDGE_VARIANTS) & SEARCHED == {"openvino-int8"}
     assert {n for n in DEFAULT_VARIANTS if VARIANTS[n].calibrated} == {"onnx-int8-static", "tflite-int8",
                                                                        "tflite-int8-io"}
+
+
+def test_openvino_accuracy_control_keeps_the_sensitive_layers_float(tmp_path):
+    """NNCF's accuracy control, judged on held-out images: a deliberately sensitive layer goes float, the rest stays int8."""
+    from converters.onnx_int8_static import run_onnx
+    from converters.openvino_ir import convert_openvino_fp32, convert_openvino_int8, run_openvino
+    from converters.precision_search import Holdout, Target, split_holdout
+    from test_precision_search import _sensitive_mlp
+
+    onnx_path = _sensitive_mlp(tmp_path / "mlp.onnx")
+    convert_openvino_fp32(onnx_path, tmp_path / "fp32")
+    images = np.random.default_rng(0).standard_normal((128, 3, 4, 4)).astype(np.float32)
+    calib, held = split_holdout(len(images))
+    holdout = Holdout(images[held], run_openvino(tmp_path / "fp32", images[held]))
+    target = Target(min_agreement=0.97)
+    plain = convert_openvino_int8(tmp_path / "fp32", tmp_path / "plain", images[calib])
+    assert "precision_search" not in plain
+    assert not holdout.judge(run_openvino(tmp_path / "plain", holdout.inputs), target)["passed"]  # int8 everywhere misses
+
+    settings = convert_openvino_int8(tmp_path / "fp32", tmp_path / "searched", images[calib], holdout=holdout,
+                                     target=target, log=lambda m: None)
+    search = settings["precision_search"]
+    assert search["passed_on_holdout"] and search["tool"] == "nncf.quantize_with_accuracy_control"
+    assert 0 < len(search["raised"]) < search["candidates"]  # some operations float, not all
+    assert settings["fake_quantize_ops"] > 0
+    fresh = np.random.default_rng(1).standard_normal((200, 3, 4, 4)).astype(np.float32)
+    agreement = np.mean(run_onnx(onnx_path, fresh).argmax(1) == run_openvino(tmp_path / "searched", fresh).argmax(1))
+    assert agreement >= 0.97  # and it holds on images the search never saw
+
+
+def test_openvino_keeps_plain_quantization_when_the_accuracy_control_returns_worse(tmp_path, monkeypatch):
+    """NNCF's control gave up on emotion-vit with a broken file (15% held-out agreement): the plain file is kept."""
+    import nncf
+    import openvino as ov
+
+    from converters.openvino_ir import convert_openvino_fp32, convert_openvino_int8, run_openvino
+    from converters.precision_search import Holdout, Target, split_holdout
+    from test_precision_search import _sensitive_mlp
+
+    convert_openvino_fp32(_sensitive_mlp(tmp_path / "mlp.onnx"), tmp_path / "fp32")
+    images = np.random.default_rng(0).standard_normal((128, 3, 4, 4)).astype(np.float32)
+    calib, held = split_holdout(len(images))
+    holdout = Holdout(images[held], run_openvino(tmp_path / "fp32", images[held]))
+
+    def broken(model, *args, **kwargs):  # logits negated: agrees with the fp32 file on almost nothing
+        out = model.outputs[0]
+        negated = ov.opset13.negative(out.get_node().input_value(0))
+        return ov.Model([negated], model.get_parameters(), "broken")
+
+    monkeypatch.setattr(nncf, "quantize_with_accuracy_control", broken)
+    settings = convert_openvino_int8(tmp_path / "fp32", tmp_path / "int8", images[calib], holdout=holdout,
+                                     target=Target(min_agreement=0.5), log=lambda m: None)
+    search = settings["precision_search"]
+    assert "fallback" in search and search["raised"] == []
+    assert search["rounds"][0]["agreement"] < 0.2 and search["rounds"][1].get("chosen")
+    assert settings["fake_quantize_ops"] > 0  # the plain int8 file was written, not the broken one
+    kept = run_openvino(tmp_path / "int8", holdout.inputs).argmax(1)
+    assert np.mean(kept == holdout.reference_logits.argmax(1)) == search["rounds"][1]["agreement"]

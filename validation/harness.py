@@ -55,10 +55,18 @@ class VariantResult:
     error: str | None = None
     localization: dict | None = None  # for an ONNX variant over budget: where it diverges
     subgroups: list[dict] | None = None  # per evaluation subgroup, when the set has them (validation.subgroups)
+    not_validated: str | None = None  # why its runtime cannot run here (Core ML off macOS): neither pass nor fail
 
     @property
     def passed(self) -> bool:
-        return self.error is None and not self.failures
+        return self.error is None and not self.failures and self.not_validated is None
+
+    @property
+    def status(self) -> str:
+        """"passed", "failed" or "not validated"."""
+        if self.not_validated is not None and self.error is None:
+            return "not validated"
+        return "passed" if self.passed else "failed"
 
     def to_dict(self) -> dict:
         m = self.metrics
@@ -78,7 +86,9 @@ class VariantResult:
             "per_class_drift_points": m.get("per_class_drift_points"),
             "latency_ms": self.latency_ms,
             "budget": self.budget,
-            "passed": self.passed,
+            "passed": None if self.status == "not validated" else self.passed,
+            "status": self.status,
+            "not_validated": self.not_validated,
             "error": self.error,
             "localization": self.localization,
             "subgroups": self.subgroups,
@@ -152,6 +162,12 @@ def _describe_exit(code: int, stderr: str) -> str:
     return detail or f"worker exited with status {code}"
 
 
+def _unavailable_reason(runtime: str) -> str | None:
+    from runtimes import runner_class
+
+    return runner_class(runtime).unavailable_reason()
+
+
 def validate(
     reference: Variant,
     variants: Sequence[Variant],
@@ -195,8 +211,11 @@ def validate(
                                    size_bytes=artifact_size(variant.path))
             budget = budget_of(variant)
             result.budget = budget.to_dict()
+            unavailable = _unavailable_reason(variant.runtime)
             if variant.error:
                 result.error = f"export failed: {variant.error}"
+            elif unavailable:
+                result.not_validated = unavailable
             else:
                 try:
                     logits, latency = run_variant(variant, inputs_path, settings, work)

@@ -98,8 +98,8 @@ class Preprocessing:
         d["layout"] = "NCHW"
         return d
 
-    def __call__(self, image: Image.Image) -> np.ndarray:
-        """Turn a PIL image into a float32 (C, H, W) array."""
+    def pixels(self, image: Image.Image) -> np.ndarray:
+        """The resize and centre crop alone: uint8 RGB (H, W, 3), what an app hands an image-input model."""
         if image.mode != "RGB":
             image = image.convert("RGB")
         if self.do_resize:
@@ -109,6 +109,11 @@ class Preprocessing:
         x = np.asarray(image)
         if self.do_center_crop:
             x = _center_crop(x, self.height, self.width)
+        return x
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """Turn a PIL image into a float32 (C, H, W) array."""
+        x = self.pixels(image)
         if self.do_rescale:
             # float64 multiply then float32, the order transformers uses, for identical bits
             x = (x.astype(np.float64) * self.rescale_factor).astype(np.float32)

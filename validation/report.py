@@ -9,6 +9,7 @@ from converters.atomic import atomic_path
 from runtimes.machine import cpu_description
 from validation.harness import VariantResult
 from validation.report_html import render_html
+from validation.status import status_of, status_rank
 from validation.report_subgroups import subgroup_markdown
 
 
@@ -29,7 +30,7 @@ def build_report(
         "source": source,
         "labels": labels,
         "eval_set": eval_set,
-        "passed": all(v.passed for v in variants),
+        "passed": all(v.status != "failed" for v in variants),  # not validated here (Core ML) fails nothing
         "reference": reference.to_dict(),
         "variants": [v.to_dict() for v in variants],
         "settings": settings,
@@ -68,11 +69,12 @@ def precision_search_lines(report: dict[str, Any], shown: int = 8) -> list[str]:
                 f"({'budget met' if search['passed_on_holdout'] else 'budget not met even so'})")
         if raised:
             named = ", ".join(f"`{r['name']}`" + (f" ({r['ops']} ops)" if r.get("ops") else "")
-                              + f" {r['sensitivity']:.3f}"
+                              + (f" {r['sensitivity']:.3f}" if r.get("sensitivity") is not None else "")
                               + (f" (its group of {r['measured_with_group_of']})" if r.get("measured_with_group_of") else "")
                               for r in raised[:shown])
             more = f", and {len(raised) - shown} more (manifest.json)" if len(raised) > shown else ""
-            head += f"; in the order raised, with its measured sensitivity: {named}{more}"
+            head += (f"; in the order raised, with its measured sensitivity: {named}{more}"
+                     if raised[0].get("sensitivity") is not None else f" (by {search['tool']}): {named}{more}")
         else:
             head += "; everything int8"
         lines.append(head)
@@ -86,6 +88,12 @@ def failure_lines(report: dict[str, Any]) -> list[str]:
         for f in v["failures"]:
             lines.append(f"{report['model']}/{v['name']}: {f['message']}")
     return lines
+
+
+def not_validated_lines(report: dict[str, Any]) -> list[str]:
+    """One line per variant this machine could not run (neither passed nor failed)."""
+    return [f"{report['model']}/{v['name']}: {v.get('not_validated')}; not counted as pass or fail"
+            for v in report["variants"] if status_of(v) == "not validated"]
 
 
 def localization_lines(report: dict[str, Any]) -> list[str]:
@@ -105,6 +113,9 @@ def localization_lines(report: dict[str, Any]) -> list[str]:
             lines.append(f"{report['model']}/{v['name']}: no intermediate tensor exceeds relative error "
                          f"{loc['tolerance']}; the drift accumulates")
     return lines
+
+
+STATUS_CELL = {"passed": "pass", "failed": "**FAIL**", "not validated": "not validated"}
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -127,11 +138,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         "| status | variant | runtime | accuracy | agreement | max abs diff | mean abs diff | cosine | p50 ms | p90 ms | size |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    ordered = sorted(report["variants"], key=lambda v: v["passed"])  # failures first, stable
+    ordered = sorted(report["variants"], key=status_rank)  # failures first, stable
     for v in ordered:
         lat = v["latency_ms"] or {}
         lines.append(
-            f"| {'pass' if v['passed'] else '**FAIL**'} | {v['name']} | {v['runtime']} | {_pct(v['accuracy'])} | "
+            f"| {STATUS_CELL[status_of(v)]} | {v['name']} | {v['runtime']} | {_pct(v['accuracy'])} | "
             f"{_pct(v['agreement'])} | {_num(v['max_abs_diff'])} | {_num(v['mean_abs_diff'])} | "
             f"{_num(v['cosine'], 6)} | {_num(lat.get('p50'), 3)} | {_num(lat.get('p90'), 3)} | {_size(v['size_bytes'])} |"
         )
@@ -139,6 +150,12 @@ def render_markdown(report: dict[str, Any]) -> str:
     if wide:
         lines += ["", f"{', '.join(wide)}: int16 activations, int8 weights (TFLite 16x8, integer-only; "
                       "`full_integer_activations` in the config). int8-only accelerators cannot run them."]
+    unchecked = [v for v in report["variants"] if status_of(v) == "not validated"]
+    if unchecked:
+        lines += ["", "## Not validated on this machine", ""]
+        lines += [f"- {v['name']}: {v.get('not_validated')}; neither passed nor failed, and the gate does not "
+                  "count it. Its structure was checked when it was made (manifest.json settings.check)."
+                  for v in unchecked]
     raised = precision_search_lines(report)
     if raised:
         lines += ["", "## Layers the precision search kept at higher precision", ""] + [f"- {line}" for line in raised]

@@ -14,8 +14,11 @@ import math
 from typing import Any
 
 from validation.report_subgroups import subgroup_heatmap_html
+from validation.status import status_of, status_rank
 
 PASS, FAIL = "#2e7d32", "#c62828"
+HTML_CLASS = {"passed": "pass", "failed": "fail", "not validated": "unchecked"}
+HTML_CELL = {"passed": "pass", "failed": "FAIL", "not validated": "not validated"}
 PALETTE = ["#1565c0", "#ef6c00", "#6a1b9a", "#00838f", "#ad1457", "#558b2f", "#4e342e", "#283593",
            "#f9a825", "#37474f", "#00695c"]
 
@@ -27,13 +30,14 @@ def render_html(report: dict[str, Any]) -> str:
     ev = report["eval_set"]
     src = report["source"]
     ref = report["reference"]
-    variants = sorted(report["variants"], key=lambda v: v["passed"])  # failures first
+    variants = sorted(report["variants"], key=status_rank)  # failures first
     rows = []
     for v in variants:
         lat = v.get("latency_ms") or {}
-        reasons = "; ".join(f["message"] for f in v.get("failures", []))
+        reasons = "; ".join(f["message"] for f in v.get("failures", [])) or v.get("not_validated") or ""
+        verdict = status_of(v)
         rows.append(
-            f"<tr class='{'pass' if v['passed'] else 'fail'}'><td>{'pass' if v['passed'] else 'FAIL'}</td>"
+            f"<tr class='{HTML_CLASS[verdict]}'><td>{HTML_CELL[verdict]}</td>"
             f"<td>{e(v['name'])}</td><td>{e(v['runtime'])}</td><td>{_pct(v.get('accuracy'))}</td>"
             f"<td>{_pts(v.get('accuracy_drift_points'))}</td><td>{_pct(v.get('agreement'))}</td>"
             f"<td>{_sci(v.get('max_abs_diff'))}</td><td>{_ms(lat.get('p50'))}</td>"
@@ -49,6 +53,7 @@ table {{ border-collapse: collapse; margin: 1em 0; font-size: 14px; }}
 th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
 td:nth-child(2), td:nth-child(3), td:last-child, th {{ text-align: left; }}
 tr.fail td {{ background: #fdecea; }}
+tr.unchecked td {{ background: #f5f5f5; color: #555; }}
 figure {{ display: inline-block; margin: 1em 2em 1em 0; vertical-align: top; }}
 figcaption {{ font-weight: 600; margin-bottom: .5em; }}
 svg text {{ font-size: 11px; font-family: system-ui, sans-serif; }}
