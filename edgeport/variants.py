@@ -257,7 +257,7 @@ VARIANTS: dict[str, VariantSpec] = {
         VariantSpec("openvino-int8", "openvino", "int8", "openvino_int8", "openvino-fp32", _openvino_int8,
                     "OpenVINO IR int8, NNCF post-training quantization calibrated (transformer scheme on "
                     "graphs with attention); NNCF's accuracy control keeps float what the budget needs",
-                    recipe="2", calibrated=True, searched=True, default=False),
+                    recipe="3", calibrated=True, searched=True, default=False),
         VariantSpec("coreml-fp32", "coreml", "fp32", "model_fp32.mlpackage", None, _coreml_fp32,
                     "Core ML ML program fp32 (coremltools), image input with the normalization inside, "
                     "classifier outputs; checked, not run (Core ML runs on macOS)", default=False),
