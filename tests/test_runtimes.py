@@ -56,5 +56,5 @@ def test_missing_artifact_names_the_file(tmp_path):
 
 
 def test_unknown_runtime():
-    with pytest.raises(RunnerError, match="unknown runtime 'coreml'"):
-        runner_class("coreml")
+    with pytest.raises(RunnerError, match="unknown runtime 'no-such-runtime'"):
+        runner_class("no-such-runtime")
