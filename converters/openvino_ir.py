@@ -87,7 +87,6 @@ def _with_accuracy_control(model, dataset, options: dict[str, Any], holdout: Hol
                            log: Callable[[str], None]):
     """NNCF's accuracy-controlled quantization on the held-out images; (model, precision_search record)."""
     import nncf
-    import openvino as ov
 
     reference = holdout.reference_logits.argmax(-1)
     n = len(holdout.inputs)
@@ -124,9 +123,7 @@ def _with_accuracy_control(model, dataset, options: dict[str, Any], holdout: Hol
     total, reverted = _reverted(lines)
 
     def judged(candidate, raised: int) -> dict[str, Any]:
-        compiled = ov.Core().compile_model(candidate, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        logits = np.concatenate([compiled(x[None])[compiled.output(0)] for x in holdout.inputs])
-        return {"raised": raised, **holdout.judge(logits, target), "images": n}
+        return {"raised": raised, **holdout.judge(run_openvino(candidate, holdout.inputs), target), "images": n}
 
     rows = [judged(quantized, len(reverted))]
     log(f"  NNCF accuracy control: {len(reverted)} of {total} quantized operations float, held-out agreement "
@@ -172,10 +169,12 @@ def _reverted(lines: list[str]) -> tuple[int, list[str]]:
     return total, []
 
 
-def run_openvino(ir_dir: str | Path, inputs: np.ndarray) -> np.ndarray:
-    """Logits of the IR in ``ir_dir`` on NCHW ``inputs``, image by image (fp32 on the CPU plugin)."""
+def run_openvino(model, inputs: np.ndarray) -> np.ndarray:
+    """Logits of ``model`` (an IR folder, or an ``ov.Model``) on NCHW ``inputs``, image by image
+    (fp32 on the CPU plugin)."""
     import openvino as ov
 
-    compiled = ov.Core().compile_model(str(Path(ir_dir) / IR_NAME), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    source = str(Path(model) / IR_NAME) if isinstance(model, (str, Path)) else model
+    compiled = ov.Core().compile_model(source, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     return np.concatenate([compiled(np.ascontiguousarray(x[None], dtype=np.float32))[compiled.output(0)]
                            for x in inputs])

@@ -241,7 +241,7 @@ def _inputs(model_dir: Path, images_dir: Path | None, count: int) -> np.ndarray:
 def measure_latencies(model_dir: Path, export_dir: Path, manifest: dict, inputs: np.ndarray,
                       opts: BenchOptions) -> list[dict[str, Any]]:
     """Batch-1 p50/p90 and batch-N images/s of the reference and every exported variant."""
-    from runtimes import runner_class
+    from runtimes import unavailable_reason
     from validation.harness import RunSettings, Variant, WorkerError, run_worker
     from validation.metrics import latency_summary
 
@@ -257,7 +257,7 @@ def measure_latencies(model_dir: Path, export_dir: Path, manifest: dict, inputs:
         row: dict[str, Any] = {"name": name, "runtime": runtime, "precision": precision,
                                "size_bytes": artifact_size(path) if status == "ok" else None,
                                "p50_ms": None, "p90_ms": None, "images_per_s": None, "error": error}
-        unavailable = runner_class(runtime).unavailable_reason() if status == "ok" else None
+        unavailable = unavailable_reason(runtime) if status == "ok" else None
         if unavailable:  # Core ML off macOS: made and checked, not timed
             row["not_run"] = unavailable
         elif status == "ok":

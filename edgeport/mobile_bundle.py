@@ -28,6 +28,7 @@ from typing import Any
 from converters.atomic import atomic_path
 from edgeport import __version__
 from converters.checksums import artifact_sha256, sha256_file
+from validation.harness import artifact_size
 
 BUNDLE = "mobile"
 # the variants an app developer gets, in the order the card lists them
@@ -233,7 +234,7 @@ def _file_entry(name: str, record: dict[str, Any], result: dict[str, Any] | None
         "file": path.name,
         "variant": name,
         "precision": record["precision"],
-        "size_bytes": _size_of(path),
+        "size_bytes": artifact_size(path),
         "sha256": artifact_sha256(path),
         "input": _tensor(io.get("input"), is_input=True),
         "output": _tensor(io.get("output"), is_input=False),
@@ -310,11 +311,6 @@ def which_file(files: list[dict[str, Any]], machine: str | None) -> list[dict[st
                             + ". Not validated on the export machine (Core ML runs on macOS): check its accuracy "
                               "on a Mac before shipping; its structure and labels were checked"})
     return rows
-
-
-def _size_of(path: Path) -> int:
-    """Bytes of a file, or of every file in a folder (an .mlpackage)."""
-    return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def _tensor(details: dict[str, Any] | None, *, is_input: bool) -> dict[str, Any] | None:

@@ -21,6 +21,11 @@ _RUNNERS = {
 RUNTIMES = tuple(_RUNNERS)
 
 
+def unavailable_reason(runtime: str) -> str | None:
+    """Why ``runtime`` cannot run on this machine (None: it can); see ``Runner.unavailable_reason``."""
+    return runner_class(runtime).unavailable_reason()
+
+
 def runner_class(runtime: str) -> type[Runner]:
     """Return the runner class for a runtime name (see RUNTIMES)."""
     try:
@@ -30,4 +35,4 @@ def runner_class(runtime: str) -> type[Runner]:
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = ["Runner", "RunnerError", "RUNTIMES", "runner_class"]
+__all__ = ["Runner", "RunnerError", "RUNTIMES", "runner_class", "unavailable_reason"]

@@ -162,12 +162,6 @@ def _describe_exit(code: int, stderr: str) -> str:
     return detail or f"worker exited with status {code}"
 
 
-def _unavailable_reason(runtime: str) -> str | None:
-    from runtimes import runner_class
-
-    return runner_class(runtime).unavailable_reason()
-
-
 def validate(
     reference: Variant,
     variants: Sequence[Variant],
@@ -187,6 +181,8 @@ def validate(
     budget's ``max_subgroup_drop``.
     """
     from tqdm import tqdm
+
+    from runtimes import unavailable_reason
 
     with tempfile.TemporaryDirectory(prefix="edgeport-validate-") as tmp:
         work = Path(tmp)
@@ -211,7 +207,7 @@ def validate(
                                    size_bytes=artifact_size(variant.path))
             budget = budget_of(variant)
             result.budget = budget.to_dict()
-            unavailable = _unavailable_reason(variant.runtime)
+            unavailable = unavailable_reason(variant.runtime)
             if variant.error:
                 result.error = f"export failed: {variant.error}"
             elif unavailable:
