@@ -171,8 +171,24 @@ def _tflite_int8_io(ctx: ExportContext, out: Path) -> dict:
 def _executorch(ctx: ExportContext, out: Path, *, int8: bool) -> dict:
     from converters.executorch_export import export_executorch
 
+    if not int8:
+        return export_executorch(ctx.source, out, revision=ctx.revision, input_size=tuple(ctx.input_size))
+    calibration, holdout, target = ctx.calibration_split("executorch-int8", lambda x: _torch_logits(ctx, x))
     return export_executorch(ctx.source, out, revision=ctx.revision, input_size=tuple(ctx.input_size),
-                             calibration=ctx.require_calibration() if int8 else None)
+                             calibration=calibration, holdout=holdout, target=target,
+                             log=lambda m: print(f"[executorch-int8] {m.strip()}", flush=True))
+
+
+def _torch_logits(ctx: ExportContext, images: np.ndarray) -> np.ndarray:
+    """PyTorch's logits (the float model executorch-int8 is quantized from), 16 images at a time."""
+    import torch
+
+    from converters.torch_logits import logits_module
+
+    module = logits_module(ctx.source, ctx.revision, attn_implementation="eager")
+    with torch.no_grad():
+        return np.concatenate([module(torch.from_numpy(np.ascontiguousarray(images[i:i + 16], np.float32))).numpy()
+                               for i in range(0, len(images), 16)])
 
 
 def _executorch_fp32(ctx: ExportContext, out: Path) -> dict:
@@ -250,8 +266,9 @@ VARIANTS: dict[str, VariantSpec] = {
         VariantSpec("executorch-fp32", "executorch", "fp32", "model_fp32.pte", None, _executorch_fp32,
                     "ExecuTorch program fp32, XNNPACK delegate (torch.export), batch 1", default=False),
         VariantSpec("executorch-int8", "executorch", "int8", "model_int8.pte", None, _executorch_int8,
-                    "ExecuTorch program int8, XNNPACK delegate, PT2E quantization calibrated (XNNPACKQuantizer)",
-                    calibrated=True, default=False),
+                    "ExecuTorch program int8, XNNPACK delegate, PT2E quantization calibrated (XNNPACKQuantizer); the "
+                    "precision search keeps the nodes the budget needs float", recipe="2", calibrated=True,
+                    searched=True, default=False),
         VariantSpec("openvino-fp32", "openvino", "fp32", "openvino_fp32", "onnx-fp32", _openvino_fp32,
                     "OpenVINO IR fp32 (openvino.convert_model on the ONNX file), dynamic batch", default=False),
         VariantSpec("openvino-int8", "openvino", "int8", "openvino_int8", "openvino-fp32", _openvino_int8,

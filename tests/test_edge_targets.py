@@ -132,7 +132,8 @@ def test_opt_in_variants_are_not_in_the_default_list():
     from edgeport.variants import CALIBRATED, DEFAULT_VARIANTS, SEARCHED, VARIANTS
 
     assert not set(EDGE_VARIANTS) & set(DEFAULT_VARIANTS)
-    assert {"executorch-int8", "openvino-int8"} <= CALIBRATED and set(EDGE_VARIANTS) & SEARCHED == {"openvino-int8"}
+    assert {"executorch-int8", "openvino-int8"} <= CALIBRATED and set(EDGE_VARIANTS) & SEARCHED == {"openvino-int8",
+                                                                                         "executorch-int8"}
     assert {n for n in DEFAULT_VARIANTS if VARIANTS[n].calibrated} == {"onnx-int8-static", "tflite-int8",
                                                                        "tflite-int8-io"}
 
@@ -163,6 +164,37 @@ def test_openvino_accuracy_control_keeps_the_sensitive_layers_float(tmp_path):
     fresh = np.random.default_rng(1).standard_normal((200, 3, 4, 4)).astype(np.float32)
     agreement = np.mean(run_onnx(onnx_path, fresh).argmax(1) == run_openvino(tmp_path / "searched", fresh).argmax(1))
     assert agreement >= 0.97  # and it holds on images the search never saw
+
+
+def test_executorch_search_keeps_the_sensitive_layers_float(tmp_path):
+    """PT2E with the node filter: the sensitive MLP's int8 program misses, the search's passes with
+    some nodes float, calibrating once, and holds on images it never saw."""
+    import torch
+
+    from converters.executorch_export import lower_to_xnnpack
+    from converters.executorch_int8 import CalibratedCapture, candidate_nodes, iter_pte, search_executorch_int8
+    from converters.precision_search import Holdout, Target, split_holdout
+    from test_precision_search import sensitive_mlp_module
+
+    module = sensitive_mlp_module()
+    images = np.random.default_rng(0).standard_normal((128, 3, 4, 4)).astype(np.float32)
+    calib, held = split_holdout(len(images))
+    with torch.no_grad():
+        holdout = Holdout(images[held], module(torch.from_numpy(images[held])).numpy())
+    example = (torch.zeros(1, 3, 4, 4),)
+    capture = CalibratedCapture(module, example, images[calib])
+    lower = lambda graph: lower_to_xnnpack(torch.export.export(graph, example)).buffer  # noqa: E731
+    target = Target(min_agreement=0.97)
+    chosen, result, candidates = search_executorch_int8(capture, lower, tmp_path, holdout, target, log=lambda m: None)
+    assert result.rounds[0]["raised"] == 0 and not result.rounds[0]["passed"]  # all int8 misses
+    assert candidates == candidate_nodes(capture) and len(candidates) >= 3  # the three Linears at least
+    raised = [r["name"] for r in result.raised]
+    assert result.passed and 0 < len(raised) < len(candidates)
+    assert capture.calibrations == 1  # every round reused the first round's statistics
+    fresh = np.random.default_rng(1).standard_normal((200, 3, 4, 4)).astype(np.float32)
+    with torch.no_grad():
+        reference = module(torch.from_numpy(fresh)).numpy().argmax(1)
+    assert np.mean(np.concatenate(list(iter_pte(chosen, fresh))).argmax(1) == reference) >= 0.97
 
 
 def test_openvino_keeps_plain_quantization_when_the_accuracy_control_returns_worse(tmp_path, monkeypatch):

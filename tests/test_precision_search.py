@@ -151,6 +151,17 @@ def _sensitive_mlp(path: Path) -> Path:
     """
     import torch
 
+    model = sensitive_mlp_module()
+    torch.onnx.export(model, (torch.randn(1, 3, 4, 4),), str(path), input_names=["pixel_values"],
+                      output_names=["logits"], dynamic_axes={"pixel_values": {0: "batch"}}, opset_version=17,
+                      dynamo=False)
+    return path
+
+
+def sensitive_mlp_module():
+    """``_sensitive_mlp``'s PyTorch module (NCHW 3x4x4 images in, 3 logits out)."""
+    import torch
+
     torch.manual_seed(0)
 
     class MLP(torch.nn.Module):
@@ -167,10 +178,7 @@ def _sensitive_mlp(path: Path) -> Path:
         model.fc1.bias[0] = model.fc1.bias[0].abs() * 1000 + 1000  # always on, always huge
         model.fc2.weight[:, 0] /= 1000
         model.fc3.weight *= 4  # well-separated logits, so agreement is not decided by ties
-    torch.onnx.export(model, (torch.randn(1, 3, 4, 4),), str(path), input_names=["pixel_values"],
-                      output_names=["logits"], dynamic_axes={"pixel_values": {0: "batch"}}, opset_version=17,
-                      dynamo=False)
-    return path
+    return model
 
 
 def test_a_deliberately_sensitive_layer_is_found_and_kept_float(tmp_path):
