@@ -8,7 +8,7 @@ export USE_TF := 0
 export HF_HUB_OFFLINE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv test-deps export-all gate test bench matrix train-models clean help
+.PHONY: venv test-deps export-all gate test bench matrix serve train-models clean help
 
 help:
 	@echo "make export-all   export + validate every model in $(CONFIG) into artifacts/"
@@ -16,6 +16,7 @@ help:
 	@echo "make test         run the test suite (installs what it needs: .venv, chromium)"
 	@echo "make bench        ViT-B/16 export/latency benchmark -> artifacts/bench/bench.md (BENCH_ARGS=...)"
 	@echo "make matrix       every architecture x variant, validated -> docs/compatibility.md (MATRIX_ARGS=...)"
+	@echo "make serve        serve a validated model over HTTP on 127.0.0.1:8080 (SERVE_ARGS=\"artifacts/NAME ...\")"
 	@echo "make train-models retrain the bundled models (needs ../shared/datasets; see training/README.md)"
 	@echo "make clean        remove artifacts/ outputs"
 
@@ -43,6 +44,11 @@ bench: venv
 # e.g. make matrix MATRIX_ARGS="--arch vit,swin --variants onnx-fp32,savedmodel-fp32"
 matrix: venv
 	$(EDGEPORT) matrix --config $(CONFIG) $(MATRIX_ARGS)
+
+# e.g. make serve SERVE_ARGS="artifacts/emotion-vit --port 9000"
+SERVE_ARGS ?= artifacts/gender-vit
+serve: venv
+	$(EDGEPORT) serve $(SERVE_ARGS)
 
 # Reproduces models/ and data/ from the shared datasets (about an hour per model on 1 core).
 train-models: venv

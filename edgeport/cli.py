@@ -1,4 +1,4 @@
-"""The `edgeport` command line: export, validate, export-all, gate, bench."""
+"""The `edgeport` command line: export, validate, export-all, gate, bench, matrix, serve."""
 from __future__ import annotations
 
 import argparse
@@ -215,6 +215,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--doc", type=Path, help="where to write the page (default: docs/compatibility.md; 'none' to skip)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or heartbeat lines")
     p.set_defaults(func=cmd_matrix)
+
+    p = sub.add_parser(
+        "serve", help="serve a validated variant over HTTP (Hugging Face Inference API shape, OIP v2)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Serve one variant of MODEL_DIR (an `edgeport export` folder that `edgeport validate` has\n"
+                    "judged) over HTTP. Without --variant: the fastest variant that passed its budget in\n"
+                    "report.json. Refuses a variant that failed validation or whose file no longer has the\n"
+                    "manifest's sha256.\n\n"
+                    "Routes: POST / and POST /models/NAME (raw image bytes, or JSON {\"inputs\": \"<base64>\",\n"
+                    "\"parameters\": {\"top_k\": 5, \"function_to_apply\": \"softmax\"}} -> [{\"label\", \"score\"}]);\n"
+                    "GET /health, /metadata, /metrics (Prometheus); Open Inference Protocol v2: GET /v2,\n"
+                    "/v2/health/live, /v2/health/ready, /v2/models/NAME, /v2/models/NAME/ready and\n"
+                    "POST /v2/models/NAME/infer (BYTES base64 images or FP32 pixel values in, logits out).\n\n"
+                    "Requests are batched: up to --max-batch images within --max-wait-ms; at most\n"
+                    "--max-queue images wait (beyond: 503 with Retry-After); one that waits longer than\n"
+                    "--timeout-s gets 504. SIGTERM (or Ctrl-C) finishes in-flight requests, then exits.",
+    )
+    p.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="e.g. artifacts/gender-vit")
+    p.add_argument("--variant", help="variant to serve (default: the fastest that passed validation)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only; "
+                   "0.0.0.0 to accept connections from others)")
+    p.add_argument("--port", type=int, default=8080, help="port (default %(default)s)")
+    p.add_argument("--workers", type=int, default=1, help="server processes, each with its own runner (default 1)")
+    p.add_argument("--threads", type=int, help="threads per runner (default: the config's [settings] threads)")
+    p.add_argument("--max-batch", type=int, default=8, help="images per inference batch at most (default 8)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="how long the first image of a batch waits for others (default 5)")
+    p.add_argument("--max-queue", type=int, default=64, help="images waiting at most; beyond: 503 (default 64)")
+    p.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body; beyond: 413 (default 20)")
+    p.add_argument("--timeout-s", type=float, default=30.0, help="longest wait for a result; beyond: 504 (default 30)")
+    p.add_argument("--config", type=Path, help="config file for the thread count (default: edgeport.toml)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
@@ -486,6 +518,41 @@ def cmd_matrix(args: argparse.Namespace) -> int:
               if row.get("error") or not all(v["passed"] for v in row["variants"])]
     print(f"matrix: {len(archs) - len(failed)} of {len(archs)} architectures pass every variant"
           + (f"; not all: {', '.join(failed)}" if failed else "") + f" ({doc or opts.out_dir / 'compatibility.md'})")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from serving.app import CONFIG_ENV, ServeSettings, create_app, settings_env
+    from serving.selection import ServeError, select_variant
+
+    threads = args.threads
+    if threads is None:
+        try:
+            threads = _config(args).run.threads
+        except (ConfigError, FileNotFoundError):
+            threads = 2
+    settings = ServeSettings(model_dir=str(args.model_dir), variant=args.variant, threads=threads,
+                             max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                             max_body_mb=args.max_body_mb, timeout_s=args.timeout_s)
+    try:
+        model = select_variant(args.model_dir, args.variant)
+        if args.workers > 1:  # each worker process selects again (the same files) and loads its own runner
+            settings.variant = model.variant
+            os.environ[CONFIG_ENV] = settings_env(settings)
+            app: object = "serving.app:app_from_env"
+        else:
+            app = create_app(settings, model)
+    except ServeError as exc:
+        print(f"edgeport serve: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for note in model.notes:
+        print(f"edgeport serve: {note}", flush=True)
+    print(f"edgeport serve: {model.name} on http://{args.host}:{args.port}/ ({args.workers} worker(s), "
+          f"batches of up to {args.max_batch} within {args.max_wait_ms:g} ms, queue {args.max_queue})", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, workers=args.workers, factory=args.workers > 1,
+                log_level="warning", timeout_graceful_shutdown=int(max(args.timeout_s, 1)) + 5)
     return EXIT_OK
 
 

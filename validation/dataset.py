@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -110,8 +111,9 @@ def scan_eval_set(root: str | Path, labels: Sequence[str], label_map: dict[str, 
     return result
 
 
-def open_image(path: Path) -> Image.Image:
-    """Decode an image fully, upright (EXIF orientation applied), as RGB.
+def open_image(path: Path | IO[bytes]) -> Image.Image:
+    """Decode an image (a file, or a binary stream such as a request body) fully, upright
+    (EXIF orientation applied), as RGB.
 
     Raises ValueError with a readable reason for anything that cannot be used.
     """

@@ -1,0 +1,255 @@
+"""The HTTP app (FastAPI on uvicorn): Hugging Face Inference API routes, Open Inference Protocol
+v2 routes, health, metadata and Prometheus metrics, over one validated variant.
+
+Images go through the same decoding (``validation.dataset.open_image``), preprocessing
+(``validation.preprocess.Preprocessing``) and runner (``runtimes``) as validation, so the
+scores served are the logits the harness judged. Requests are batched (``serving.batcher``).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serving.batcher import Batcher, QueueFull
+from serving.metrics import Metrics
+from serving.payloads import RequestError, b64_bytes, decode_image, parse_body, ranked
+from serving.selection import ServedModel
+
+log = logging.getLogger("edgeport.serve")
+CONFIG_ENV = "EDGEPORT_SERVE_CONFIG"  # how `edgeport serve --workers N` hands each worker its settings
+
+
+@dataclass
+class ServeSettings:
+    """What ``edgeport serve`` was told (see its --help)."""
+
+    model_dir: str
+    variant: str | None = None
+    threads: int = 2
+    max_batch: int = 8
+    max_wait_ms: float = 5.0
+    max_queue: int = 64
+    max_body_mb: float = 20.0
+    timeout_s: float = 30.0
+    retry_after_s: int = 1
+
+
+def create_app(settings: ServeSettings, model: ServedModel | None = None) -> FastAPI:
+    """The app for ``settings`` (``model``: already selected, else selected from ``settings.model_dir``)."""
+    from edgeport import __version__
+    from runtimes import runner_class
+    from serving.selection import select_variant
+
+    model = model or select_variant(settings.model_dir, settings.variant)
+    runner = runner_class(model.runtime)(model.path, threads=settings.threads)
+    state: dict[str, Any] = {"ready": False}
+    batcher = Batcher(runner.infer, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
+                      max_queue=settings.max_queue)
+    metrics = Metrics(lambda: batcher.depth)
+    batcher._on_batch = metrics.observe_batch
+    default_function = "sigmoid" if model.multi_label or len(model.labels) == 1 else "softmax"
+    limit = int(settings.max_body_mb * 1024 * 1024)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await run_in_threadpool(runner.activate)
+        batcher.start()
+        state["ready"] = True
+        try:
+            yield
+        finally:  # uvicorn has stopped accepting and finished in-flight requests (SIGTERM drains)
+            state["ready"] = False
+            await batcher.stop()
+            runner.deactivate()
+
+    app = FastAPI(title=f"edgeport serve: {model.name}", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.middleware("http")
+    async def count(request: Request, call_next):
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.observe_request(getattr(route, "path", "unmatched"), response.status_code,
+                                time.perf_counter() - start)
+        return response
+
+    @app.exception_handler(RequestError)
+    async def request_error(request: Request, exc: RequestError):
+        headers = {"Retry-After": str(settings.retry_after_s)} if exc.status == 503 else None
+        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.exception("error while answering %s %s", request.method, request.url.path)
+        return JSONResponse({"error": "internal error (logged by the server)"}, status_code=500)
+
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise RequestError(400, "Content-Length is not a number")
+            if int(declared) > limit:
+                raise RequestError(413, f"body of {int(declared)} bytes is over the limit of {limit} "
+                                        f"(--max-body-mb {settings.max_body_mb:g})")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, f"body over the limit of {limit} bytes (--max-body-mb {settings.max_body_mb:g})")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def logits_of(pixels: list[np.ndarray]) -> list[np.ndarray]:
+        if not state["ready"]:
+            raise RequestError(503, "not ready (loading, or shutting down)")
+        try:
+            futures = batcher.submit(pixels)
+        except QueueFull as exc:
+            raise RequestError(503, f"server busy: {exc}; retry later") from None
+        try:
+            return list(await asyncio.wait_for(asyncio.gather(*futures), settings.timeout_s))
+        except asyncio.TimeoutError:
+            for f in futures:
+                f.cancel()
+            raise RequestError(504, f"no result within {settings.timeout_s:g} s (--timeout-s)") from None
+
+    def check_name(name: str) -> None:
+        if name != model.name:
+            raise RequestError(404, f"unknown model {name!r}; this server serves {model.name!r}")
+
+    async def classify(request: Request) -> JSONResponse:
+        body = await read_body(request)
+        parsed = await run_in_threadpool(parse_body, body, request.headers.get("content-type"))
+        pixels = await run_in_threadpool(lambda: [model.preprocessing(im) for im in parsed.images])
+        rows = await logits_of(pixels)
+        function = parsed.function or default_function
+        answers = [ranked(row, model.labels, parsed.top_k, function) for row in rows]
+        return JSONResponse(answers if parsed.batched else answers[0])
+
+    @app.post("/")
+    async def root(request: Request):
+        return await classify(request)
+
+    @app.post("/models/{name:path}")
+    async def by_name(name: str, request: Request):
+        check_name(name)
+        return await classify(request)
+
+    @app.get("/health")
+    async def health():
+        return JSONResponse({"live": True, "ready": state["ready"]}, status_code=200 if state["ready"] else 503)
+
+    @app.get("/metadata")
+    async def metadata():
+        return model.metadata(__version__)
+
+    @app.get("/metrics")
+    async def prometheus():
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    # -- Open Inference Protocol v2 (KServe, Triton clients) ------------------------------------
+    pixel_shape = [model.channels, model.preprocessing.height, model.preprocessing.width]
+
+    @app.get("/v2")
+    async def v2_server():
+        return {"name": "edgeport", "version": __version__, "extensions": []}
+
+    @app.get("/v2/health/live")
+    async def v2_live():
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    async def v2_ready():
+        return JSONResponse({"ready": state["ready"]}, status_code=200 if state["ready"] else 503)
+
+    @app.get("/v2/models/{name}")
+    async def v2_metadata(name: str):
+        check_name(name)
+        return {"name": model.name, "versions": [model.variant], "platform": f"edgeport/{model.runtime}",
+                "inputs": [{"name": "image", "datatype": "BYTES", "shape": [-1]},
+                           {"name": "pixel_values", "datatype": "FP32", "shape": [-1, *pixel_shape]}],
+                "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, len(model.labels)]}],
+                "parameters": {"labels": model.labels}}
+
+    @app.get("/v2/models/{name}/ready")
+    async def v2_model_ready(name: str):
+        check_name(name)
+        return JSONResponse({"name": model.name, "ready": state["ready"]}, status_code=200 if state["ready"] else 503)
+
+    @app.post("/v2/models/{name}/infer")
+    async def v2_infer(name: str, request: Request):
+        check_name(name)
+        body = await read_body(request)
+        doc = await run_in_threadpool(_v2_request, body)
+        pixels = await run_in_threadpool(_v2_pixels, doc["inputs"][0], model, pixel_shape)
+        rows = await logits_of(pixels)
+        logits = np.stack(rows).astype(np.float32)
+        out = {"model_name": model.name, "model_version": model.variant,
+               "outputs": [{"name": "logits", "datatype": "FP32", "shape": list(logits.shape),
+                            "data": logits.ravel().tolist()}]}
+        if "id" in doc:
+            out["id"] = doc["id"]
+        return out
+
+    return app
+
+
+def _v2_request(body: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise RequestError(400, "body is not valid JSON") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or len(doc["inputs"]) != 1 \
+            or not isinstance(doc["inputs"][0], dict):
+        raise RequestError(400, 'expected {"inputs": [one tensor: {"name", "shape", "datatype", "data"}]}')
+    return doc
+
+
+def _v2_pixels(tensor: dict[str, Any], model: ServedModel, want: list[int]) -> list[np.ndarray]:
+    """An OIP input tensor -> preprocessed images: BYTES (base64 images) or FP32 pixel values."""
+    datatype, data, shape = tensor.get("datatype"), tensor.get("data"), tensor.get("shape")
+    if not isinstance(data, list) or not isinstance(shape, list):
+        raise RequestError(400, "input tensor needs list fields shape and data")
+    if datatype == "BYTES":
+        flat = list(np.asarray(data, dtype=object).ravel())
+        if not flat:
+            raise RequestError(400, "BYTES input has no data")
+        return [model.preprocessing(decode_image(b64_bytes(v, f"data[{i}]"), f"data[{i}]")) for i, v in enumerate(flat)]
+    if datatype == "FP32":
+        if len(shape) != 4 or shape[1:] != want:
+            raise RequestError(400, f"FP32 input must have shape [N, {want[0]}, {want[1]}, {want[2]}] "
+                                    "(preprocessed pixel values, see /metadata), got {shape}")
+        try:
+            array = np.asarray(data, dtype=np.float32).reshape(shape)
+        except (ValueError, TypeError):
+            raise RequestError(400, f"FP32 data does not fill shape {shape}") from None
+        if not np.isfinite(array).all():
+            raise RequestError(400, "FP32 data has NaN or infinite values")
+        return list(array)
+    raise RequestError(400, f"unsupported datatype {datatype!r}: BYTES (base64 images) or FP32 (pixel values)")
+
+
+def app_from_env() -> FastAPI:
+    """The app for a uvicorn worker process (``edgeport serve --workers N``)."""
+    return create_app(ServeSettings(**json.loads(os.environ[CONFIG_ENV])))
+
+
+def settings_env(settings: ServeSettings) -> str:
+    return json.dumps(asdict(settings))

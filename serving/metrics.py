@@ -1,0 +1,40 @@
+"""The server's Prometheus metrics (prometheus-client), one registry per app."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class Metrics:
+    """Requests and errors by route and status, latency, batch sizes, queue depth."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, queue_depth: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("edgeport_requests", "HTTP requests by route and status",
+                                ["route", "status"], registry=self.registry)
+        self.latency = Histogram("edgeport_request_seconds", "Request latency (receipt to response)",
+                                 ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_size = Histogram("edgeport_batch_size", "Images per inference batch",
+                                    buckets=BATCH_BUCKETS, registry=self.registry)
+        self.inference = Histogram("edgeport_inference_seconds", "Runner time per batch",
+                                   buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.queue = Gauge("edgeport_queue_depth", "Images waiting for a batch", registry=self.registry)
+        self.queue.set_function(queue_depth)
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.inference.observe(seconds)
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

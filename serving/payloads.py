@@ -1,0 +1,128 @@
+"""Request bodies -> images and parameters, and scores -> the Hugging Face response shape.
+
+The shapes are those of Hugging Face's image-classification task: a raw image body, or JSON
+``{"inputs": "<base64>" | ["<base64>", ...], "parameters": {"top_k": k, "function_to_apply":
+"softmax" | "sigmoid" | "none"}}``; the answer is ``[{"label", "score"}]`` sorted by score (a
+list of them for a list of inputs). Every problem is a ``RequestError`` with the HTTP status
+and a message that names it, never a server path or a traceback.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from validation.dataset import open_image
+
+FUNCTIONS = ("softmax", "sigmoid", "none")
+PARAMETERS = {"top_k", "function_to_apply"}
+DEFAULT_TOP_K = 5  # transformers' image-classification pipeline default
+
+
+class RequestError(Exception):
+    """A request the server refuses; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Parsed:
+    """A request's images (decoded, RGB), its parameters, and whether it asked with a list."""
+
+    images: list[Image.Image]
+    top_k: int | None
+    function: str | None
+    batched: bool
+
+
+def decode_image(data: bytes, where: str = "body") -> Image.Image:
+    """Bytes -> an RGB image, or a 400 naming what is wrong (empty, not an image, truncated, bomb)."""
+    if not data:
+        raise RequestError(400, f"{where} is empty: send the image bytes")
+    try:
+        return open_image(io.BytesIO(data))
+    except ValueError as exc:  # open_image's reasons: corrupt, truncated, unknown format, decompression bomb
+        raise RequestError(400, f"{where}: {exc}") from None
+
+
+def b64_bytes(value: Any, where: str) -> bytes:
+    """A base64 string (or data URL) -> bytes, or a 400 naming ``where``."""
+    if not isinstance(value, str):
+        raise RequestError(400, f"{where} must be a base64 string, got {type(value).__name__}")
+    if value.startswith("data:") and "," in value:  # a data URL: data:image/png;base64,....
+        value = value.split(",", 1)[1]
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError(400, f"{where} is not valid base64") from None
+
+
+def parse_body(body: bytes, content_type: str | None) -> Parsed:
+    """The images and parameters of a ``POST /`` body (raw image bytes or JSON)."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind == "application/json" or (not kind and body[:1] in (b"{", b"[")):
+        return _parse_json(body)
+    if kind and not (kind.startswith("image/") or kind == "application/octet-stream"):
+        raise RequestError(415, f"unsupported Content-Type {kind!r}: send image/* or application/octet-stream "
+                                "(raw image bytes) or application/json ({\"inputs\": \"<base64 image>\"})")
+    return Parsed([decode_image(body)], None, None, batched=False)
+
+
+def _parse_json(body: bytes) -> Parsed:
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(400, f"body is not valid JSON ({exc.__class__.__name__}: {str(exc)[:80]})") from None
+    if not isinstance(doc, dict) or "inputs" not in doc:
+        raise RequestError(400, 'JSON body must be an object with "inputs" (a base64 image or a list of them)')
+    unknown = set(doc) - {"inputs", "parameters", "options"}
+    if unknown:
+        raise RequestError(400, f"unknown field(s) {sorted(unknown)}: expected inputs, parameters")
+    inputs = doc["inputs"]
+    batched = isinstance(inputs, list)
+    items = inputs if batched else [inputs]
+    if not items:
+        raise RequestError(400, "inputs is an empty list")
+    images = [decode_image(b64_bytes(v, f"inputs[{i}]" if batched else "inputs"), f"inputs[{i}]" if batched else "inputs")
+              for i, v in enumerate(items)]
+    params = doc.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise RequestError(400, "parameters must be an object")
+    unknown = set(params) - PARAMETERS
+    if unknown:
+        raise RequestError(400, f"unknown parameter(s) {sorted(unknown)}: supported are top_k, function_to_apply")
+    top_k = params.get("top_k")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise RequestError(400, f"top_k must be a positive integer, got {top_k!r}")
+    function = params.get("function_to_apply")
+    if function is not None and function not in FUNCTIONS:
+        raise RequestError(400, f"function_to_apply must be one of {', '.join(FUNCTIONS)}, got {function!r}")
+    return Parsed(images, top_k, function, batched)
+
+
+def scores(logits: np.ndarray, function: str) -> np.ndarray:
+    """Logits (labels,) -> scores, as transformers' pipeline applies ``function_to_apply``."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if function == "softmax":
+        e = np.exp(logits - logits.max())
+        return e / e.sum()
+    if function == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-logits))
+    return logits
+
+
+def ranked(logits: np.ndarray, labels: list[str], top_k: int | None, function: str) -> list[dict[str, Any]]:
+    """``[{"label", "score"}]``, highest first, at most ``top_k`` (default 5) entries."""
+    values = scores(logits, function)
+    k = min(top_k or DEFAULT_TOP_K, len(labels))
+    order = np.argsort(-values, kind="stable")[:k]
+    return [{"label": labels[i], "score": float(values[i])} for i in order]

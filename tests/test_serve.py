@@ -1,0 +1,276 @@
+"""`edgeport serve`: a real server process on loopback, a real HTTP client."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from conftest import REPO
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(model_dir: Path, *args: str, timeout: float = 90.0):
+    """``edgeport serve MODEL_DIR ARGS`` in its own process; yields (base URL, process)."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "edgeport", "serve", str(model_dir), "--port", str(port), *args],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"server exited with {proc.returncode}: {proc.stdout.read()}")
+            with contextlib.suppress(requests.ConnectionError):
+                if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise AssertionError("server did not become ready")
+            time.sleep(0.2)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _faces(faces_dir: Path) -> list[Path]:
+    return sorted(p for p in faces_dir.rglob("*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def server(validated_tiny):
+    with serving(validated_tiny, "--variant", "onnx-fp32", "--max-wait-ms", "20") as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def harness_logits(validated_tiny, faces_dir):
+    """What validation computes for faces_dir: the same decoding, preprocessing and runner."""
+    from runtimes import runner_class
+    from validation.dataset import load_eval_arrays, scan_eval_set
+    from validation.preprocess import Preprocessing
+
+    pre = Preprocessing.from_file(validated_tiny / "preprocessor_config.json")
+    eval_set = scan_eval_set(faces_dir, ["female", "male"])
+    inputs, _, _ = load_eval_arrays(eval_set, pre, progress=False)
+    with runner_class("onnxruntime")(validated_tiny / "model.onnx") as runner:
+        logits = runner.infer(inputs)
+    return {s.path.name: row for s, row in zip(eval_set.samples, logits)}
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def test_served_scores_are_the_harness_logits(server, harness_logits, faces_dir):
+    faces = _faces(faces_dir)
+    for path in faces:
+        r = requests.post(server, data=path.read_bytes(), headers={"Content-Type": "image/jpeg"}, timeout=30)
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        assert [a["label"] for a in answer] and sorted(a["label"] for a in answer) == ["female", "male"]
+        assert answer[0]["score"] >= answer[1]["score"]
+        expected = _softmax(harness_logits[path.name].astype(np.float64))
+        got = {a["label"]: a["score"] for a in answer}
+        np.testing.assert_allclose([got["female"], got["male"]], expected, atol=1e-6)
+    # JSON: a list of base64 inputs -> a list of answers; raw logits with function_to_apply "none"; top_k
+    body = {"inputs": [base64.b64encode(p.read_bytes()).decode() for p in faces[:3]],
+            "parameters": {"function_to_apply": "none", "top_k": 1}}
+    r = requests.post(f"{server}/models/tiny-vit", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    answers = r.json()
+    assert len(answers) == 3 and all(len(a) == 1 for a in answers)
+    for path, answer in zip(faces[:3], answers):
+        logits = harness_logits[path.name]
+        assert answer[0]["label"] == ["female", "male"][int(np.argmax(logits))]
+        assert abs(answer[0]["score"] - float(logits.max())) < 1e-5
+
+
+def test_health_metadata_and_metrics(server, validated_tiny):
+    from converters.checksums import artifact_sha256
+
+    assert requests.get(f"{server}/health", timeout=5).json() == {"live": True, "ready": True}
+    meta = requests.get(f"{server}/metadata", timeout=5).json()
+    assert meta["variant"] == "onnx-fp32" and meta["runtime"] == "onnxruntime" and meta["labels"] == ["female", "male"]
+    assert meta["artifact_sha256"] == artifact_sha256(validated_tiny / "model.onnx")
+    assert meta["preprocessing"]["height"] == 32 and meta["edgeport_version"]
+    text = requests.get(f"{server}/metrics", timeout=5).text
+    assert 'edgeport_requests_total{route="/health",status="200"}' in text
+    assert "edgeport_batch_size_bucket" in text and "edgeport_queue_depth" in text
+    assert "edgeport_request_seconds_bucket" in text
+
+
+def _bomb_png(width: int = 30000, height: int = 30000) -> bytes:
+    """A valid PNG header claiming width x height pixels (PIL refuses it as a decompression bomb)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def test_bad_requests_get_a_json_4xx_and_the_server_keeps_serving(validated_tiny, faces_dir):
+    good = _faces(faces_dir)[0].read_bytes()
+    cases = [
+        ("not an image", dict(data=b"hello, not an image", headers={"Content-Type": "image/jpeg"}), 400),
+        ("truncated", dict(data=good[: len(good) // 3], headers={"Content-Type": "image/jpeg"}), 400),
+        ("bomb", dict(data=_bomb_png(), headers={"Content-Type": "image/png"}), 400),
+        ("empty", dict(data=b"", headers={"Content-Type": "image/jpeg"}), 400),
+        ("content type", dict(data=b"x", headers={"Content-Type": "text/plain"}), 415),
+        ("bad json", dict(data=b"{not json", headers={"Content-Type": "application/json"}), 400),
+        ("bad base64", dict(json={"inputs": "%%%not base64%%%"}), 400),
+        ("unknown parameter", dict(json={"inputs": base64.b64encode(good).decode(), "parameters": {"topk": 2}}), 400),
+        ("bad top_k", dict(json={"inputs": base64.b64encode(good).decode(), "parameters": {"top_k": 0}}), 400),
+        ("too large", dict(data=b"\xff" * 300_000, headers={"Content-Type": "image/jpeg"}), 413),
+    ]
+    with serving(validated_tiny, "--variant", "onnx-fp32", "--max-body-mb", "0.25") as (url, proc):
+        for name, kwargs, status in cases:
+            r = requests.post(url, timeout=30, **kwargs)
+            assert r.status_code == status, (name, r.status_code, r.text)
+            error = r.json()["error"]
+            assert error and "Traceback" not in error and str(REPO) not in error and "/tmp" not in error, (name, error)
+        r = requests.post(f"{url}/models/no-such-model", data=good, headers={"Content-Type": "image/jpeg"}, timeout=30)
+        assert r.status_code == 404 and "tiny-vit" in r.json()["error"]
+        assert requests.get(f"{url}/no/such/route", timeout=5).status_code == 404
+        # every good request is still answered, and the errors were counted
+        r = requests.post(url, data=good, headers={"Content-Type": "image/jpeg"}, timeout=30)
+        assert r.status_code == 200 and len(r.json()) == 2
+        metrics = requests.get(f"{url}/metrics", timeout=5).text
+        assert 'edgeport_requests_total{route="/",status="400"} 8.0' in metrics
+        assert 'edgeport_requests_total{route="/",status="413"} 1.0' in metrics
+        assert proc.poll() is None
+
+
+def test_open_inference_protocol_v2(server, harness_logits, faces_dir, validated_tiny):
+    from validation.dataset import open_image
+    from validation.preprocess import Preprocessing
+
+    assert requests.get(f"{server}/v2/health/ready", timeout=5).status_code == 200
+    assert requests.get(f"{server}/v2/models/tiny-vit/ready", timeout=5).json()["ready"] is True
+    meta = requests.get(f"{server}/v2/models/tiny-vit", timeout=5).json()
+    assert meta["outputs"][0]["shape"] == [-1, 2] and meta["inputs"][1]["shape"] == [-1, 3, 32, 32]
+    faces = _faces(faces_dir)[:2]
+    request = {"id": "r1", "inputs": [{"name": "image", "datatype": "BYTES", "shape": [2],
+                                       "data": [base64.b64encode(p.read_bytes()).decode() for p in faces]}]}
+    r = requests.post(f"{server}/v2/models/tiny-vit/infer", json=request, timeout=30)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["id"] == "r1" and out["model_version"] == "onnx-fp32" and out["outputs"][0]["shape"] == [2, 2]
+    logits = np.asarray(out["outputs"][0]["data"], dtype=np.float32).reshape(2, 2)
+    np.testing.assert_allclose(logits, np.stack([harness_logits[p.name] for p in faces]), atol=1e-5)
+    # preprocessed pixel values in: the same logits
+    pre = Preprocessing.from_file(validated_tiny / "preprocessor_config.json")
+    pixels = np.stack([pre(open_image(p)) for p in faces])
+    request = {"inputs": [{"name": "pixel_values", "datatype": "FP32", "shape": list(pixels.shape),
+                           "data": pixels.ravel().tolist()}]}
+    r = requests.post(f"{server}/v2/models/tiny-vit/infer", json=request, timeout=30)
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(np.asarray(r.json()["outputs"][0]["data"]).reshape(2, 2), logits, atol=1e-5)
+    bad = {"inputs": [{"name": "pixel_values", "datatype": "FP32", "shape": [1, 3, 8, 8], "data": [0.0] * 192}]}
+    r = requests.post(f"{server}/v2/models/tiny-vit/infer", json=bad, timeout=30)
+    assert r.status_code == 400 and "[N, 3, 32, 32]" in r.json()["error"]
+
+
+def test_a_request_that_waits_too_long_gets_504(validated_tiny, faces_dir):
+    good = _faces(faces_dir)[0].read_bytes()
+    # the batcher holds a first image up to 2 s for others; the request may wait 0.2 s
+    with serving(validated_tiny, "--variant", "onnx-fp32", "--max-wait-ms", "2000", "--timeout-s", "0.2") as (url, _):
+        r = requests.post(url, data=good, headers={"Content-Type": "image/jpeg"}, timeout=30)
+        assert r.status_code == 504 and "--timeout-s" in r.json()["error"]
+
+
+def test_sigterm_finishes_in_flight_requests(validated_tiny, faces_dir):
+    good = _faces(faces_dir)[0].read_bytes()
+    with serving(validated_tiny, "--variant", "onnx-fp32", "--max-wait-ms", "1500") as (url, proc):
+        result: dict = {}
+
+        def ask() -> None:
+            result["response"] = requests.post(url, data=good, headers={"Content-Type": "image/jpeg"}, timeout=30)
+
+        client = threading.Thread(target=ask)
+        client.start()
+        time.sleep(0.5)  # the request now waits in the batcher
+        proc.send_signal(signal.SIGTERM)
+        client.join(30)
+        assert result["response"].status_code == 200 and len(result["response"].json()) == 2
+        # uvicorn re-raises the signal once drained, so the exit status says SIGTERM
+        assert proc.wait(30) in (0, -signal.SIGTERM)
+
+
+def test_the_queue_is_bounded():
+    """Beyond max_queue waiting images the batcher refuses at once (the server's 503), and runs the rest."""
+    from serving.batcher import Batcher, QueueFull
+
+    release = threading.Event()
+    seen: list[int] = []
+
+    def infer(batch: np.ndarray) -> np.ndarray:
+        release.wait(10)
+        seen.append(len(batch))
+        return batch.reshape(len(batch), -1)[:, :2]
+
+    async def scenario() -> None:
+        batcher = Batcher(infer, max_batch=2, max_wait_ms=0, max_queue=3)
+        batcher.start()
+        first = batcher.submit([np.ones((1, 2, 2), np.float32)])
+        await asyncio.sleep(0.05)  # taken: the runner is now busy with it
+        waiting = batcher.submit([np.full((1, 2, 2), i, np.float32) for i in range(3)])
+        assert batcher.depth == 3
+        with pytest.raises(QueueFull):
+            batcher.submit([np.zeros((1, 2, 2), np.float32)])
+        release.set()
+        results = await asyncio.gather(*first, *waiting)
+        assert [float(r[0]) for r in results] == [1.0, 0.0, 1.0, 2.0]
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert seen == [1, 2, 1]  # grouped up to max_batch
+
+
+def test_serve_refuses_failed_or_changed_variants(validated_tiny, tmp_path, capsys):
+    from edgeport.cli import main
+    from serving.selection import ServeError, select_variant
+
+    model = select_variant(validated_tiny)  # the fastest passing one, by the report's p50
+    report = json.loads((validated_tiny / "report.json").read_text())
+    passing = [v for v in report["variants"] if v["status"] == "passed" and v["runtime"] != "coreml"]
+    assert model.variant == min(passing, key=lambda v: v["latency_ms"]["p50"])["name"]
+    assert "fastest" in model.notes[0]
+
+    copy = tmp_path / "tiny-vit"
+    shutil.copytree(validated_tiny, copy)
+    report["variants"] = [dict(v, status="failed", passed=False) if v["name"] == "onnx-fp16" else v
+                          for v in report["variants"]]
+    (copy / "report.json").write_text(json.dumps(report))
+    with pytest.raises(ServeError, match="onnx-fp16 did not pass validation"):
+        select_variant(copy, "onnx-fp16")
+    (copy / "model.onnx").write_bytes((copy / "model.onnx").read_bytes() + b"\0")
+    assert main(["serve", str(copy), "--variant", "onnx-fp32"]) == 2
+    assert "sha256 no longer matches manifest.json" in capsys.readouterr().err
+    (copy / "report.json").unlink()
+    with pytest.raises(ServeError, match="edgeport validate"):
+        select_variant(copy)
