@@ -8,14 +8,15 @@ export USE_TF := 0
 export HF_HUB_OFFLINE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv test-deps export-all gate test bench matrix serve train-models clean help
+.PHONY: venv test-deps export-all gate test bench bench-serve matrix serve train-models clean help
 
 help:
-	@echo "make export-all   export + validate every model in $(CONFIG) into artifacts/"
-	@echo "make gate         fail on any report's missed budget (GATE_ARGS=\"--baseline DIR\" for regressions)"
+	@echo "make export-all   export + validate every model in $(CONFIG) into artifacts/ (EXPORT_ARGS=\"--shard 2/4\": CI runner 2 of 4)"
+	@echo "make gate         fail on any report's missed budget (GATE_ARGS=\"--baseline DIR\" for regressions, GATE_ARGS=DIR: every report below DIR)"
 	@echo "make test         run the test suite (installs what it needs: .venv, chromium)"
 	@echo "make bench        ViT-B/16 export/latency benchmark -> artifacts/bench/bench.md (BENCH_ARGS=...)"
 	@echo "make matrix       every architecture x variant, validated -> docs/compatibility.md (MATRIX_ARGS=...)"
+	@echo "make bench-serve  load-test edgeport serve against a hand-written PyTorch server (BENCH_SERVE_ARGS=...)"
 	@echo "make serve        serve a validated model over HTTP on 127.0.0.1:8080 (SERVE_ARGS=\"artifacts/NAME ...\")"
 	@echo "make train-models retrain the bundled models (needs ../shared/datasets; see training/README.md)"
 	@echo "make clean        remove artifacts/ outputs"
@@ -27,8 +28,10 @@ venv:
 test-deps:
 	@scripts/provision-test.sh
 
+# e.g. make export-all EXPORT_ARGS="--shard 2/4" (runner 2 of 4; `make gate GATE_ARGS=DIR` gates them all)
+EXPORT_ARGS ?=
 export-all: venv
-	$(EDGEPORT) export-all --config $(CONFIG)
+	$(EDGEPORT) export-all --config $(CONFIG) $(EXPORT_ARGS)
 
 # e.g. make gate GATE_ARGS="--baseline baseline-artifacts/"
 gate: venv
@@ -44,6 +47,11 @@ bench: venv
 # e.g. make matrix MATRIX_ARGS="--arch vit,swin --variants onnx-fp32,savedmodel-fp32"
 matrix: venv
 	$(EDGEPORT) matrix --config $(CONFIG) $(MATRIX_ARGS)
+
+# e.g. make bench-serve BENCH_SERVE_ARGS="--arch vit-b16" (default: the exported gender-vit)
+BENCH_SERVE_ARGS ?= artifacts/gender-vit
+bench-serve: venv
+	$(EDGEPORT) bench-serve --config $(CONFIG) $(BENCH_SERVE_ARGS)
 
 # e.g. make serve SERVE_ARGS="artifacts/emotion-vit --port 9000"
 SERVE_ARGS ?= artifacts/gender-vit

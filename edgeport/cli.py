@@ -1,4 +1,4 @@
-"""The `edgeport` command line: export, validate, export-all, gate, bench, matrix, serve."""
+"""The `edgeport` command line: export, validate, export-all, gate, bench, matrix, serve, bench-serve."""
 from __future__ import annotations
 
 import argparse
@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", action="append", default=[], metavar="NAME=DIR",
                    help="evaluate model NAME on DIR instead of its configured eval folder (repeatable)")
     p.add_argument("--only", action="append", default=[], metavar="NAME", help="only this model (repeatable)")
+    p.add_argument("--shard", metavar="K/N",
+                   help="only the models of shard K of N (K = 1..N), for N CI runners: a model's shard depends "
+                        "on its name alone, so adding a model moves no other; with --only, the models in both")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars, and no heartbeat lines during long export steps")
     _add_export_options(p)
@@ -148,9 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "the evaluation images could not be read, or (with --baseline) when a variant's\n"
                     "accuracy or agreement dropped by more than [gate] max_accuracy_regression /\n"
                     "max_agreement_regression points against the baseline (for example the reports\n"
-                    "saved from the main branch).",
+                    "saved from the main branch).\n\n"
+                    "A REPORT folder without a report.json of its own is searched below for every\n"
+                    "<model>/report.json (e.g. the downloaded artifacts of `export-all --shard K/N`\n"
+                    "runners) and gated as one: exit 1 also for each configured model with no report\n"
+                    "among them, exit 2 when two reports hold the same model or a folder holds none.",
     )
     p.add_argument("reports", type=Path, nargs="*", metavar="REPORT")
+    p.add_argument("--expect-config", action=argparse.BooleanOptionalAction, default=None,
+                   help="fail for every model in the config that no REPORT covers (default: on when a REPORT "
+                        "folder was searched for reports, off for report.json files and model folders)")
     p.add_argument("--baseline", type=Path, metavar="OLD",
                    help="a report.json, or a folder holding report.json or <model>/report.json")
     p.add_argument("--config", type=Path, help="config file with the margins (default: edgeport.toml)")
@@ -240,13 +250,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="server processes, each with its own runner (default 1)")
     p.add_argument("--threads", type=int, help="threads per runner (default: the config's [settings] threads)")
     p.add_argument("--max-batch", type=int, default=8, help="images per inference batch at most (default 8)")
-    p.add_argument("--max-wait-ms", type=float, default=5.0,
-                   help="how long the first image of a batch waits for others (default 5)")
-    p.add_argument("--max-queue", type=int, default=64, help="images waiting at most; beyond: 503 (default 64)")
+    p.add_argument("--max-wait-ms", type=float, default=0.0,
+                   help="how long the first image of a batch waits for others (default 0: a batch is what "
+                        "queued while the previous one ran)")
+    p.add_argument("--max-queue", type=int, default=64,
+                   help="requests in the server at once, and images queued, at most; beyond: 503 (default 64)")
     p.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body; beyond: 413 (default 20)")
     p.add_argument("--timeout-s", type=float, default=30.0, help="longest wait for a result; beyond: 504 (default 30)")
     p.add_argument("--config", type=Path, help="config file for the thread count (default: edgeport.toml)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "bench-serve", help="load-test `edgeport serve` against a hand-written PyTorch server -> bench-serve.md",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Start `edgeport serve` on MODEL_DIR (a validated export folder) and drive it from a\n"
+                    "separate process on loopback: closed-loop throughput and p50/p90/p99 at each\n"
+                    "--concurrency; open load at 90% of the best throughput (0 errors expected), at twice\n"
+                    "that (503s, bounded p99, flat memory), and at half of it with 10% malformed requests\n"
+                    "(every good request answered, every bad one 4xx, no worker lost). Then the same closed-loop load\n"
+                    "on a hand-written FastAPI + transformers pipeline server (PyTorch, one request at a\n"
+                    "time) on the same weights. Every phase is bounded in time and in requests in flight.\n"
+                    "With --arch instead of MODEL_DIR: a random ViT (probe head fitted on --eval) is\n"
+                    "exported (onnx-fp32, onnx-int8-dynamic) and validated first. Writes\n"
+                    "OUT/bench-serve.json and OUT/bench-serve.md. A benchmark command: minutes, not a test.",
+    )
+    p.add_argument("model_dir", type=Path, nargs="?", metavar="MODEL_DIR", help="e.g. artifacts/gender-vit")
+    p.add_argument("--arch", choices=["vit-b16", "tiny"], help="build, export and validate this model instead")
+    p.add_argument("--eval", type=Path, metavar="DIR",
+                   help="with --arch: labelled images (female/male class folders) for its probe head and "
+                        "validation (default: the config's first model's eval folder)")
+    p.add_argument("--random-head", action="store_true",
+                   help="with --arch: keep the random classifier (near-constant logits, so the int8 files pass "
+                        "validation trivially: throughput only) instead of a probe head fitted on --eval")
+    p.add_argument("--variant", help="variant to serve (default: the fastest that passed validation)")
+    p.add_argument("--images", type=Path, metavar="DIR", help="images to send (default: the model's evaluation set)")
+    p.add_argument("--out", type=Path, help="output folder (default: ARTIFACTS/bench-serve/<model>)")
+    p.add_argument("--concurrency", default="1,4,16", help="closed-loop client counts (default %(default)s)")
+    p.add_argument("--duration-s", type=float, default=15.0, help="seconds per load phase (default %(default)s)")
+    p.add_argument("--threads", type=int, help="threads per runner, both servers (default: the config's)")
+    p.add_argument("--workers", type=int, default=1, help="edgeport serve --workers (default 1)")
+    p.add_argument("--max-batch", type=int, default=8, help="edgeport serve --max-batch (default 8)")
+    p.add_argument("--max-wait-ms", type=float, default=0.0, help="edgeport serve --max-wait-ms (default 0)")
+    p.add_argument("--max-queue", type=int, default=64, help="edgeport serve --max-queue (default 64)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the hand-written PyTorch server")
+    p.add_argument("--config", type=Path, help="config file (default: edgeport.toml)")
+    p.set_defaults(func=cmd_bench_serve)
     return parser
 
 
@@ -360,7 +408,9 @@ def _passed(report: dict, cfg: Config) -> bool:
 
 def cmd_export_all(args: argparse.Namespace) -> int:
     from edgeport.pipeline import export_model, validate_export
+    from edgeport.shards import models_in_shard, parse_shard
 
+    shard = parse_shard(args.shard) if args.shard else None
     cfg = _config(args)
     overrides = dict(_name_dir(s) for s in args.eval)
     models = [m for m in cfg.models if not args.only or m.name in args.only]
@@ -369,6 +419,14 @@ def cmd_export_all(args: argparse.Namespace) -> int:
     unknown = sorted(set(overrides) - {m.name for m in cfg.models})
     if unknown:
         raise ConfigError(f"--eval names unknown model(s) {unknown}")
+    if shard:
+        k, n = shard
+        taken = set(models_in_shard([m.name for m in models], k, n))
+        if not taken:  # a runner with nothing to do must not fail CI
+            print(f"edgeport: shard {k}/{n} takes none of the {len(models)} model(s); nothing to do")
+            return EXIT_OK
+        models = [m for m in models if m.name in taken]
+        print(f"edgeport: shard {k}/{n} takes {len(models)} model(s): {', '.join(m.name for m in models)}")
     root = args.out_root or cfg.artifacts_dir
     # Check every input before hours of conversion start.
     plans = []
@@ -407,6 +465,7 @@ def cmd_export_all(args: argparse.Namespace) -> int:
 def cmd_gate(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from edgeport.shards import duplicate_models
     from validation.gate import gate
     from validation.report import not_validated_lines
 
@@ -414,12 +473,26 @@ def cmd_gate(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("max_accuracy_regression", args.max_accuracy_regression),
                                    ("max_agreement_regression", args.max_agreement_regression)) if v is not None}
     settings = dataclasses.replace(cfg.gate, **overrides)
-    paths = args.reports or [cfg.artifacts_dir / m.name for m in cfg.models]
+    if args.reports:
+        paths, searched = _report_paths(args.reports)
+    else:
+        paths, searched = [cfg.artifacts_dir / m.name for m in cfg.models], False
     if not paths:
         raise ConfigError(f"nothing to gate: name a REPORT, or configure [[models]] in {cfg.path}")
-    failed = 0
+    reports: dict[Path, tuple[Path, dict]] = {}  # the same file named twice is gated once
     for path in paths:
-        report = _load_report(path)
+        file = path / "report.json" if path.is_dir() else path
+        if file.resolve() not in reports:
+            reports[file.resolve()] = (file, _load_report(path))
+    duplicates = duplicate_models((r["model"], file) for file, r in reports.values())
+    if duplicates:  # one verdict per model: which report would it be about?
+        raise ValueError("the same model in two reports (did two shards export it?): " + "; ".join(duplicates))
+    # A shard that crashed before writing its reports must not pass by absence.
+    expect = searched if args.expect_config is None else args.expect_config
+    covered = {r["model"] for _, r in reports.values()}
+    missing = [m.name for m in cfg.models if m.name not in covered] if expect else []
+    failed = 0
+    for _, report in reports.values():
         baseline = _load_report(_baseline_for(args.baseline, report["model"])) if args.baseline else None
         reasons = gate(report, baseline, settings)
         for line in reasons:
@@ -432,7 +505,29 @@ def cmd_gate(args: argparse.Namespace) -> int:
         else:
             print(f"gate: {report['model']} passed ({len(report['variants'])} variants"
                   + (", no regression against the baseline)" if baseline else ")"))
-    return EXIT_FAILED if failed else EXIT_OK
+    for name in missing:
+        print(f"FAIL {name}: no report found (was its shard run?)")
+    print(f"gate: {len(reports)} report(s), {failed} failed"
+          + (f", {len(missing)} configured model(s) without a report" if missing else ""))
+    return EXIT_FAILED if failed or missing else EXIT_OK
+
+
+def _report_paths(named: list[Path]) -> tuple[list[Path], bool]:
+    """The report.json files or folders to gate, and whether a folder was searched for them."""
+    from edgeport.shards import find_reports
+
+    paths, searched = [], False
+    for path in named:
+        if path.is_dir() and not (path / "report.json").is_file():
+            found = find_reports(path)
+            if not found:
+                raise FileNotFoundError(f"no report.json in {path} or below it (did the export write its "
+                                        "reports, and did the artifacts download there?)")
+            paths += found
+            searched = True
+        else:
+            paths.append(path)
+    return paths, searched
 
 
 def _load_report(path: Path) -> dict:
@@ -553,6 +648,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
           f"batches of up to {args.max_batch} within {args.max_wait_ms:g} ms, queue {args.max_queue})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, workers=args.workers, factory=args.workers > 1,
                 log_level="warning", timeout_graceful_shutdown=int(max(args.timeout_s, 1)) + 5)
+    return EXIT_OK
+
+
+def cmd_bench_serve(args: argparse.Namespace) -> int:
+    from edgeport.bench_serve import BenchServeOptions, run_bench_serve
+
+    if (args.model_dir is None) == (args.arch is None):
+        raise ValueError("bench-serve: give MODEL_DIR (a validated export folder) or --arch, not both or neither")
+    try:
+        concurrency = sorted({int(c) for c in args.concurrency.split(",") if c.strip()})
+    except ValueError:
+        raise ValueError(f"--concurrency expects comma-separated client counts, got {args.concurrency!r}") from None
+    if not concurrency or concurrency[0] < 1 or args.duration_s <= 0:
+        raise ValueError("--concurrency needs counts >= 1 and --duration-s a positive number")
+    cfg = _config(args)
+    eval_dir = args.eval or (cfg.models[0].eval_dir if args.arch and cfg.models else None)
+    name = args.arch or args.model_dir.name
+    opts = BenchServeOptions(
+        out_dir=args.out or cfg.artifacts_dir / "bench-serve" / name, model_dir=args.model_dir, arch=args.arch,
+        variant=args.variant, images_dir=args.images, eval_dir=eval_dir, concurrency=concurrency,
+        duration_s=args.duration_s, threads=args.threads or cfg.run.threads, workers=args.workers,
+        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+        baseline=not args.no_baseline, project_dir=cfg.path.parent if cfg.path else Path.cwd(),
+        config_path=args.config, random_head=args.random_head)
+    if args.model_dir is not None:
+        from serving.selection import ServeError, select_variant
+
+        try:  # the server would refuse it too, but only after the benchmark has started
+            select_variant(args.model_dir, args.variant)
+        except ServeError as exc:
+            print(f"edgeport bench-serve: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    result = run_bench_serve(opts)
+    missed = [t["target"] for t in result["targets"] if t["met"] is False]
+    print(f"bench-serve: {len(result['targets']) - len(missed)} of {len(result['targets'])} targets met"
+          + (f"; missed: {'; '.join(missed)}" if missed else ""))
     return EXIT_OK
 
 

@@ -338,7 +338,7 @@ def _write_manifest(out_dir: Path, manifest: dict[str, Any], project_dir: Path) 
     return portable
 
 
-def _reference_location(project_dir: Path, path: str) -> str:
+def reference_location(project_dir: Path, path: str) -> str:
     """The source folder the manifest names: under its project folder, else under the working folder.
 
     The second place serves an artifacts folder that was copied elsewhere and is validated
@@ -393,7 +393,7 @@ def validate_export(
     inputs, y, paths = load_eval_arrays(eval_set, preprocess, progress=progress)
     assignment = assign(subgroups, paths, eval_set.root) if subgroups is not None else None
     src = manifest["source"]
-    location = _reference_location(project_dir, src["path"]) if src.get("path") else src["id"]
+    location = reference_location(project_dir, src["path"]) if src.get("path") else src["id"]
     reference = Variant("reference", "torch", "fp32", location, revision=src.get("revision"),
                         allow_pickle=bool(src.get("allow_pickle")))
     variants = [

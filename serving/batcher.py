@@ -1,12 +1,16 @@
 """Dynamic batching: requests' images queue and run through the runner in groups.
 
-One task takes the first waiting image, then whatever else arrives within ``max_wait_ms``,
-up to ``max_batch`` images, and runs them as one batch in a single inference thread (the
-runner is not shared between threads). The queue is bounded (``max_queue`` images): a
-request that does not fit is refused at once (``QueueFull``: the server answers 503 with
-Retry-After), so memory stays bounded under any load. Written here because no library in the
-set does request batching for an arbitrary runner (Triton and TorchServe are servers of their
-own, not pieces to embed).
+One task takes the first waiting image, then whatever else is queued, or arrives within
+``max_wait_ms``, up to ``max_batch`` images, and runs them as one batch in a single inference
+thread (the runner is not shared between threads). The default wait is 0: greedy batching,
+where a batch is whatever queued while the previous one ran, so a lone request never waits
+for company and batches grow with the load by themselves. Measured with `edgeport bench-serve`
+on gender-vit (tflite-int8-dynamic, 2 cores, 4 s phases): at 1 client, 108 req/s with a 5 ms
+wait against 271 req/s with none; at 4 clients, 242 against 362. The queue is bounded
+(``max_queue`` images): a request that does not fit is refused at once (``QueueFull``: the
+server answers 503 with Retry-After), so memory stays bounded under any load. Written here
+because no library in the set does request batching for an arbitrary runner (Triton and
+TorchServe are servers of their own, not pieces to embed).
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ class _Item:
 class Batcher:
     """Groups images into batches for ``infer`` (NCHW float32 -> logits), bounded and observable."""
 
-    def __init__(self, infer: Callable[[np.ndarray], np.ndarray], *, max_batch: int = 8, max_wait_ms: float = 5.0,
+    def __init__(self, infer: Callable[[np.ndarray], np.ndarray], *, max_batch: int = 8, max_wait_ms: float = 0.0,
                  max_queue: int = 64, on_batch: Callable[[int, float], None] | None = None) -> None:
         if max_batch < 1 or max_queue < 1 or max_wait_ms < 0:
             raise ValueError("max_batch and max_queue must be >= 1 and max_wait_ms >= 0")

@@ -274,3 +274,34 @@ def test_serve_refuses_failed_or_changed_variants(validated_tiny, tmp_path, caps
     (copy / "report.json").unlink()
     with pytest.raises(ServeError, match="edgeport validate"):
         select_variant(copy)
+
+
+def test_requests_beyond_the_bound_get_503_before_their_body_is_read(validated_tiny, faces_dir):
+    """--max-queue bounds the requests in the server (reading, decoding, queued, running): the
+    others are refused at once with Retry-After, and the admitted ones are still answered."""
+    good = _faces(faces_dir)[0].read_bytes()
+    # the batcher holds a first image 1.5 s for company: two requests fill the bound meanwhile
+    with serving(validated_tiny, "--variant", "onnx-fp32", "--max-queue", "2", "--max-wait-ms", "1500") as (url, proc):
+        results: list = [None] * 4
+
+        def ask(i: int) -> None:
+            start = time.perf_counter()
+            r = requests.post(url, data=good, headers={"Content-Type": "image/jpeg"}, timeout=30)
+            results[i] = (r, time.perf_counter() - start)
+
+        clients = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+        for c in clients:
+            c.start()
+        time.sleep(0.5)  # both admitted, waiting in the batcher
+        late = [threading.Thread(target=ask, args=(i,)) for i in (2, 3)]
+        for c in late:
+            c.start()
+        for c in clients + late:
+            c.join(30)
+        refused = [results[i] for i in (2, 3)]
+        assert all(r.status_code == 503 and r.headers["Retry-After"] and "--max-queue" in r.json()["error"]
+                   for r, _ in refused), [r.text for r, _ in refused]
+        assert all(seconds < 1.0 for _, seconds in refused)  # refused at once, not after the batch
+        assert all(results[i][0].status_code == 200 for i in (0, 1))
+        assert requests.post(url, data=good, headers={"Content-Type": "image/jpeg"}, timeout=30).status_code == 200
+        assert proc.poll() is None

@@ -1,0 +1,445 @@
+"""`edgeport bench-serve`: load-test `edgeport serve` against a hand-written PyTorch server.
+
+One run, on one machine, side by side:
+
+1. ``edgeport serve`` on a validated model folder, driven by ``edgeport.bench_serve_load`` in
+   a process of its own on loopback: closed-loop throughput and latency at each concurrency;
+   an open-loop phase at 90% of the best throughput (the rate it sustains: no error expected);
+   one at twice that rate (the queue bound must hold: 503s, a bounded p99, flat memory); one
+   at half the best throughput with 10% malformed requests (every good request answered, every
+   bad one a 4xx, no worker lost).
+2. The server a user would write by hand (``edgeport.bench_serve_baseline``: FastAPI + a
+   transformers pipeline, one request at a time) on the same model's PyTorch weights, same
+   images, same threads, same concurrencies.
+
+Writes OUT/bench-serve.json and OUT/bench-serve.md with every figure against the targets of
+issue #19. Every load phase is bounded in time and in requests in flight.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeport import __version__
+
+REPO = Path(__file__).resolve().parent.parent
+SUSTAINED_SHARE = 0.9  # the sustained-rate phase runs at this share of the best closed-loop throughput
+OVERLOAD_FACTOR = 2.0
+MALFORMED_FRACTION = 0.1
+# the malformed-request phase runs at this share of the best throughput: it tests what bad input does
+# to a server with headroom; near capacity, good requests get 503s from the load alone
+MALFORMED_SHARE = 0.5
+THROUGHPUT_RATIO_TARGET = 5.0
+MEMORY_GROWTH_LIMIT = 0.05  # RSS of the overload phase's last quarter over its first quarter, at most +5%
+P99_GROWTH_LIMIT = 1.5  # overload: the second half's p99 over the first's, at most
+SERVE_VARIANTS = ["onnx-fp32", "onnx-int8-dynamic"]  # what --arch exports before serving
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+@dataclass
+class BenchServeOptions:
+    """What `edgeport bench-serve` was asked (see its --help)."""
+
+    out_dir: Path
+    model_dir: Path | None = None  # a validated export folder; None with arch
+    arch: str | None = None  # "vit-b16" / "tiny": build, export, validate one first
+    variant: str | None = None
+    images_dir: Path | None = None
+    eval_dir: Path | None = None  # for --arch: the labelled images its probe head and validation use
+    concurrency: list[int] = field(default_factory=lambda: [1, 4, 16])
+    duration_s: float = 15.0
+    threads: int = 2
+    workers: int = 1
+    max_batch: int = 8
+    max_wait_ms: float = 0.0
+    max_queue: int = 64
+    baseline: bool = True
+    project_dir: Path | None = None
+    config_path: Path | None = None
+    max_images: int = 64
+    random_head: bool = False  # --arch: keep the random classifier instead of fitting a probe head
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server_process(command: list[str], log_path: Path, url: str, ready_timeout_s: float = 600.0) -> Iterator[subprocess.Popen]:
+    """Start ``command``, wait until ``url``/health answers 200, yield it; SIGTERM it at the end."""
+    import requests
+
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "USE_TF": "0", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+        try:
+            deadline = time.monotonic() + ready_timeout_s
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"server exited with status {proc.returncode} before it was ready; "
+                                       f"its output: {log_path}")
+                with contextlib.suppress(requests.RequestException):
+                    if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"server not ready within {ready_timeout_s:.0f} s; its output: {log_path}")
+                time.sleep(0.3)
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+class MemoryWatch:
+    """RSS of a process and its children, sampled every ``interval_s`` in a thread."""
+
+    def __init__(self, pid: int, interval_s: float = 0.2) -> None:
+        import psutil
+
+        self._proc = psutil.Process(pid)
+        self.interval_s = interval_s
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def rss_mb(self) -> float:
+        import psutil
+
+        total = 0
+        for p in [self._proc, *self._proc.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                total += p.memory_info().rss
+        return total / 2**20
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(Exception):
+                self.samples.append(self.rss_mb())
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> "MemoryWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict[str, float | None]:
+        s = self.samples
+        if not s:
+            return {"peak_mb": None, "first_quarter_mb": None, "last_quarter_mb": None}
+        q = max(1, len(s) // 4)
+        return {"peak_mb": round(max(s), 1), "first_quarter_mb": round(float(np.median(s[:q])), 1),
+                "last_quarter_mb": round(float(np.median(s[-q:])), 1)}
+
+
+def worker_pids(pid: int) -> list[int]:
+    """The server's process and its children: a worker that died and was replaced changes this."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    return sorted([pid, *(c.pid for c in proc.children(recursive=True))])
+
+
+def run_phase(url: str, images: list[Path], pid: int, work: Path, **spec: Any) -> dict[str, Any]:
+    """One load phase from a separate process (``edgeport.bench_serve_load``), with the server's memory."""
+    from edgeport.bench_serve_load import LoadSpec
+
+    load = LoadSpec(url=url, images=[str(p) for p in images], **spec)
+    spec_path = work / "load-spec.json"
+    out_path = work / "load-result.json"
+    spec_path.write_text(json.dumps(asdict(load)))
+    with MemoryWatch(pid) as memory:
+        done = subprocess.run([sys.executable, "-m", "edgeport.bench_serve_load", str(spec_path), str(out_path)],
+                              cwd=REPO, capture_output=True, text=True, timeout=load.duration_s + load.timeout_s + 120)
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
+    result = json.loads(out_path.read_text())
+    result["server_memory"] = memory.summary()
+    result["spec"].pop("url", None)
+    return result
+
+
+def _phase_line(name: str, r: dict[str, Any]) -> str:
+    lat = r["latency_ms"]
+    other = {k: v for k, v in r["statuses"].items() if k != "200"}
+    return (f"  {name}: {r['throughput_rps']:.1f} req/s, p50 {lat['p50']} ms, p99 {lat['p99']} ms, "
+            f"{r['ok']} ok of {r['good']}" + (f", other statuses {other}" if other else "")
+            + (f", {sum(sum(v.values()) for v in r['malformed'].values())} malformed" if r["malformed"] else ""))
+
+
+# -- what is served ----------------------------------------------------------------------------
+
+def prepare_arch(opts: BenchServeOptions) -> Path:
+    """For --arch: a random ViT with a probe head fitted on the labelled images, exported
+    (``SERVE_VARIANTS``) and validated, so that `edgeport serve` accepts it."""
+    from edgeport.bench import ARCHS
+    from edgeport.config import load_config
+    from edgeport.model_source import resolve_source
+    from edgeport.pipeline import calibration_arrays, calibration_labels, export_model, list_images, validate_export
+    from edgeport.random_model import fit_probe_head, make_random_vit
+    from validation.preprocess import Preprocessing
+
+    if opts.eval_dir is None:
+        raise ValueError("--arch needs labelled images (--eval DIR, class folders named female/male)")
+    cfg = load_config(opts.config_path)
+    work = opts.out_dir / "model"
+    model_dir = make_random_vit(work / "source", **ARCHS[opts.arch])
+    paths = list_images(opts.eval_dir)
+    labels = calibration_labels(paths, opts.eval_dir, ["female", "male"])
+    known = labels >= 0
+    if not known.any():
+        raise ValueError(f"{opts.eval_dir}: no images in class folders named female/male")
+    pre = Preprocessing.from_file(model_dir / "preprocessor_config.json")
+    if opts.random_head:
+        # near-constant logits: every variant agrees with PyTorch, so the int8 files pass validation
+        # whatever their rounding; a figure for throughput only (as `edgeport bench` uses it)
+        log(f"bench-serve: a random {opts.arch}, random head (validation passes trivially: throughput only)")
+    else:
+        log(f"bench-serve: a random {opts.arch} with a probe head fitted on {int(known.sum())} images of "
+            f"{opts.eval_dir}")
+        fit_probe_head(model_dir, calibration_arrays([p for p, k in zip(paths, known) if k], pre), labels[known])
+    export_dir = work / "export"
+    variants = [opts.variant] if opts.variant else SERVE_VARIANTS
+    log(f"bench-serve: exporting {', '.join(variants)} and validating on {opts.eval_dir}")
+    export_model(f"bench-{opts.arch}", resolve_source(str(model_dir)), export_dir, variants=variants,
+                 images_dir=opts.eval_dir, project_dir=opts.project_dir, progress=False, precision_search=False)
+    validate_export(export_dir, opts.eval_dir, cfg.budgets_for(None), cfg.run, progress=False)
+    return export_dir
+
+
+def model_source_of(model_dir: Path) -> str:
+    """The PyTorch model folder ``model_dir`` was exported from (for the hand-written server)."""
+    from edgeport.pipeline import manifest_project_dir, read_manifest, reference_location
+
+    manifest = read_manifest(model_dir)
+    src = manifest["source"]
+    if not src.get("path"):
+        raise ValueError(f"{model_dir}: exported from the hub id {src.get('id')!r}; the hand-written server "
+                         "needs a local model folder (run with --no-baseline)")
+    return reference_location(manifest_project_dir(model_dir, manifest), src["path"])
+
+
+def request_images(model_dir: Path, images_dir: Path | None, count: int) -> list[Path]:
+    """Up to ``count`` images to send: ``images_dir``, else the evaluation folder in report.json,
+    spread over its folders (class folders are sorted by class)."""
+    from edgeport.pipeline import list_images, manifest_project_dir, read_manifest
+    from edgeport.portable import absolute_from
+
+    if images_dir is None:
+        report = json.loads((model_dir / "report.json").read_text())
+        images_dir = absolute_from(manifest_project_dir(model_dir, read_manifest(model_dir)),
+                                   report["eval_set"]["path"])
+    paths = list_images(images_dir)
+    if not paths:
+        raise FileNotFoundError(f"no images in {images_dir}: pass --images DIR")
+    pick = np.linspace(0, len(paths) - 1, min(count, len(paths))).round().astype(int)
+    return [paths[i] for i in sorted(set(pick))]
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+def run_bench_serve(opts: BenchServeOptions) -> dict[str, Any]:
+    """Run every phase; write bench-serve.json and bench-serve.md into ``opts.out_dir``."""
+    import requests
+
+    from edgeport.bench import machine_info
+
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    model_dir = prepare_arch(opts) if opts.arch else opts.model_dir
+    assert model_dir is not None
+    images = request_images(model_dir, opts.images_dir, opts.max_images)
+    source = model_source_of(model_dir) if opts.baseline else None
+    result: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "edgeport_version": __version__,
+        "machine": machine_info(), "model_dir": model_dir.name, "arch": opts.arch, "images": len(images),
+        "weights": None if not opts.arch else ("random backbone and head: validation passes trivially, throughput only"
+                                               if opts.random_head else "random backbone, probe head fitted on "
+                                               "the evaluation images: throughput only"),
+        "settings": {k: v for k, v in asdict(opts).items()
+                     if k in ("concurrency", "duration_s", "threads", "workers", "max_batch", "max_wait_ms",
+                              "max_queue")},
+    }
+    work = Path(tempfile.mkdtemp(prefix="edgeport-bench-serve-"))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "edgeport", "serve", str(model_dir), "--port", str(port),
+               "--threads", str(opts.threads), "--workers", str(opts.workers), "--max-batch", str(opts.max_batch),
+               "--max-wait-ms", str(opts.max_wait_ms), "--max-queue", str(opts.max_queue)]
+    if opts.variant:
+        command += ["--variant", opts.variant]
+    log(f"bench-serve: edgeport serve {model_dir} ({len(images)} images, {opts.duration_s:g} s per phase)")
+    with server_process(command, opts.out_dir / "serve.log", url) as proc:
+        meta = requests.get(f"{url}/metadata", timeout=10).json()
+        result["served"] = {"variant": meta["variant"], "runtime": meta["runtime"], "model": meta["model"]}
+        log(f"  serving {meta['variant']} ({meta['runtime']})")
+        run_phase(url, images, proc.pid, work, mode="closed", concurrency=2, duration_s=3)  # warm-up
+        sweep = {}
+        for c in opts.concurrency:
+            sweep[str(c)] = run_phase(url, images, proc.pid, work, mode="closed", concurrency=c,
+                                      duration_s=opts.duration_s)
+            log(_phase_line(f"concurrency {c}", sweep[str(c)]))
+        capacity = max(r["throughput_rps"] for r in sweep.values())
+        rate = round(SUSTAINED_SHARE * capacity, 2)
+        pids = worker_pids(proc.pid)
+        sustained = run_phase(url, images, proc.pid, work, mode="open", rate=rate, duration_s=opts.duration_s)
+        log(_phase_line(f"open load at {rate} req/s", sustained))
+        overload = run_phase(url, images, proc.pid, work, mode="open", rate=round(OVERLOAD_FACTOR * rate, 2),
+                             duration_s=opts.duration_s, max_in_flight=max(256, 4 * opts.max_queue))
+        log(_phase_line(f"open load at {OVERLOAD_FACTOR:g}x ({OVERLOAD_FACTOR * rate:.1f} req/s)", overload))
+        half = round(MALFORMED_SHARE * capacity, 2)
+        malformed = run_phase(url, images, proc.pid, work, mode="open", rate=half, duration_s=opts.duration_s,
+                              malformed_fraction=MALFORMED_FRACTION, seed=1)
+        log(_phase_line(f"open load at {half} req/s, {MALFORMED_FRACTION:.0%} malformed", malformed))
+        alive = proc.poll() is None and requests.get(f"{url}/health", timeout=10).status_code == 200
+        malformed["server_alive_after"] = alive
+        malformed["workers_unchanged"] = alive and worker_pids(proc.pid) == pids
+    result["edgeport"] = {"sweep": sweep, "capacity_rps": capacity, "sustained": sustained, "overload": overload,
+                          "malformed": malformed}
+    if source is not None:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        log(f"bench-serve: the hand-written server (FastAPI + transformers pipeline, PyTorch) on {source}")
+        command = [sys.executable, "-m", "edgeport.bench_serve_baseline", source, "--port", str(port),
+                   "--threads", str(opts.threads)]
+        with server_process(command, opts.out_dir / "baseline.log", url) as proc:
+            run_phase(url, images, proc.pid, work, mode="closed", concurrency=2, duration_s=3)
+            base = {}
+            for c in opts.concurrency:
+                base[str(c)] = run_phase(url, images, proc.pid, work, mode="closed", concurrency=c,
+                                         duration_s=opts.duration_s)
+                log(_phase_line(f"concurrency {c}", base[str(c)]))
+        result["handwritten"] = {"sweep": base, "what": "FastAPI + transformers pipeline('image-classification') "
+                                                        "in PyTorch eager, one request at a time"}
+    result["targets"] = judge_targets(result, opts)
+    write(result, opts.out_dir)
+    return result
+
+
+def judge_targets(result: dict[str, Any], opts: BenchServeOptions) -> list[dict[str, Any]]:
+    """Issue #19's load targets, each with its measured value and whether it was met."""
+    ours = result["edgeport"]
+    rows = []
+    base = (result.get("handwritten") or {}).get("sweep")
+    for c in opts.concurrency:
+        mine = ours["sweep"][str(c)]["throughput_rps"]
+        theirs = base[str(c)]["throughput_rps"] if base else None
+        ratio = round(mine / theirs, 2) if theirs else None
+        rows.append({"target": f"throughput >= {THROUGHPUT_RATIO_TARGET:g}x the hand-written server, concurrency {c}",
+                     "value": f"{mine:.1f} vs {theirs:.1f} req/s = {ratio}x" if theirs else f"{mine:.1f} req/s; "
+                              "hand-written server not run",
+                     "met": (ratio >= THROUGHPUT_RATIO_TARGET) if ratio is not None else None})
+    s = ours["sustained"]
+    errors = s["good"] - s["ok"]
+    rows.append({"target": f"0 errors at the sustained rate ({SUSTAINED_SHARE:.0%} of the best throughput)",
+                 "value": f"{errors} errors of {s['good']} at {s['spec']['rate']} req/s (p99 {s['latency_ms']['p99']} ms)"
+                          + (f"; the generator could not start {s['client_saturated']}" if s["client_saturated"] else ""),
+                 "met": errors == 0 and s["client_saturated"] == 0})
+    o = ours["overload"]
+    rejected = o["statuses"].get("503", 0)
+    unexpected = {k: v for k, v in o["statuses"].items() if k not in ("200", "503")}
+    first, second = o["p99_ms_by_half"]["first"], o["p99_ms_by_half"]["second"]
+    mem = o["server_memory"]
+    growth = (mem["last_quarter_mb"] / mem["first_quarter_mb"] - 1) if mem["first_quarter_mb"] else None
+    # "Bounded" is judged as "does not grow": with an unbounded queue the accepted requests' latency
+    # grows with the time spent over capacity, so the second half's p99 would run away from the first's.
+    # An absolute bound from the queue size alone does not hold here, because the load generator
+    # shares the 2 cores and requests also wait in the socket backlog before the server sees them.
+    bounded = first is not None and second is not None and second <= P99_GROWTH_LIMIT * first + 50
+    rows.append({"target": f"at {OVERLOAD_FACTOR:g}x that rate: rejections are 503, accepted p99 bounded "
+                           f"(second half <= {P99_GROWTH_LIMIT:g}x the first + 50 ms), memory flat "
+                           f"(+{MEMORY_GROWTH_LIMIT:.0%} at most)",
+                 "value": f"{rejected} of {o['good']} rejected with 503, {o['ok']} answered, other statuses "
+                          f"{unexpected or 'none'}; p99 {o['latency_ms']['p99']} ms (halves {first} / {second} ms); "
+                          f"RSS {mem['first_quarter_mb']} -> {mem['last_quarter_mb']} MB (peak {mem['peak_mb']})",
+                 "met": bool(not unexpected and rejected > 0 and bounded and growth is not None
+                             and growth <= MEMORY_GROWTH_LIMIT)})
+    m = ours["malformed"]
+    # a malformed request refused as busy (503, before its body is read) was not processed: no harm
+    bad_answers = {kind: {k: v for k, v in statuses.items() if not (k.startswith("4") or k == "503")}
+                   for kind, statuses in m["malformed"].items()}
+    bad_answers = {k: v for k, v in bad_answers.items() if v}
+    malformed_count = sum(sum(v.values()) for v in m["malformed"].values())
+    rows.append({"target": f"{MALFORMED_FRACTION:.0%} malformed requests (at {MALFORMED_SHARE:.0%} of the best "
+                           "throughput): 0 crashed workers, every good request answered, every bad one a 4xx",
+                 "value": f"{m['ok']} of {m['good']} good requests answered 200; {malformed_count} malformed, "
+                          + (f"not 4xx: {bad_answers}" if bad_answers else "all 4xx (or 503 when busy)")
+                          + f"; server alive: {m['server_alive_after']}, same workers: {m['workers_unchanged']}",
+                 "met": m["ok"] == m["good"] and not bad_answers and m["workers_unchanged"]})
+    return rows
+
+
+def write(result: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    json_path, md_path = out / "bench-serve.json", out / "bench-serve.md"
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    md_path.write_text(render_markdown(result))
+    log(f"bench-serve: wrote {json_path} and {md_path}")
+    return json_path, md_path
+
+
+def render_markdown(r: dict[str, Any]) -> str:
+    ours, base = r["edgeport"], (r.get("handwritten") or {}).get("sweep", {})
+    m = r["machine"]
+    lines = [f"# edgeport bench-serve: {r['served']['model']} ({r['served']['variant']}, {r['served']['runtime']})", "",
+             f"{r['date']}, edgeport {r['edgeport_version']}, {m.get('cpu')} ({m.get('cores')} cores). "
+             + (f"Model: {r['arch']}, {r['weights']}. " if r.get("weights") else "")
+             + f"{r['images']} images sent in turn; settings {r['settings']}. The load generator runs in its own "
+             "process on the same machine (loopback), so it shares the cores with the server.", "",
+             "## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {t['target']} | {t['value']} | {_met(t['met'])} |" for t in r["targets"]]
+    lines += ["", "## Closed loop, side by side", "",
+              "| concurrency | edgeport req/s | p50 ms | p90 ms | p99 ms | errors | hand-written req/s | p50 ms | p99 ms | ratio |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for c, row in ours["sweep"].items():
+        b = base.get(c)
+        ratio = f"{row['throughput_rps'] / b['throughput_rps']:.2f}x" if b and b["throughput_rps"] else "-"
+        lines.append(f"| {c} | {row['throughput_rps']:.1f} | {row['latency_ms']['p50']} | {row['latency_ms']['p90']} | "
+                     f"{row['latency_ms']['p99']} | {row['good'] - row['ok']} | "
+                     + (f"{b['throughput_rps']:.1f} | {b['latency_ms']['p50']} | {b['latency_ms']['p99']} | "
+                        if b else "- | - | - | ") + f"{ratio} |")
+    lines += ["", "## Open loop (edgeport)", "",
+              "| phase | rate req/s | sent | 200 | 503 | other | p50 ms | p99 ms | RSS first/last quarter, peak MB |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for name, key in (("sustained", "sustained"), ("overload", "overload"), ("10% malformed", "malformed")):
+        row = ours[key]
+        other = {k: v for k, v in row["statuses"].items() if k not in ("200", "503")}
+        mem = row["server_memory"]
+        lines.append(f"| {name} | {row['spec']['rate']} | {row['sent']} | {row['ok']} | {row['statuses'].get('503', 0)} | "
+                     f"{other or '-'} | {row['latency_ms']['p50']} | {row['latency_ms']['p99']} | "
+                     f"{mem['first_quarter_mb']} / {mem['last_quarter_mb']}, {mem['peak_mb']} |")
+    if ours["malformed"]["malformed"]:
+        lines += ["", "Malformed requests by kind and status: "
+                  + "; ".join(f"{k}: {v}" for k, v in sorted(ours["malformed"]["malformed"].items()))]
+    return "\n".join(lines) + "\n"
+
+
+def _met(value: bool | None) -> str:
+    return "-" if value is None else ("yes" if value else "**no**")

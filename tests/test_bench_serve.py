@@ -1,0 +1,67 @@
+"""`edgeport bench-serve`: the load generator's figures, and one short run against both servers."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgeport.bench_serve_load import MALFORMED_KINDS, LoadSpec, Sample, _Requests, summarize
+
+
+def test_summary_counts_good_and_malformed_apart(tmp_path):
+    spec = LoadSpec(url="http://127.0.0.1:1/", images=[])
+    samples = [Sample(0.0, 0.010, 200), Sample(0.1, 0.020, 200), Sample(0.2, 0.5, 503), Sample(0.3, 0.001, 0),
+               Sample(0.4, 0.002, 400, "bad-json"), Sample(0.5, 0.002, 415, "unsupported-content-type"),
+               Sample(1.5, 0.030, 200)]
+    r = summarize(spec, samples, elapsed=2.0)
+    assert (r.sent, r.good, r.ok) == (7, 5, 3)
+    assert r.throughput_rps == 1.5  # 200s of good requests only
+    assert r.statuses == {"200": 3, "503": 1, "0": 1}
+    assert r.malformed == {"bad-json": {"400": 1}, "unsupported-content-type": {"415": 1}}
+    assert r.latency_ms["p50"] == 20.0 and r.latency_ms["max"] == 30.0
+    assert r.p99_ms_by_half["second"] == 30.0 and r.p99_ms_by_half["first"] == pytest.approx(19.9, abs=0.1)
+
+
+def test_malformed_requests_come_in_every_kind_at_the_asked_share(faces_dir):
+    image = sorted(faces_dir.rglob("*.jpg"))[0]
+    source = _Requests(LoadSpec(url="", images=[str(image)], malformed_fraction=0.3, seed=3))
+    kinds = [source.next()[1] for _ in range(2000)]
+    bad = [k for k in kinds if k is not None]
+    assert set(bad) == set(MALFORMED_KINDS)
+    assert 0.25 < len(bad) / len(kinds) < 0.35
+    kwargs, kind = _Requests(LoadSpec(url="", images=[str(image)])).next()
+    assert kind is None and kwargs["data"] == image.read_bytes() and kwargs["headers"]["Content-Type"] == "image/jpeg"
+
+
+def test_bench_serve_runs_both_servers_and_judges_the_targets(validated_tiny, faces_dir, tmp_path):
+    from edgeport.cli import main
+
+    out = tmp_path / "bench-serve"
+    assert main(["bench-serve", str(validated_tiny), "--variant", "onnx-fp32", "--images", str(faces_dir),
+                 "--concurrency", "2", "--duration-s", "1", "--out", str(out)]) == 0
+    result = json.loads((out / "bench-serve.json").read_text())
+    ours = result["edgeport"]
+    assert result["served"]["variant"] == "onnx-fp32"
+    assert ours["sweep"]["2"]["ok"] > 0 and ours["sweep"]["2"]["ok"] == ours["sweep"]["2"]["good"]
+    assert ours["capacity_rps"] == ours["sweep"]["2"]["throughput_rps"]
+    assert ours["sustained"]["spec"]["rate"] == pytest.approx(0.9 * ours["capacity_rps"], abs=0.01)
+    assert ours["overload"]["spec"]["rate"] == pytest.approx(2 * ours["sustained"]["spec"]["rate"], abs=0.02)
+    # bad requests: each kind answered 4xx (or 503 when busy), never a crash, and the server lived on
+    malformed = ours["malformed"]
+    assert malformed["malformed"] and all(k.startswith("4") or k == "503"
+                                          for statuses in malformed["malformed"].values() for k in statuses)
+    assert malformed["server_alive_after"] and malformed["workers_unchanged"]
+    assert result["handwritten"]["sweep"]["2"]["ok"] > 0
+    targets = {t["target"].split(",")[0].split(" (")[0]: t for t in result["targets"]}
+    assert len(result["targets"]) == 4 and all(t["met"] in (True, False) for t in result["targets"])
+    ratio = ours["sweep"]["2"]["throughput_rps"] / result["handwritten"]["sweep"]["2"]["throughput_rps"]
+    assert targets["throughput >= 5x the hand-written server"]["met"] == (ratio >= 5)
+    md = (out / "bench-serve.md").read_text()
+    assert "| 2 |" in md and "hand-written" in md and "overload" in md
+
+
+def test_bench_serve_refuses_an_unvalidated_folder(exported_copy, capsys):
+    from edgeport.cli import main
+
+    assert main(["bench-serve", str(exported_copy), "--duration-s", "1"]) == 2
+    assert "edgeport validate" in capsys.readouterr().err
