@@ -12,8 +12,6 @@ import contextlib
 import json
 import logging
 import os
-import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,6 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serving.admission import Admission
 from serving.batcher import Batcher, QueueFull
 from serving.metrics import Metrics
 from serving.payloads import RequestError, b64_bytes, decode_image, parse_body, ranked
@@ -78,14 +77,8 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
     app = FastAPI(title=f"edgeport serve: {model.name}", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.observe_request(getattr(route, "path", "unmatched"), response.status_code,
-                                time.perf_counter() - start)
-        return response
+    # bounds the inference requests in progress and counts every request (serving.admission)
+    app.add_middleware(Admission, limit=settings.max_queue, metrics=metrics, retry_after_s=settings.retry_after_s)
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError):
@@ -117,24 +110,6 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
             chunks.append(chunk)
         return b"".join(chunks)
 
-    # Requests in the server now (reading, decoding, queued or running). Checked before the body is
-    # read: under overload a request refused only at the batcher's queue had already been read,
-    # decoded and preprocessed, and on 2 cores that wasted work halved the throughput of the
-    # requests that were accepted (bench-serve at 2x the sustained rate: 103 req/s instead of 230,
-    # p50 1.2 s). The event loop is one thread, so a plain counter is enough.
-    in_progress = {"count": 0}
-
-    @contextlib.contextmanager
-    def admitted() -> Iterator[None]:
-        if in_progress["count"] >= settings.max_queue:
-            raise RequestError(503, f"server busy: {in_progress['count']} requests in progress, at most "
-                                    f"{settings.max_queue} (--max-queue); retry later")
-        in_progress["count"] += 1
-        try:
-            yield
-        finally:
-            in_progress["count"] -= 1
-
     async def logits_of(pixels: list[np.ndarray]) -> list[np.ndarray]:
         if not state["ready"]:
             raise RequestError(503, "not ready (loading, or shutting down)")
@@ -154,11 +129,14 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
             raise RequestError(404, f"unknown model {name!r}; this server serves {model.name!r}")
 
     async def classify(request: Request) -> JSONResponse:
-        with admitted():
-            body = await read_body(request)
-            parsed = await run_in_threadpool(parse_body, body, request.headers.get("content-type"))
-            pixels = await run_in_threadpool(lambda: [model.preprocessing(im) for im in parsed.images])
-            rows = await logits_of(pixels)
+        body = await read_body(request)
+
+        def decode() -> tuple[Any, list[np.ndarray]]:  # one hop to the thread pool, not two
+            parsed = parse_body(body, request.headers.get("content-type"))
+            return parsed, [model.preprocessing(im) for im in parsed.images]
+
+        parsed, pixels = await run_in_threadpool(decode)
+        rows = await logits_of(pixels)
         function = parsed.function or default_function
         answers = [ranked(row, model.labels, parsed.top_k, function) for row in rows]
         return JSONResponse(answers if parsed.batched else answers[0])
@@ -216,11 +194,10 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
     @app.post("/v2/models/{name}/infer")
     async def v2_infer(name: str, request: Request):
         check_name(name)
-        with admitted():
-            body = await read_body(request)
-            doc = await run_in_threadpool(_v2_request, body)
-            pixels = await run_in_threadpool(_v2_pixels, doc["inputs"][0], model, pixel_shape)
-            rows = await logits_of(pixels)
+        body = await read_body(request)
+        doc = await run_in_threadpool(_v2_request, body)
+        pixels = await run_in_threadpool(_v2_pixels, doc["inputs"][0], model, pixel_shape)
+        rows = await logits_of(pixels)
         logits = np.stack(rows).astype(np.float32)
         out = {"model_name": model.name, "model_version": model.variant,
                "outputs": [{"name": "logits", "datatype": "FP32", "shape": list(logits.shape),

@@ -44,7 +44,10 @@ def test_bench_serve_runs_both_servers_and_judges_the_targets(validated_tiny, fa
     assert result["served"]["variant"] == "onnx-fp32"
     assert ours["sweep"]["2"]["ok"] > 0 and ours["sweep"]["2"]["ok"] == ours["sweep"]["2"]["good"]
     assert ours["capacity_rps"] == ours["sweep"]["2"]["throughput_rps"]
-    assert ours["sustained"]["spec"]["rate"] == pytest.approx(0.9 * ours["capacity_rps"], abs=0.01)
+    tried = ours["sustained"]["tried"]  # 90%, 75%, ... of the best, until a phase had no error
+    assert tried[0]["share"] == 0.9 and all(t["errors"] > 0 for t in tried[:-1])
+    assert tried[-1]["errors"] == 0 or len(tried) == 4
+    assert ours["sustained"]["spec"]["rate"] == pytest.approx(tried[-1]["share"] * ours["capacity_rps"], abs=0.01)
     assert ours["overload"]["spec"]["rate"] == pytest.approx(2 * ours["sustained"]["spec"]["rate"], abs=0.02)
     # bad requests: each kind answered 4xx (or 503 when busy), never a crash, and the server lived on
     malformed = ours["malformed"]
@@ -52,7 +55,7 @@ def test_bench_serve_runs_both_servers_and_judges_the_targets(validated_tiny, fa
                                           for statuses in malformed["malformed"].values() for k in statuses)
     assert malformed["server_alive_after"] and malformed["workers_unchanged"]
     assert result["handwritten"]["sweep"]["2"]["ok"] > 0
-    targets = {t["target"].split(",")[0].split(" (")[0]: t for t in result["targets"]}
+    targets = {t["target"].split(",")[0]: t for t in result["targets"]}
     assert len(result["targets"]) == 4 and all(t["met"] in (True, False) for t in result["targets"])
     ratio = ours["sweep"]["2"]["throughput_rps"] / result["handwritten"]["sweep"]["2"]["throughput_rps"]
     assert targets["throughput >= 5x the hand-written server"]["met"] == (ratio >= 5)

@@ -305,3 +305,14 @@ def test_requests_beyond_the_bound_get_503_before_their_body_is_read(validated_t
         assert all(results[i][0].status_code == 200 for i in (0, 1))
         assert requests.post(url, data=good, headers={"Content-Type": "image/jpeg"}, timeout=30).status_code == 200
         assert proc.poll() is None
+
+
+def test_only_inference_requests_count_against_the_bound():
+    from serving.admission import inference_route
+
+    assert inference_route("POST", "/") == "/"
+    assert inference_route("POST", "/models/org/name") == "/models/{name:path}"
+    assert inference_route("POST", "/v2/models/tiny-vit/infer") == "/v2/models/{name}/infer"
+    # health, metadata and metrics stay answerable however busy the server is
+    assert inference_route("GET", "/health") is None and inference_route("GET", "/") is None
+    assert inference_route("POST", "/v2/models/tiny-vit") is None and inference_route("POST", "/metrics") is None
