@@ -74,7 +74,7 @@ class LoadResult:
     statuses: dict[str, int]  # good requests by status ("0": no answer)
     malformed: dict[str, dict[str, int]] = field(default_factory=dict)  # kind -> status -> count
     client_saturated: int = 0
-    p99_ms_by_half: dict[str, float | None] = field(default_factory=dict)  # by start time
+    p99_ms_by_third: dict[str, float | None] = field(default_factory=dict)  # of the phase, by start time
 
 
 def _content_type(path: str) -> str:
@@ -207,16 +207,17 @@ def summarize(spec: LoadSpec, samples: list[Sample], elapsed: float, saturated: 
             row[str(s.status)] = row.get(str(s.status), 0) + 1
     latency = {f"p{q}": (round(float(np.percentile(ok, q)) * 1000, 2) if ok else None) for q in (50, 90, 99)}
     latency["max"] = round(max(ok) * 1000, 2) if ok else None
-    middle = min((s.start for s in samples), default=0.0) + elapsed / 2
-    halves = {}
-    for name, part in (("first", [s.latency for s in good if s.status == 200 and s.start < middle]),
-                       ("second", [s.latency for s in good if s.status == 200 and s.start >= middle])):
-        halves[name] = round(float(np.percentile(part, 99)) * 1000, 2) if part else None
+    begin = min((s.start for s in samples), default=0.0)
+    thirds: dict[str, float | None] = {}
+    for i, name in enumerate(("first", "second", "third")):
+        part = [s.latency for s in good if s.status == 200
+                and begin + i * elapsed / 3 <= s.start < begin + (i + 1) * elapsed / 3 + (1e9 if i == 2 else 0)]
+        thirds[name] = round(float(np.percentile(part, 99)) * 1000, 2) if part else None
     return LoadResult(spec=asdict(spec) | {"images": len(spec.images)}, seconds=round(elapsed, 2),
                       sent=len(samples), good=len(good), ok=len(ok),
                       throughput_rps=round(len(ok) / elapsed, 2) if elapsed > 0 else 0.0,
                       latency_ms=latency, statuses=statuses, malformed=malformed, client_saturated=saturated,
-                      p99_ms_by_half=halves)
+                      p99_ms_by_third=thirds)
 
 
 def main(argv: list[str]) -> int:

@@ -84,6 +84,31 @@ def test_targets_report_misses_and_failed_variants():
     assert validate["met"] is False and "~300 s per 2000" in validate["value"]
 
 
+def test_int8_floor_target_names_the_fastest_int8_file_of_each_runtime():
+    from edgeport.variants import DEFAULT_VARIANTS
+
+    variants = [{"name": n, "status": "ok", "error": None, "size_bytes": 1} for n in DEFAULT_VARIANTS]
+    latency = [{"name": "onnx-int8-dynamic", "runtime": "onnxruntime", "precision": "int8", "p50_ms": 34.0},
+               {"name": "onnx-int8-static", "runtime": "onnxruntime", "precision": "int8", "p50_ms": 44.0},
+               {"name": "openvino-int8", "runtime": "openvino", "precision": "int8", "p50_ms": 31.0},
+               {"name": "tflite-int8-dynamic", "runtime": "tflite", "precision": "int8", "p50_ms": 36.0}]
+
+    def row(floor_ms: float, passed: bool | None) -> dict:
+        result = {"export": {"seconds": 1.0, "peak_rss_mb": 1.0, "stages": [], "variants": variants},
+                  "latency": latency, "compute_floor": {"floor_ms": 80.0, "model_gflop": 35.1, "gemm_gflops": 440.0,
+                                                        "int8_floor_ms": floor_ms, "int8_gemm_gops": 1500.0}}
+        if passed is not None:
+            result["validation"] = {"images": 2000, "variants": 4, "seconds": 60.0, "passed": {"openvino-int8": passed}}
+        return next(t for t in judge_targets(result) if t["target"].startswith("fastest int8 variant of any runtime"))
+
+    met = row(28.0, True)  # 31 / 28 = 1.11x
+    assert met["met"] is True and "openvino-int8 31.0 ms = 1.11x" in met["value"]
+    assert "onnx-int8-dynamic 34.0 ms" in met["value"] and "onnx-int8-static" not in met["value"]  # fastest per runtime
+    assert row(25.0, True)["met"] is False  # 1.24x
+    assert row(28.0, False)["met"] is False and "MISSED" in row(28.0, False)["value"]
+    assert row(28.0, None)["met"] is None  # fast enough, budget not checked: not a met target
+
+
 def test_vit_b16_compute_matches_its_known_size():
     """ViT-B/16 at 224x224 is about 17.6 G multiply-accumulates (35 GFLOP) per image."""
     from edgeport.bench import ARCHS, model_macs

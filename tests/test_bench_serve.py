@@ -19,7 +19,8 @@ def test_summary_counts_good_and_malformed_apart(tmp_path):
     assert r.statuses == {"200": 3, "503": 1, "0": 1}
     assert r.malformed == {"bad-json": {"400": 1}, "unsupported-content-type": {"415": 1}}
     assert r.latency_ms["p50"] == 20.0 and r.latency_ms["max"] == 30.0
-    assert r.p99_ms_by_half["second"] == 30.0 and r.p99_ms_by_half["first"] == pytest.approx(19.9, abs=0.1)
+    # thirds of the 2 s phase by start time: [0, 0.67) holds 10 and 20 ms, [1.33, 2] holds 30 ms
+    assert r.p99_ms_by_third == {"first": pytest.approx(19.9, abs=0.1), "second": None, "third": 30.0}
 
 
 def test_malformed_requests_come_in_every_kind_at_the_asked_share(faces_dir):
