@@ -50,7 +50,10 @@ THROUGHPUT_RATIO_TARGET = 5.0
 MEMORY_GROWTH_LIMIT = 0.05  # RSS of the overload phase's last quarter over its first quarter, at most +5%
 P99_GROWTH_LIMIT = 1.5  # overload: the last third's p99 over the middle third's, at most
 MAX_OVERLOAD_S = 180.0
-SERVE_VARIANTS = ["onnx-fp32", "onnx-int8-dynamic"]  # what --arch exports before serving
+# what --arch exports before serving (the server then takes the fastest that passed): the int8 files of
+# the two runtimes with the fastest int8 ViT-B/16 in `edgeport bench` (2026-12-04, 2 cores with AMX:
+# openvino-int8 25.0 ms, onnx-int8-dynamic 34.2 ms at batch 1), and their fp32 sources
+SERVE_VARIANTS = ["onnx-fp32", "onnx-int8-dynamic", "openvino-fp32", "openvino-int8"]
 
 
 def log(msg: str) -> None:
@@ -90,6 +93,7 @@ class BenchServeOptions:
     variant: str | None = None
     images_dir: Path | None = None
     eval_dir: Path | None = None  # for --arch: the labelled images its probe head and validation use
+    calibration_dir: Path | None = None  # for --arch: images that calibrate its static int8 files
     concurrency: list[int] = field(default_factory=lambda: [1, 4, 16])
     duration_s: float = 15.0
     threads: int = 2
@@ -258,10 +262,15 @@ def prepare_arch(opts: BenchServeOptions) -> Path:
             f"{opts.eval_dir}")
         fit_probe_head(model_dir, calibration_arrays([p for p, k in zip(paths, known) if k], pre), labels[known])
     export_dir = work / "export"
-    variants = [opts.variant] if opts.variant else SERVE_VARIANTS
+    variants = SERVE_VARIANTS + ([opts.variant] if opts.variant and opts.variant not in SERVE_VARIANTS else [])
+    if opts.calibration_dir is None:  # the calibrated int8 files need real images; leave them out
+        from edgeport.variants import VARIANTS
+
+        variants = [v for v in variants if not VARIANTS[v].calibrated]
     log(f"bench-serve: exporting {', '.join(variants)} and validating on {opts.eval_dir}")
     export_model(f"bench-{opts.arch}", resolve_source(str(model_dir)), export_dir, variants=variants,
-                 images_dir=opts.eval_dir, project_dir=opts.project_dir, progress=False, precision_search=False)
+                 images_dir=opts.eval_dir, calibration_dir=opts.calibration_dir, project_dir=opts.project_dir,
+                 progress=False, precision_search=False)
     validate_export(export_dir, opts.eval_dir, cfg.budgets_for(None), cfg.run, progress=False)
     return export_dir
 

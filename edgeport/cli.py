@@ -273,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "transformers pipeline server (PyTorch, one request at a time) on the same weights.\n"
                     "Every phase is bounded in time and in requests in flight.\n"
                     "With --arch instead of MODEL_DIR: a random ViT (probe head fitted on --eval, or\n"
-                    "--random-head) is exported (onnx-fp32, onnx-int8-dynamic) and validated first.\n"
+                    "--random-head) is exported (onnx-fp32 and -int8-dynamic, openvino-fp32 and -int8,\n"
+                    "calibrated on the config's first model's images) and validated first.\n"
                     "Writes OUT/bench-serve.json and OUT/bench-serve.md. A benchmark command: minutes,\n"
                     "not a test.",
     )
@@ -670,10 +671,12 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
         raise ValueError("--concurrency needs counts >= 1 and --duration-s a positive number")
     cfg = _config(args)
     eval_dir = args.eval or (cfg.models[0].eval_dir if args.arch and cfg.models else None)
+    calibration_dir = cfg.models[0].calibration_dir if args.arch and cfg.models else None
     name = args.arch or args.model_dir.name
     opts = BenchServeOptions(
         out_dir=args.out or cfg.artifacts_dir / "bench-serve" / name, model_dir=args.model_dir, arch=args.arch,
-        variant=args.variant, images_dir=args.images, eval_dir=eval_dir, concurrency=concurrency,
+        variant=args.variant, images_dir=args.images, eval_dir=eval_dir, calibration_dir=calibration_dir,
+        concurrency=concurrency,
         duration_s=args.duration_s, threads=args.threads or cfg.run.threads, workers=args.workers,
         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
         baseline=not args.no_baseline, project_dir=cfg.path.parent if cfg.path else Path.cwd(),
