@@ -130,8 +130,9 @@ def server_process(command: list[str], log_path: Path, url: str, ready_timeout_s
             deadline = time.monotonic() + ready_timeout_s
             while True:
                 if proc.poll() is not None:
+                    out.flush()
                     raise RuntimeError(f"server exited with status {proc.returncode} before it was ready; "
-                                       f"its output: {log_path}")
+                                       f"its output ({log_path}) ends with:\n{log_path.read_text()[-2000:]}")
                 with contextlib.suppress(requests.RequestException):
                     if requests.get(f"{url}/health", timeout=2).status_code == 200:
                         break

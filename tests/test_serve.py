@@ -7,10 +7,9 @@ import contextlib
 import json
 import shutil
 import signal
-import socket
 import struct
-import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zlib
@@ -23,38 +22,17 @@ import requests
 from conftest import REPO
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def serving(model_dir: Path, *args: str, timeout: float = 90.0):
-    """``edgeport serve MODEL_DIR ARGS`` in its own process; yields (base URL, process)."""
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "edgeport", "serve", str(model_dir), "--port", str(port), *args],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """``edgeport serve MODEL_DIR ARGS`` in its own process (bench-serve's launcher); yields (base URL, process)."""
+    from edgeport.bench_serve import free_port, server_process
+
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"server exited with {proc.returncode}: {proc.stdout.read()}")
-            with contextlib.suppress(requests.ConnectionError):
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise AssertionError("server did not become ready")
-            time.sleep(0.2)
+    log = Path(tempfile.mkdtemp(prefix="edgeport-serve-test-")) / "serve.log"
+    command = [sys.executable, "-m", "edgeport", "serve", str(model_dir), "--port", str(port), *args]
+    with server_process(command, log, url, ready_timeout_s=timeout) as proc:
         yield url, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 def _faces(faces_dir: Path) -> list[Path]:
