@@ -100,7 +100,7 @@ class BenchServeOptions:
     workers: int = 1
     max_batch: int = 8
     max_wait_ms: float = 0.0
-    max_queue: int = 64
+    max_queue: int | None = None  # None: the server derives its own (serving.app.default_max_queue)
     baseline: bool = True
     project_dir: Path | None = None
     config_path: Path | None = None
@@ -341,13 +341,15 @@ def run_bench_serve(opts: BenchServeOptions) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "edgeport", "serve", str(model_dir), "--port", str(port),
                "--threads", str(threads), "--workers", str(opts.workers), "--max-batch", str(opts.max_batch),
-               "--max-wait-ms", str(opts.max_wait_ms), "--max-queue", str(opts.max_queue)]
+               "--max-wait-ms", str(opts.max_wait_ms)] + (["--max-queue", str(opts.max_queue)] if opts.max_queue else [])
     if opts.variant:
         command += ["--variant", opts.variant]
     log(f"bench-serve: edgeport serve {model_dir} ({len(images)} images, {opts.duration_s:g} s per phase)")
     with server_process(command, opts.out_dir / "serve.log", url, cores=server_cores) as proc:
         meta = requests.get(f"{url}/metadata", timeout=10).json()
         result["served"] = {"variant": meta["variant"], "runtime": meta["runtime"], "model": meta["model"]}
+        max_queue = int(meta["limits"]["max_queue"])  # what the server chose, when not told
+        result["settings"]["max_queue"] = max_queue
         log(f"  serving {meta['variant']} ({meta['runtime']})")
         phase(url, proc.pid, mode="closed", concurrency=2, duration_s=3)  # warm-up
         sweep = {}
@@ -369,10 +371,10 @@ def run_bench_serve(opts: BenchServeOptions) -> dict[str, Any]:
         sustained["tried"] = tried
         # long enough for the queue to fill in the first third (a slow model takes max_queue / capacity
         # seconds to fill it), so that the last third shows the bounded steady state
-        fill_s = opts.max_queue / max(capacity, 1e-9)
+        fill_s = max_queue / max(capacity, 1e-9)
         overload = phase(url, proc.pid, mode="open", rate=round(OVERLOAD_FACTOR * rate, 2),
                          duration_s=min(max(opts.duration_s, 3 * fill_s), MAX_OVERLOAD_S),
-                         max_in_flight=max(256, 4 * opts.max_queue))
+                         max_in_flight=max(256, 4 * max_queue))
         log(_phase_line(f"open load at {OVERLOAD_FACTOR:g}x ({OVERLOAD_FACTOR * rate:.1f} req/s)", overload))
         half = round(MALFORMED_SHARE * capacity, 2)
         malformed = phase(url, proc.pid, mode="open", rate=half, duration_s=opts.duration_s,

@@ -253,8 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-wait-ms", type=float, default=0.0,
                    help="how long the first image of a batch waits for others (default 0: a batch is what "
                         "queued while the previous one ran)")
-    p.add_argument("--max-queue", type=int, default=64,
-                   help="requests in the server at once, and images queued, at most; beyond: 503 (default 64)")
+    p.add_argument("--max-queue", type=int,
+                   help="inference requests in the server at once, and images queued, at most; beyond: 503 "
+                        "(default: about 2 s of work at the variant's validated batch-1 latency, at least "
+                        "2x --max-batch, at most 64)")
     p.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body; beyond: 413 (default 20)")
     p.add_argument("--timeout-s", type=float, default=30.0, help="longest wait for a result; beyond: 504 (default 30)")
     p.add_argument("--config", type=Path, help="config file for the thread count (default: edgeport.toml)")
@@ -295,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="edgeport serve --workers (default 1)")
     p.add_argument("--max-batch", type=int, default=8, help="edgeport serve --max-batch (default 8)")
     p.add_argument("--max-wait-ms", type=float, default=0.0, help="edgeport serve --max-wait-ms (default 0)")
-    p.add_argument("--max-queue", type=int, default=64, help="edgeport serve --max-queue (default 64)")
+    p.add_argument("--max-queue", type=int, help="edgeport serve --max-queue (default: the server's own)")
     p.add_argument("--no-baseline", action="store_true", help="skip the hand-written PyTorch server")
     p.add_argument("--no-pin", action="store_true",
                    help="let servers and load generator share every core (default: the load generator on the "
@@ -626,7 +628,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from serving.app import CONFIG_ENV, ServeSettings, create_app, settings_env
+    from serving.app import CONFIG_ENV, QUEUE_WAIT_S, ServeSettings, create_app, default_max_queue, settings_env
     from serving.selection import ServeError, select_variant
 
     threads = args.threads
@@ -636,10 +638,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except (ConfigError, FileNotFoundError):
             threads = 2
     settings = ServeSettings(model_dir=str(args.model_dir), variant=args.variant, threads=threads,
-                             max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                             max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                              max_body_mb=args.max_body_mb, timeout_s=args.timeout_s)
     try:
         model = select_variant(args.model_dir, args.variant)
+        if args.max_queue is not None:
+            settings.max_queue = args.max_queue
+        else:
+            settings.max_queue = default_max_queue(model.latency_p50_ms, args.max_batch)
+            model.notes.append(f"at most {settings.max_queue} requests in progress (about {QUEUE_WAIT_S:g} s of work "
+                               f"at the validated p50 of {model.latency_p50_ms} ms; --max-queue to change)")
         if args.workers > 1:  # each worker process selects again (the same files) and loads its own runner
             settings.variant = model.variant
             os.environ[CONFIG_ENV] = settings_env(settings)
@@ -652,7 +660,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for note in model.notes:
         print(f"edgeport serve: {note}", flush=True)
     print(f"edgeport serve: {model.name} on http://{args.host}:{args.port}/ ({args.workers} worker(s), "
-          f"batches of up to {args.max_batch} within {args.max_wait_ms:g} ms, queue {args.max_queue})", flush=True)
+          f"batches of up to {args.max_batch} within {args.max_wait_ms:g} ms, queue {settings.max_queue})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, workers=args.workers, factory=args.workers > 1,
                 log_level="warning", timeout_graceful_shutdown=int(max(args.timeout_s, 1)) + 5)
     return EXIT_OK

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -40,10 +41,28 @@ class ServeSettings:
     threads: int = 2
     max_batch: int = 8
     max_wait_ms: float = 0.0  # greedy batching: see serving.batcher
-    max_queue: int = 64
+    max_queue: int = 64  # `edgeport serve` derives it from the variant's latency (default_max_queue)
     max_body_mb: float = 20.0
     timeout_s: float = 30.0
     retry_after_s: int = 1
+
+
+QUEUE_WAIT_S = 2.0  # the wait a full queue stands for, by default
+MAX_DEFAULT_QUEUE = 64
+
+
+def default_max_queue(p50_ms: float | None, max_batch: int, wait_s: float = QUEUE_WAIT_S) -> int:
+    """How many requests may be in the server at once when --max-queue is not given: about
+    ``wait_s`` of work at the variant's validated batch-1 latency, at least two batches, at most 64.
+
+    A count that suits a 1 ms model is a long wait for a slow one: with 64 requests in progress
+    a ViT-B/16 fp32 server on one core (4.3 req/s) answered its accepted requests after 14 s at
+    p99 under twice its sustainable rate (bench-serve, 2026-12-04), where 2 s of work refused the
+    rest with 503 at once. Without a validated latency: 64.
+    """
+    if not p50_ms or p50_ms <= 0:
+        return MAX_DEFAULT_QUEUE
+    return max(2 * max_batch, min(MAX_DEFAULT_QUEUE, math.ceil(wait_s * 1000.0 / p50_ms)))
 
 
 def create_app(settings: ServeSettings, model: ServedModel | None = None) -> FastAPI:
@@ -156,7 +175,10 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
 
     @app.get("/metadata")
     async def metadata():
-        return model.metadata(__version__)
+        return {**model.metadata(__version__),
+                "limits": {"max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,
+                           "max_queue": settings.max_queue, "max_body_mb": settings.max_body_mb,
+                           "timeout_s": settings.timeout_s, "threads": settings.threads}}
 
     @app.get("/metrics")
     async def prometheus():

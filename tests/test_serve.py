@@ -294,3 +294,19 @@ def test_only_inference_requests_count_against_the_bound():
     # health, metadata and metrics stay answerable however busy the server is
     assert inference_route("GET", "/health") is None and inference_route("GET", "/") is None
     assert inference_route("POST", "/v2/models/tiny-vit") is None and inference_route("POST", "/metrics") is None
+
+
+def test_the_default_queue_bound_follows_the_validated_latency(validated_tiny, faces_dir):
+    from serving.app import default_max_queue
+
+    assert default_max_queue(None, 8) == 64  # no validated latency: the fixed bound
+    assert default_max_queue(1.0, 8) == 64  # a fast model: capped
+    assert default_max_queue(115.0, 8) == 18  # ViT-B/16 fp32 on 2 cores: about 2 s of work
+    assert default_max_queue(600.0, 8) == 16  # never under two batches
+    with serving(validated_tiny, "--variant", "onnx-fp32") as (url, _):
+        limits = requests.get(f"{url}/metadata", timeout=5).json()["limits"]
+        report = json.loads((validated_tiny / "report.json").read_text())
+        p50 = next(v for v in report["variants"] if v["name"] == "onnx-fp32")["latency_ms"]["p50"]
+        assert limits["max_queue"] == default_max_queue(p50, 8) and limits["max_batch"] == 8
+    with serving(validated_tiny, "--variant", "onnx-fp32", "--max-queue", "5") as (url, _):
+        assert requests.get(f"{url}/metadata", timeout=5).json()["limits"]["max_queue"] == 5
