@@ -309,8 +309,6 @@ def request_images(model_dir: Path, images_dir: Path | None, count: int) -> list
 
 def run_bench_serve(opts: BenchServeOptions) -> dict[str, Any]:
     """Run every phase; write bench-serve.json and bench-serve.md into ``opts.out_dir``."""
-    import requests
-
     from edgeport.bench import machine_info
 
     opts.out_dir.mkdir(parents=True, exist_ok=True)
@@ -328,7 +326,18 @@ def run_bench_serve(opts: BenchServeOptions) -> dict[str, Any]:
                      if k in ("concurrency", "duration_s", "threads", "workers", "max_batch", "max_wait_ms",
                               "max_queue")},
     }
-    work = Path(tempfile.mkdtemp(prefix="edgeport-bench-serve-"))
+    with tempfile.TemporaryDirectory(prefix="edgeport-bench-serve-") as tmp:  # the load generator's spec and result
+        _run_servers(opts, model_dir, images, source, result, Path(tmp))
+    result["targets"] = judge_targets(result, opts)
+    write(result, opts.out_dir)
+    return result
+
+
+def _run_servers(opts: BenchServeOptions, model_dir: Path, images: list[Path], source: str | None,
+                 result: dict[str, Any], work: Path) -> None:
+    """Every load phase against edgeport serve, then the closed loop against the hand-written server."""
+    import requests
+
     server_cores, load_cores = core_split(opts.pin)
     threads = min(opts.threads, len(server_cores)) if server_cores else opts.threads  # no oversubscribed core
     result["settings"].update(threads=threads, server_cores=sorted(server_cores) if server_cores else "all",
@@ -336,6 +345,15 @@ def run_bench_serve(opts: BenchServeOptions) -> dict[str, Any]:
 
     def phase(url: str, pid: int, **spec: Any) -> dict[str, Any]:
         return run_phase(url, images, pid, work, cores=load_cores, **spec)
+
+    def closed_loop(url: str, pid: int) -> dict[str, dict[str, Any]]:
+        """A short warm-up, then the closed loop at each concurrency: the comparison both servers get."""
+        phase(url, pid, mode="closed", concurrency=2, duration_s=3)
+        sweep = {}
+        for c in opts.concurrency:
+            sweep[str(c)] = phase(url, pid, mode="closed", concurrency=c, duration_s=opts.duration_s)
+            log(_phase_line(f"concurrency {c}", sweep[str(c)]))
+        return sweep
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -351,12 +369,7 @@ def run_bench_serve(opts: BenchServeOptions) -> dict[str, Any]:
         max_queue = int(meta["limits"]["max_queue"])  # what the server chose, when not told
         result["settings"]["max_queue"] = max_queue
         log(f"  serving {meta['variant']} ({meta['runtime']})")
-        phase(url, proc.pid, mode="closed", concurrency=2, duration_s=3)  # warm-up
-        sweep = {}
-        for c in opts.concurrency:
-            sweep[str(c)] = phase(url, proc.pid, mode="closed", concurrency=c,
-                                      duration_s=opts.duration_s)
-            log(_phase_line(f"concurrency {c}", sweep[str(c)]))
+        sweep = closed_loop(url, proc.pid)
         capacity = max(r["throughput_rps"] for r in sweep.values())
         pids = worker_pids(proc.pid)
         # the highest rate it sustains: the first share of the best throughput with no error (a bounded search)
@@ -378,7 +391,7 @@ def run_bench_serve(opts: BenchServeOptions) -> dict[str, Any]:
         log(_phase_line(f"open load at {OVERLOAD_FACTOR:g}x ({OVERLOAD_FACTOR * rate:.1f} req/s)", overload))
         half = round(MALFORMED_SHARE * capacity, 2)
         malformed = phase(url, proc.pid, mode="open", rate=half, duration_s=opts.duration_s,
-                              malformed_fraction=MALFORMED_FRACTION, seed=1)
+                          malformed_fraction=MALFORMED_FRACTION, seed=1)
         log(_phase_line(f"open load at {half} req/s, {MALFORMED_FRACTION:.0%} malformed", malformed))
         alive = proc.poll() is None and requests.get(f"{url}/health", timeout=10).status_code == 200
         malformed["server_alive_after"] = alive
@@ -392,17 +405,9 @@ def run_bench_serve(opts: BenchServeOptions) -> dict[str, Any]:
         command = [sys.executable, "-m", "edgeport.bench_serve_baseline", source, "--port", str(port),
                    "--threads", str(threads)]
         with server_process(command, opts.out_dir / "baseline.log", url, cores=server_cores) as proc:
-            phase(url, proc.pid, mode="closed", concurrency=2, duration_s=3)
-            base = {}
-            for c in opts.concurrency:
-                base[str(c)] = phase(url, proc.pid, mode="closed", concurrency=c,
-                                         duration_s=opts.duration_s)
-                log(_phase_line(f"concurrency {c}", base[str(c)]))
+            base = closed_loop(url, proc.pid)
         result["handwritten"] = {"sweep": base, "what": "FastAPI + transformers pipeline('image-classification') "
                                                         "in PyTorch eager, one request at a time"}
-    result["targets"] = judge_targets(result, opts)
-    write(result, opts.out_dir)
-    return result
 
 
 def judge_targets(result: dict[str, Any], opts: BenchServeOptions) -> list[dict[str, Any]]:

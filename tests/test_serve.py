@@ -29,9 +29,9 @@ def serving(model_dir: Path, *args: str, timeout: float = 90.0):
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log = Path(tempfile.mkdtemp(prefix="edgeport-serve-test-")) / "serve.log"
     command = [sys.executable, "-m", "edgeport", "serve", str(model_dir), "--port", str(port), *args]
-    with server_process(command, log, url, ready_timeout_s=timeout) as proc:
+    with tempfile.TemporaryDirectory(prefix="edgeport-serve-test-") as tmp, \
+            server_process(command, Path(tmp) / "serve.log", url, ready_timeout_s=timeout) as proc:
         yield url, proc
 
 
