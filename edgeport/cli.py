@@ -240,7 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "POST /v2/models/NAME/infer (BYTES base64 images or FP32 pixel values in, logits out).\n\n"
                     "Requests are batched: up to --max-batch images within --max-wait-ms; at most\n"
                     "--max-queue images wait (beyond: 503 with Retry-After); one that waits longer than\n"
-                    "--timeout-s gets 504. SIGTERM (or Ctrl-C) finishes in-flight requests, then exits.",
+                    "--timeout-s gets 504. SIGTERM (or Ctrl-C) finishes in-flight requests, then exits.\n\n"
+                    "Slow or stalled clients cannot starve the others: a request takes one of the\n"
+                    "--max-queue places only once its body has arrived. Until then it is one of at most\n"
+                    "--max-uploads uploads (beyond: 503), and its body must arrive within --body-timeout-s\n"
+                    "and no slower than --min-body-rate-kb after the first --body-grace-s (else 408, and\n"
+                    "the connection is closed). Headers must be complete within --header-timeout-s (else\n"
+                    "408), an idle kept-alive connection is closed after --keep-alive-s, and connections\n"
+                    "beyond --max-connections get 503. GET /metadata shows every limit under \"limits\".",
     )
     p.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="e.g. artifacts/gender-vit")
     p.add_argument("--variant", help="variant to serve (default: the fastest that passed validation)")
@@ -259,6 +266,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "2x --max-batch, at most 64)")
     p.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body; beyond: 413 (default 20)")
     p.add_argument("--timeout-s", type=float, default=30.0, help="longest wait for a result; beyond: 504 (default 30)")
+    p.add_argument("--max-uploads", type=int, default=128,
+                   help="requests whose body is still arriving, at most; beyond: 503 with Retry-After (default "
+                        "%(default)s; memory for bodies is at most this times --max-body-mb)")
+    p.add_argument("--body-timeout-s", type=float, default=30.0,
+                   help="a request body must arrive within this many seconds of its headers; else 408 and the "
+                        "connection is closed (default %(default)s)")
+    p.add_argument("--min-body-rate-kb", type=float, default=8.0,
+                   help="after --body-grace-s, a body must arrive at this many KB/s at least; else 408 and the "
+                        "connection is closed (default %(default)s; 0: no floor)")
+    p.add_argument("--body-grace-s", type=float, default=5.0,
+                   help="seconds a body may take before --min-body-rate-kb applies (default %(default)s)")
+    p.add_argument("--header-timeout-s", type=float, default=10.0,
+                   help="a request's headers must be complete within this many seconds of the connection "
+                        "opening (or of the request's first byte on a kept-alive connection); else 408 and the "
+                        "connection is closed (default %(default)s)")
+    p.add_argument("--keep-alive-s", type=float, default=5.0,
+                   help="an idle kept-alive connection is closed after this many seconds (uvicorn's "
+                        "timeout_keep_alive; default %(default)s)")
+    p.add_argument("--max-connections", type=int, default=512,
+                   help="open connections per worker, at most; beyond: 503 and closed at once (default "
+                        "%(default)s; keep it under the process's open-file limit)")
     p.add_argument("--config", type=Path, help="config file for the thread count (default: edgeport.toml)")
     p.set_defaults(func=cmd_serve)
 
@@ -629,6 +657,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from serving.app import CONFIG_ENV, QUEUE_WAIT_S, ServeSettings, create_app, default_max_queue, settings_env
+    from serving.connections import PROTOCOL
     from serving.selection import ServeError, select_variant
 
     threads = args.threads
@@ -639,8 +668,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
             threads = 2
     settings = ServeSettings(model_dir=str(args.model_dir), variant=args.variant, threads=threads,
                              max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                             max_body_mb=args.max_body_mb, timeout_s=args.timeout_s)
+                             max_body_mb=args.max_body_mb, timeout_s=args.timeout_s, max_uploads=args.max_uploads,
+                             body_timeout_s=args.body_timeout_s, body_grace_s=args.body_grace_s,
+                             min_body_rate_kb=args.min_body_rate_kb, header_timeout_s=args.header_timeout_s,
+                             keep_alive_s=args.keep_alive_s, max_connections=args.max_connections)
     try:
+        for flag in ("max_batch", "max_uploads", "max_connections"):
+            if getattr(args, flag) < 1:
+                raise ServeError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+        for flag in ("max_wait_ms", "body_timeout_s", "body_grace_s", "min_body_rate_kb", "header_timeout_s",
+                     "keep_alive_s"):
+            if getattr(args, flag) < 0:
+                raise ServeError(f"--{flag.replace('_', '-')} must not be negative, got {getattr(args, flag)}")
+        if args.max_queue is not None and args.max_queue < 1:
+            raise ServeError(f"--max-queue must be at least 1, got {args.max_queue}")
         model = select_variant(args.model_dir, args.variant)
         if args.max_queue is not None:
             settings.max_queue = args.max_queue
@@ -661,8 +702,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"edgeport serve: {note}", flush=True)
     print(f"edgeport serve: {model.name} on http://{args.host}:{args.port}/ ({args.workers} worker(s), "
           f"batches of up to {args.max_batch} within {args.max_wait_ms:g} ms, queue {settings.max_queue})", flush=True)
+    # http=PROTOCOL: uvicorn's httptools protocol with a header deadline and a connection bound
+    # (serving.connections); timeout_keep_alive: uvicorn's own idle keep-alive limit
     uvicorn.run(app, host=args.host, port=args.port, workers=args.workers, factory=args.workers > 1,
-                log_level="warning", timeout_graceful_shutdown=int(max(args.timeout_s, 1)) + 5)
+                log_level="warning", timeout_graceful_shutdown=int(max(args.timeout_s, 1)) + 5,
+                http=PROTOCOL, timeout_keep_alive=max(args.keep_alive_s, 0.0))
     return EXIT_OK
 
 

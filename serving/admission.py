@@ -1,8 +1,21 @@
-"""Admission and request metrics, as one plain ASGI middleware in front of the app.
+"""Admission, body reading and request metrics, as one plain ASGI middleware in front of the app.
 
-At most ``limit`` inference requests are in the server at once (being read, decoded, queued or
-run); one more is answered 503 with Retry-After at once, before its body is read or the app
-routes it. Every request's route, status and latency go to the Prometheus metrics.
+An inference request goes through two bounded stages, so that a client who is slow to send its
+body cannot hold a place that a request ready to run needs:
+
+1. **upload**: at most ``max_uploads`` requests are having their body read at once; one more is
+   answered 503 with Retry-After. The body must arrive within ``body_timeout_s`` of the headers,
+   and no slower than ``min_body_rate`` bytes a second after the first ``body_grace_s`` (the
+   deadline is ``grace + bytes received / rate``, capped at ``body_timeout_s``: Apache's
+   mod_reqtimeout rule, ``body=GRACE,MinRate=RATE``); otherwise the client gets ``408`` and the
+   connection is closed. A body over ``max_body`` bytes gets ``413`` (from its Content-Length at
+   once, else as soon as it goes over), also closing the connection, so the rest is not read.
+2. **inference**: only a request whose body has arrived takes one of ``limit`` places (decoded,
+   queued or run); beyond them, 503 with Retry-After. While every place is taken, a new request
+   is refused before its body is read, so refusals under overload cost next to nothing.
+
+The app then reads the body from memory (``receive`` replays it). Every request's route, status
+and latency go to the Prometheus metrics, with the stages' occupancy, refusals and timeouts.
 
 Why plain ASGI rather than FastAPI's ``@app.middleware("http")``: under overload most requests
 are refusals, and each one then went through Starlette's BaseHTTPMiddleware, the routing and an
@@ -13,10 +26,12 @@ req/s (of 925 and 1075 offered), p99 1244 against 467 ms; 16 clients, 514 agains
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from serving.metrics import Metrics
@@ -31,6 +46,8 @@ _INFERENCE_ROUTES = [(re.compile(r"^/$"), "/"),
                      (re.compile(r"^/models/.+$"), "/models/{name:path}"),
                      (re.compile(r"^/v2/models/[^/]+/infer$"), "/v2/models/{name}/infer")]
 
+CLIENT_CLOSED = 499  # nginx's status for a client that hung up before its answer; never sent, only counted
+
 
 def inference_route(method: str, path: str) -> str | None:
     """The route template of an inference request, or None for any other request."""
@@ -39,13 +56,42 @@ def inference_route(method: str, path: str) -> str | None:
     return next((template for pattern, template in _INFERENCE_ROUTES if pattern.match(path)), None)
 
 
-class Admission:
-    """ASGI middleware: bound the inference requests in progress; count every request."""
+@dataclass
+class AdmissionLimits:
+    """The bounds of the two stages (see the module docstring and `edgeport serve --help`)."""
 
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], *, limit: int, metrics: Metrics,
-                 retry_after_s: int = 1) -> None:
-        self.app, self.limit, self.metrics, self.retry_after_s = app, limit, metrics, retry_after_s
-        self.in_progress = 0  # the event loop is one thread: a plain counter is enough
+    limit: int  # inference requests in progress (--max-queue)
+    max_uploads: int = 128
+    max_body: int = 20 * 1024 * 1024  # bytes
+    body_timeout_s: float = 30.0
+    body_grace_s: float = 5.0
+    min_body_rate: float = 8 * 1024.0  # bytes per second after the grace; 0: no floor
+    retry_after_s: int = 1
+
+
+class BodyRefused(Exception):
+    """A body that will not be read to the end: answer ``status`` and close the connection."""
+
+    def __init__(self, status: int, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.status, self.message, self.reason = status, message, reason
+
+
+class ClientGone(Exception):
+    """The client hung up while sending its body."""
+
+
+class Admission:
+    """ASGI middleware: read inference bodies within their limits, bound both stages, count every request."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], *, limits: AdmissionLimits,
+                 metrics: Metrics, max_body_mb: float = 20.0) -> None:
+        self.app, self.limits, self.metrics = app, limits, metrics
+        self.max_body_mb = max_body_mb  # how the operator set max_body, for the messages
+        # the event loop is one thread: plain counters are enough
+        self.uploading = 0
+        self.in_progress = 0
+        metrics.watch_stages(lambda: self.uploading, lambda: self.in_progress)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,10 +99,89 @@ class Admission:
             return
         start = time.perf_counter()
         inference = inference_route(scope["method"], scope["path"])
-        if inference is not None and self.in_progress >= self.limit:
-            await self._refuse(send)
-            self.metrics.observe_request(inference, 503, time.perf_counter() - start)
+        if inference is None:
+            await self._forward(scope, receive, send, start, None)
             return
+        limits = self.limits
+        if self.in_progress >= limits.limit:  # busy: refuse before reading a byte of the body
+            await self._answer(send, 503, self._busy_message(), inference, start, retry=True, reason="queue")
+            return
+        if self.uploading >= limits.max_uploads:
+            await self._answer(send, 503, f"server busy: {self.uploading} requests are sending their body, "
+                                          f"at most {limits.max_uploads} (--max-uploads); retry later",
+                               inference, start, retry=True, reason="uploads")
+            return
+        self.uploading += 1
+        try:
+            body = await self._read_body(scope, receive)
+        except BodyRefused as exc:
+            if exc.reason in ("deadline", "rate"):
+                self.metrics.body_timeouts.labels(exc.reason).inc()
+            await self._answer(send, exc.status, exc.message, inference, start, close=True)
+            return
+        except ClientGone:
+            self.metrics.observe_request(inference, CLIENT_CLOSED, time.perf_counter() - start)
+            return
+        finally:
+            self.uploading -= 1
+        if self.in_progress >= limits.limit:  # the places filled while this body arrived
+            await self._answer(send, 503, self._busy_message(), inference, start, retry=True, reason="queue")
+            return
+        self.in_progress += 1
+        try:
+            await self._forward(scope, _replay(body, receive), send, start, inference)
+        finally:
+            self.in_progress -= 1
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        """The whole body, or BodyRefused (408 too slow, 413 too large, 400 bad Content-Length)."""
+        limits = self.limits
+        declared = _header(scope, b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise BodyRefused(400, "Content-Length is not a number", "bad-length")
+            if int(declared) > limits.max_body:
+                raise BodyRefused(413, f"body of {int(declared)} bytes is over the limit of {limits.max_body} "
+                                       f"(--max-body-mb {self.max_body_mb:g})", "too-large")
+        loop = asyncio.get_running_loop()
+        begin = loop.time()
+        cap = begin + limits.body_timeout_s
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            deadline = cap
+            if limits.min_body_rate > 0:
+                deadline = min(cap, begin + limits.body_grace_s + size / limits.min_body_rate)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise self._too_slow(size, loop.time() - begin, deadline >= cap) from None
+            if message["type"] == "http.disconnect":
+                raise ClientGone()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limits.max_body:
+                raise BodyRefused(413, f"body over the limit of {limits.max_body} bytes "
+                                       f"(--max-body-mb {self.max_body_mb:g})", "too-large")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def _too_slow(self, size: int, seconds: float, at_cap: bool) -> BodyRefused:
+        limits = self.limits
+        if at_cap:
+            return BodyRefused(408, f"request body not complete within {limits.body_timeout_s:g} s "
+                                    f"(--body-timeout-s): {size} bytes arrived", "deadline")
+        return BodyRefused(408, f"request body too slow: {size} bytes in {seconds:.1f} s, under "
+                                f"{limits.min_body_rate / 1024:g} KB/s after the first {limits.body_grace_s:g} s "
+                                "(--min-body-rate-kb, --body-grace-s)", "rate")
+
+    def _busy_message(self) -> str:
+        return (f"server busy: {self.in_progress} requests in progress, at most {self.limits.limit} "
+                "(--max-queue); retry later")
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send, start: float, inference: str | None) -> None:
         status = {"code": 500}  # what the client gets if the app raises before answering
 
         async def sending(message: Message) -> None:
@@ -64,21 +189,44 @@ class Admission:
                 status["code"] = message["status"]
             await send(message)
 
-        if inference is not None:
-            self.in_progress += 1
         try:
             await self.app(scope, receive, sending)
         finally:
-            if inference is not None:
-                self.in_progress -= 1
             route = scope.get("route")  # set by the router on the scope it was given
             self.metrics.observe_request(getattr(route, "path", inference or "unmatched"), status["code"],
                                          time.perf_counter() - start)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"error": f"server busy: {self.in_progress} requests in progress, at most {self.limit} "
-                                    "(--max-queue); retry later"}).encode()
-        await send({"type": "http.response.start", "status": 503,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"retry-after", str(self.retry_after_s).encode())]})
+    async def _answer(self, send: Send, status: int, message: str, route: str, start: float, *,
+                      retry: bool = False, close: bool = False, reason: str | None = None) -> None:
+        body = json.dumps({"error": message}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if retry:
+            headers.append((b"retry-after", str(self.limits.retry_after_s).encode()))
+        if close:  # uvicorn closes the connection after this answer: the unread body is not read
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        if reason is not None:
+            self.metrics.refused.labels(reason).inc()
+        self.metrics.observe_request(route, status, time.perf_counter() - start)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1").strip()
+    return None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the app the body already read, then waits for the disconnect."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -22,10 +22,13 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serving.admission import Admission
+from serving import connections
+from serving.admission import Admission, AdmissionLimits
 from serving.batcher import Batcher, QueueFull
+from serving.connections import ConnectionLimits
 from serving.metrics import Metrics
-from serving.payloads import RequestError, b64_bytes, decode_image, parse_body, ranked
+from serving.payloads import (RequestError, b64_bytes, check_count, decode_image, load_json, parse_body, ranked,
+                              short_repr)
 from serving.selection import ServedModel
 
 log = logging.getLogger("edgeport.serve")
@@ -45,6 +48,36 @@ class ServeSettings:
     max_body_mb: float = 20.0
     timeout_s: float = 30.0
     retry_after_s: int = 1
+    # what a client may take before its request is ready (serving.admission, serving.connections)
+    max_uploads: int = 128
+    body_timeout_s: float = 30.0
+    body_grace_s: float = 5.0
+    min_body_rate_kb: float = 8.0
+    header_timeout_s: float = 10.0
+    keep_alive_s: float = 5.0  # uvicorn's own timeout_keep_alive
+    max_connections: int = 512
+
+    def admission_limits(self) -> AdmissionLimits:
+        return AdmissionLimits(limit=self.max_queue, max_uploads=self.max_uploads,
+                               max_body=int(self.max_body_mb * 1024 * 1024), body_timeout_s=self.body_timeout_s,
+                               body_grace_s=self.body_grace_s, min_body_rate=self.min_body_rate_kb * 1024.0,
+                               retry_after_s=self.retry_after_s)
+
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(header_timeout_s=self.header_timeout_s, max_connections=self.max_connections,
+                                retry_after_s=self.retry_after_s)
+
+    def limits(self) -> dict[str, Any]:
+        """What ``GET /metadata`` shows under ``limits``: every bound a client can meet."""
+        return {name: getattr(self, name) for name in (
+            "max_batch", "max_wait_ms", "max_queue", "max_body_mb", "timeout_s", "threads", "max_uploads",
+            "body_timeout_s", "body_grace_s", "min_body_rate_kb", "header_timeout_s", "keep_alive_s",
+            "max_connections", "max_images_per_request")}
+
+    @property
+    def max_images_per_request(self) -> int:
+        """More images than the queue holds could never be run together: such a request gets 400."""
+        return self.max_queue
 
 
 QUEUE_WAIT_S = 2.0  # the wait a full queue stands for, by default
@@ -79,7 +112,8 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
     metrics = Metrics(lambda: batcher.depth)
     batcher._on_batch = metrics.observe_batch
     default_function = "sigmoid" if model.multi_label or len(model.labels) == 1 else "softmax"
-    limit = int(settings.max_body_mb * 1024 * 1024)
+    max_images = settings.max_images_per_request
+    connections.configure(settings.connection_limits())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -96,8 +130,9 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
     app = FastAPI(title=f"edgeport serve: {model.name}", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
 
-    # bounds the inference requests in progress and counts every request (serving.admission)
-    app.add_middleware(Admission, limit=settings.max_queue, metrics=metrics, retry_after_s=settings.retry_after_s)
+    # reads inference bodies within their limits, bounds uploads and inference apart, counts every request
+    app.add_middleware(Admission, limits=settings.admission_limits(), metrics=metrics,
+                       max_body_mb=settings.max_body_mb)
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError):
@@ -112,22 +147,6 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
     async def unexpected(request: Request, exc: Exception):
         log.exception("error while answering %s %s", request.method, request.url.path)
         return JSONResponse({"error": "internal error (logged by the server)"}, status_code=500)
-
-    async def read_body(request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                raise RequestError(400, "Content-Length is not a number")
-            if int(declared) > limit:
-                raise RequestError(413, f"body of {int(declared)} bytes is over the limit of {limit} "
-                                        f"(--max-body-mb {settings.max_body_mb:g})")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestError(413, f"body over the limit of {limit} bytes (--max-body-mb {settings.max_body_mb:g})")
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     async def logits_of(pixels: list[np.ndarray]) -> list[np.ndarray]:
         if not state["ready"]:
@@ -148,10 +167,10 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
             raise RequestError(404, f"unknown model {name!r}; this server serves {model.name!r}")
 
     async def classify(request: Request) -> JSONResponse:
-        body = await read_body(request)
+        body = await request.body()  # already read by serving.admission, within its limits
 
         def decode() -> tuple[Any, list[np.ndarray]]:  # one hop to the thread pool, not two
-            parsed = parse_body(body, request.headers.get("content-type"))
+            parsed = parse_body(body, request.headers.get("content-type"), max_images)
             return parsed, [model.preprocessing(im) for im in parsed.images]
 
         parsed, pixels = await run_in_threadpool(decode)
@@ -175,10 +194,7 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
 
     @app.get("/metadata")
     async def metadata():
-        return {**model.metadata(__version__),
-                "limits": {"max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,
-                           "max_queue": settings.max_queue, "max_body_mb": settings.max_body_mb,
-                           "timeout_s": settings.timeout_s, "threads": settings.threads}}
+        return {**model.metadata(__version__), "limits": settings.limits()}
 
     @app.get("/metrics")
     async def prometheus():
@@ -216,9 +232,13 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
     @app.post("/v2/models/{name}/infer")
     async def v2_infer(name: str, request: Request):
         check_name(name)
-        body = await read_body(request)
-        doc = await run_in_threadpool(_v2_request, body)
-        pixels = await run_in_threadpool(_v2_pixels, doc["inputs"][0], model, pixel_shape)
+        body = await request.body()  # already read by serving.admission, within its limits
+
+        def decode() -> tuple[dict[str, Any], list[np.ndarray]]:
+            doc = _v2_request(body)
+            return doc, _v2_pixels(doc["inputs"][0], model, pixel_shape, max_images)
+
+        doc, pixels = await run_in_threadpool(decode)
         rows = await logits_of(pixels)
         logits = np.stack(rows).astype(np.float32)
         out = {"model_name": model.name, "model_version": model.variant,
@@ -232,38 +252,55 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
 
 
 def _v2_request(body: bytes) -> dict[str, Any]:
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise RequestError(400, "body is not valid JSON") from None
+    doc = load_json(body)
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or len(doc["inputs"]) != 1 \
             or not isinstance(doc["inputs"][0], dict):
         raise RequestError(400, 'expected {"inputs": [one tensor: {"name", "shape", "datatype", "data"}]}')
     return doc
 
 
-def _v2_pixels(tensor: dict[str, Any], model: ServedModel, want: list[int]) -> list[np.ndarray]:
+def _v2_pixels(tensor: dict[str, Any], model: ServedModel, want: list[int], max_images: int | None = None
+               ) -> list[np.ndarray]:
     """An OIP input tensor -> preprocessed images: BYTES (base64 images) or FP32 pixel values."""
     datatype, data, shape = tensor.get("datatype"), tensor.get("data"), tensor.get("shape")
     if not isinstance(data, list) or not isinstance(shape, list):
         raise RequestError(400, "input tensor needs list fields shape and data")
     if datatype == "BYTES":
-        flat = list(np.asarray(data, dtype=object).ravel())
+        flat = _flat_strings(data)
         if not flat:
             raise RequestError(400, "BYTES input has no data")
+        check_count(len(flat), max_images, "BYTES data")
         return [model.preprocessing(decode_image(b64_bytes(v, f"data[{i}]"), f"data[{i}]")) for i, v in enumerate(flat)]
     if datatype == "FP32":
-        if len(shape) != 4 or shape[1:] != want:
+        if len(shape) != 4 or shape[1:] != want or isinstance(shape[0], bool) or not isinstance(shape[0], int) \
+                or shape[0] < 1:
             raise RequestError(400, f"FP32 input must have shape [N, {want[0]}, {want[1]}, {want[2]}] "
-                                    "(preprocessed pixel values, see /metadata), got {shape}")
+                                    f"(N >= 1; preprocessed pixel values, see /metadata), got {str(shape)[:80]}")
+        check_count(shape[0], max_images, "FP32 data")
         try:
             array = np.asarray(data, dtype=np.float32).reshape(shape)
-        except (ValueError, TypeError):
-            raise RequestError(400, f"FP32 data does not fill shape {shape}") from None
+        except (ValueError, TypeError, OverflowError):  # ragged, not numbers, or an integer past float range
+            raise RequestError(400, f"FP32 data is not {int(np.prod(shape))} numbers filling shape {shape}") from None
         if not np.isfinite(array).all():
             raise RequestError(400, "FP32 data has NaN or infinite values")
         return list(array)
-    raise RequestError(400, f"unsupported datatype {datatype!r}: BYTES (base64 images) or FP32 (pixel values)")
+    raise RequestError(400, f"unsupported datatype {short_repr(datatype)}: BYTES (base64 images) or FP32 (pixel values)")
+
+
+def _flat_strings(data: list[Any], max_depth: int = 4) -> list[Any]:
+    """BYTES data (strings, possibly nested in lists, as OIP allows) flattened in order; a 400 when
+    the nesting goes deeper than a tensor of images would."""
+    flat: list[Any] = []
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, list):
+            if depth >= max_depth:
+                raise RequestError(400, f"BYTES data is nested deeper than {max_depth} levels")
+            stack.extend((v, depth + 1) for v in reversed(value))
+        else:
+            flat.append(value)
+    return flat
 
 
 def app_from_env() -> FastAPI:

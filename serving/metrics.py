@@ -4,7 +4,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from serving import connections
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -27,6 +30,22 @@ class Metrics:
                                    buckets=LATENCY_BUCKETS, registry=self.registry)
         self.queue = Gauge("edgeport_queue_depth", "Images waiting for a batch", registry=self.registry)
         self.queue.set_function(queue_depth)
+        self.uploads = Gauge("edgeport_uploads_in_progress", "Inference requests whose body is being read",
+                             registry=self.registry)
+        self.in_progress = Gauge("edgeport_inference_in_progress",
+                                 "Inference requests with their body read (decoding, queued or running)",
+                                 registry=self.registry)
+        self.refused = Counter("edgeport_refused", "Inference requests refused with 503, by the bound that was full "
+                               "(queue: --max-queue, uploads: --max-uploads)", ["bound"], registry=self.registry)
+        self.body_timeouts = Counter("edgeport_body_timeouts", "Request bodies answered 408 (deadline: "
+                                     "--body-timeout-s, rate: under --min-body-rate-kb)", ["reason"],
+                                     registry=self.registry)
+        self.registry.register(_ConnectionEvents())
+
+    def watch_stages(self, uploading: Callable[[], int], in_progress: Callable[[], int]) -> None:
+        """Report the admission stages' occupancy (serving.admission) at each scrape."""
+        self.uploads.set_function(uploading)
+        self.in_progress.set_function(in_progress)
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
@@ -38,3 +57,13 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _ConnectionEvents:
+    """The connection guard's counts (serving.connections: per process, kept by the protocol)."""
+
+    def collect(self):  # noqa: ANN201 (prometheus_client's collector protocol)
+        yield CounterMetricFamily("edgeport_header_timeouts", "Connections closed with 408: headers not complete "
+                                  "within --header-timeout-s", value=connections.COUNTS["header_timeouts"])
+        yield CounterMetricFamily("edgeport_connections_refused", "Connections refused with 503 over "
+                                  "--max-connections", value=connections.COUNTS["connections_refused"])

@@ -66,47 +66,75 @@ def b64_bytes(value: Any, where: str) -> bytes:
         raise RequestError(400, f"{where} is not valid base64") from None
 
 
-def parse_body(body: bytes, content_type: str | None) -> Parsed:
+def load_json(body: bytes) -> Any:
+    """A JSON body -> its document, or a 400 naming why the parser cannot take it.
+
+    Python's parser raises RecursionError on a document nested deeper than the interpreter's
+    recursion limit (about 1,000 levels) and ValueError on an integer of more than 4,300 digits;
+    neither is a server fault."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise RequestError(400, "JSON body is nested too deep (the request shapes need at most 6 levels)") from None
+    except UnicodeDecodeError as exc:
+        raise RequestError(400, f"body is not valid UTF-8 JSON ({str(exc)[:80]})") from None
+    except ValueError as exc:
+        raise RequestError(400, f"body is not valid JSON ({exc.__class__.__name__}: {str(exc)[:80]})") from None
+
+
+def check_count(count: int, max_images: int | None, where: str) -> None:
+    """A 400 when a request holds more images than the server could ever run together."""
+    if max_images is not None and count > max_images:
+        raise RequestError(400, f"{where} holds {count} images; at most {max_images} per request "
+                                "(the queue's size, --max-queue): split the request")
+
+
+def parse_body(body: bytes, content_type: str | None, max_images: int | None = None) -> Parsed:
     """The images and parameters of a ``POST /`` body (raw image bytes or JSON)."""
     kind = (content_type or "").split(";")[0].strip().lower()
     if kind == "application/json" or (not kind and body[:1] in (b"{", b"[")):
-        return _parse_json(body)
+        return _parse_json(body, max_images)
     if kind and not (kind.startswith("image/") or kind == "application/octet-stream"):
         raise RequestError(415, f"unsupported Content-Type {kind!r}: send image/* or application/octet-stream "
                                 "(raw image bytes) or application/json ({\"inputs\": \"<base64 image>\"})")
     return Parsed([decode_image(body)], None, None, batched=False)
 
 
-def _parse_json(body: bytes) -> Parsed:
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError(400, f"body is not valid JSON ({exc.__class__.__name__}: {str(exc)[:80]})") from None
+def _parse_json(body: bytes, max_images: int | None) -> Parsed:
+    doc = load_json(body)
     if not isinstance(doc, dict) or "inputs" not in doc:
         raise RequestError(400, 'JSON body must be an object with "inputs" (a base64 image or a list of them)')
     unknown = set(doc) - {"inputs", "parameters", "options"}
     if unknown:
-        raise RequestError(400, f"unknown field(s) {sorted(unknown)}: expected inputs, parameters")
+        raise RequestError(400, f"unknown field(s) {short_repr(sorted(unknown))}: expected inputs, parameters")
     inputs = doc["inputs"]
     batched = isinstance(inputs, list)
     items = inputs if batched else [inputs]
     if not items:
         raise RequestError(400, "inputs is an empty list")
-    images = [decode_image(b64_bytes(v, f"inputs[{i}]" if batched else "inputs"), f"inputs[{i}]" if batched else "inputs")
-              for i, v in enumerate(items)]
-    params = doc.get("parameters") or {}
+    check_count(len(items), max_images, "inputs")
+    params = doc.get("parameters") or {}  # checked before any image is decoded: they cost nothing
     if not isinstance(params, dict):
         raise RequestError(400, "parameters must be an object")
     unknown = set(params) - PARAMETERS
     if unknown:
-        raise RequestError(400, f"unknown parameter(s) {sorted(unknown)}: supported are top_k, function_to_apply")
+        raise RequestError(400, f"unknown parameter(s) {short_repr(sorted(unknown))}: supported are top_k, "
+                                "function_to_apply")
     top_k = params.get("top_k")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise RequestError(400, f"top_k must be a positive integer, got {top_k!r}")
+        raise RequestError(400, f"top_k must be a positive integer, got {short_repr(top_k)}")
     function = params.get("function_to_apply")
     if function is not None and function not in FUNCTIONS:
-        raise RequestError(400, f"function_to_apply must be one of {', '.join(FUNCTIONS)}, got {function!r}")
+        raise RequestError(400, f"function_to_apply must be one of {', '.join(FUNCTIONS)}, got {short_repr(function)}")
+    images = [decode_image(b64_bytes(v, f"inputs[{i}]" if batched else "inputs"), f"inputs[{i}]" if batched else "inputs")
+              for i, v in enumerate(items)]
     return Parsed(images, top_k, function, batched)
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a message never echoes a client's megabytes back."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def scores(logits: np.ndarray, function: str) -> np.ndarray:

@@ -1,8 +1,12 @@
 """Shared fixtures: a small random ViT, exported once per test session, and real face images."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -95,3 +99,18 @@ def validated_tiny(exported_tiny, faces_dir, tmp_path_factory) -> Path:
                  "--latency-runs", "3"])
     assert code == 0
     return dst
+
+
+@contextlib.contextmanager
+def serving(model_dir: Path, *args: str, timeout: float = 90.0) -> Iterator[tuple[str, object, Path]]:
+    """``edgeport serve MODEL_DIR ARGS`` in its own process (bench-serve's launcher); yields
+    (base URL, process, path of its log: stdout and stderr)."""
+    from edgeport.bench_serve import free_port, server_process
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "edgeport", "serve", str(model_dir), "--port", str(port), *args]
+    with tempfile.TemporaryDirectory(prefix="edgeport-serve-test-") as tmp:
+        log = Path(tmp) / "serve.log"
+        with server_process(command, log, url, ready_timeout_s=timeout) as proc:
+            yield url, proc, log

@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import shutil
 import signal
 import struct
-import sys
-import tempfile
 import threading
 import time
 import zlib
@@ -19,20 +16,7 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import REPO
-
-
-@contextlib.contextmanager
-def serving(model_dir: Path, *args: str, timeout: float = 90.0):
-    """``edgeport serve MODEL_DIR ARGS`` in its own process (bench-serve's launcher); yields (base URL, process)."""
-    from edgeport.bench_serve import free_port, server_process
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "edgeport", "serve", str(model_dir), "--port", str(port), *args]
-    with tempfile.TemporaryDirectory(prefix="edgeport-serve-test-") as tmp, \
-            server_process(command, Path(tmp) / "serve.log", url, ready_timeout_s=timeout) as proc:
-        yield url, proc
+from conftest import REPO, serving
 
 
 def _faces(faces_dir: Path) -> list[Path]:
@@ -41,7 +25,7 @@ def _faces(faces_dir: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def server(validated_tiny):
-    with serving(validated_tiny, "--variant", "onnx-fp32", "--max-wait-ms", "20") as (url, _):
+    with serving(validated_tiny, "--variant", "onnx-fp32", "--max-wait-ms", "20") as (url, _, _):
         yield url
 
 
@@ -125,7 +109,7 @@ def test_bad_requests_get_a_json_4xx_and_the_server_keeps_serving(validated_tiny
         ("bad top_k", dict(json={"inputs": base64.b64encode(good).decode(), "parameters": {"top_k": 0}}), 400),
         ("too large", dict(data=b"\xff" * 300_000, headers={"Content-Type": "image/jpeg"}), 413),
     ]
-    with serving(validated_tiny, "--variant", "onnx-fp32", "--max-body-mb", "0.25") as (url, proc):
+    with serving(validated_tiny, "--variant", "onnx-fp32", "--max-body-mb", "0.25") as (url, proc, _):
         for name, kwargs, status in cases:
             r = requests.post(url, timeout=30, **kwargs)
             assert r.status_code == status, (name, r.status_code, r.text)
@@ -176,14 +160,14 @@ def test_open_inference_protocol_v2(server, harness_logits, faces_dir, validated
 def test_a_request_that_waits_too_long_gets_504(validated_tiny, faces_dir):
     good = _faces(faces_dir)[0].read_bytes()
     # the batcher holds a first image up to 2 s for others; the request may wait 0.2 s
-    with serving(validated_tiny, "--variant", "onnx-fp32", "--max-wait-ms", "2000", "--timeout-s", "0.2") as (url, _):
+    with serving(validated_tiny, "--variant", "onnx-fp32", "--max-wait-ms", "2000", "--timeout-s", "0.2") as (url, _, _):
         r = requests.post(url, data=good, headers={"Content-Type": "image/jpeg"}, timeout=30)
         assert r.status_code == 504 and "--timeout-s" in r.json()["error"]
 
 
 def test_sigterm_finishes_in_flight_requests(validated_tiny, faces_dir):
     good = _faces(faces_dir)[0].read_bytes()
-    with serving(validated_tiny, "--variant", "onnx-fp32", "--max-wait-ms", "1500") as (url, proc):
+    with serving(validated_tiny, "--variant", "onnx-fp32", "--max-wait-ms", "1500") as (url, proc, _):
         result: dict = {}
 
         def ask() -> None:
@@ -259,7 +243,7 @@ def test_requests_beyond_the_bound_get_503_before_their_body_is_read(validated_t
     others are refused at once with Retry-After, and the admitted ones are still answered."""
     good = _faces(faces_dir)[0].read_bytes()
     # the batcher holds a first image 1.5 s for company: two requests fill the bound meanwhile
-    with serving(validated_tiny, "--variant", "onnx-fp32", "--max-queue", "2", "--max-wait-ms", "1500") as (url, proc):
+    with serving(validated_tiny, "--variant", "onnx-fp32", "--max-queue", "2", "--max-wait-ms", "1500") as (url, proc, _):
         results: list = [None] * 4
 
         def ask(i: int) -> None:
@@ -303,10 +287,10 @@ def test_the_default_queue_bound_follows_the_validated_latency(validated_tiny, f
     assert default_max_queue(1.0, 8) == 64  # a fast model: capped
     assert default_max_queue(115.0, 8) == 18  # ViT-B/16 fp32 on 2 cores: about 2 s of work
     assert default_max_queue(600.0, 8) == 16  # never under two batches
-    with serving(validated_tiny, "--variant", "onnx-fp32") as (url, _):
+    with serving(validated_tiny, "--variant", "onnx-fp32") as (url, _, _):
         limits = requests.get(f"{url}/metadata", timeout=5).json()["limits"]
         report = json.loads((validated_tiny / "report.json").read_text())
         p50 = next(v for v in report["variants"] if v["name"] == "onnx-fp32")["latency_ms"]["p50"]
         assert limits["max_queue"] == default_max_queue(p50, 8) and limits["max_batch"] == 8
-    with serving(validated_tiny, "--variant", "onnx-fp32", "--max-queue", "5") as (url, _):
+    with serving(validated_tiny, "--variant", "onnx-fp32", "--max-queue", "5") as (url, _, _):
         assert requests.get(f"{url}/metadata", timeout=5).json()["limits"]["max_queue"] == 5

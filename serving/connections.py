@@ -1,0 +1,115 @@
+"""Connection-level limits uvicorn does not have: a deadline for a request's headers, and a bound
+on open connections.
+
+uvicorn (0.55) times out only an idle keep-alive connection between two requests
+(``timeout_keep_alive``, which `edgeport serve --keep-alive-s` sets). A connection that opens and
+sends nothing, or sends its request line and headers a byte at a time, is held for ever: its
+protocol arms no timer until a first response has been sent (``HttpToolsProtocol.connection_made``
+starts none, and ``data_received`` cancels the keep-alive timer at the next request's first byte).
+Enough of those exhaust the process's file descriptors. This subclass of uvicorn's httptools
+protocol adds:
+
+- **a header deadline**: from the moment a connection opens (or the next request on a kept-alive
+  connection begins), its headers must be complete within ``header_timeout_s``; otherwise the
+  client gets ``408`` and the connection is closed;
+- **a bound on open connections**: one over ``max_connections`` gets ``503`` with Retry-After at
+  once and is closed (ahead of uvicorn's ``limit_concurrency``, which only refuses once the
+  headers are in, so it cannot refuse a connection that never sends them).
+
+The request body's own deadline and rate floor are enforced per request by ``serving.admission``.
+
+The limits are module state, set by ``configure`` from ``create_app``: uvicorn loads the protocol
+class by name in each worker process (``edgeport serve --workers N``), before that worker builds
+its app, and the protocol reads them when a connection opens.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+PROTOCOL = "serving.connections:GuardedHttpToolsProtocol"  # what `edgeport serve` hands uvicorn as ``http``
+
+
+@dataclass
+class ConnectionLimits:
+    """What a connection may take (see `edgeport serve --help`)."""
+
+    header_timeout_s: float = 10.0
+    max_connections: int = 512
+    retry_after_s: int = 1
+
+
+LIMITS = ConnectionLimits()
+COUNTS = {"header_timeouts": 0, "connections_refused": 0}  # read by serving.metrics
+
+
+def configure(limits: ConnectionLimits) -> None:
+    """Set the limits every later connection of this process gets."""
+    global LIMITS
+    LIMITS = limits
+
+
+def raw_response(status: int, reason: str, message: str, extra: list[tuple[str, str]] = ()) -> bytes:
+    """A complete HTTP/1.1 response with a JSON ``{"error": message}`` body that closes the connection."""
+    body = json.dumps({"error": message}).encode()
+    lines = [f"HTTP/1.1 {status} {reason}", "content-type: application/json",
+             f"content-length: {len(body)}", "connection: close", *(f"{k}: {v}" for k, v in extra)]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a header deadline and a bound on open connections."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if LIMITS.max_connections and len(self.connections) > LIMITS.max_connections:
+            COUNTS["connections_refused"] += 1
+            transport.write(raw_response(
+                503, "Service Unavailable",
+                f"too many connections: {len(self.connections) - 1} open, at most {LIMITS.max_connections} "
+                "(--max-connections); retry later", [("retry-after", str(LIMITS.retry_after_s))]))
+            transport.close()
+            return
+        self._arm_header_timer()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        # the next request on a kept-alive connection: its headers are timed from their first byte
+        # (the first request's were timed from the connection's opening; that timer keeps running)
+        self._arm_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._cancel_header_timer()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        if self._header_timer is None and LIMITS.header_timeout_s > 0:
+            self._header_timer = self.loop.call_later(LIMITS.header_timeout_s, self._header_timeout)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        COUNTS["header_timeouts"] += 1
+        if self.cycle is None or self.cycle.response_complete:  # never into the middle of a response
+            self.transport.write(raw_response(
+                408, "Request Timeout",
+                f"request headers not complete within {LIMITS.header_timeout_s:g} s (--header-timeout-s)"))
+        self.transport.close()
