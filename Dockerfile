@@ -68,5 +68,6 @@ EXPOSE 8080
 # the requests in flight, exit), so no init process is needed for the drain.
 ENTRYPOINT ["edgeport", "serve"]
 # --threads explicitly: without it edgeport reads edgeport.toml, which the image does not have.
-# Keep it equal to the CPUs the container gets (the manifests' CPU limit).
-CMD ["/models/gender-vit", "--host", "0.0.0.0", "--port", "8080", "--threads", "2"]
+# Keep it equal to the CPUs the container gets (the manifests' CPU limit). --max-uploads x
+# --max-body-mb bounds the memory bodies in flight take (256 MiB, within the manifests' 1 GiB).
+CMD ["/models/gender-vit", "--host", "0.0.0.0", "--port", "8080", "--threads", "2", "--max-uploads", "32", "--max-body-mb", "8"]

@@ -7,8 +7,9 @@ One run, on one machine, side by side:
    throughput and latency at each concurrency; open-loop phases at 90%, then 75%, 60%, 45% of
    the best throughput until one has no error (the rate it sustains);
    one at twice that rate (the queue bound must hold: 503s, a bounded p99, flat memory); one
-   at half the best throughput with 10% malformed requests (every good request answered, every
-   bad one a 4xx, no worker lost).
+   at half the best throughput with 10% malformed requests and 64 clients holding stalled
+   uploads open all phase long (every good request answered, every bad one a 4xx, every stalled
+   upload answered 408 or 503 by the server's body limits, no worker lost).
 2. The server a user would write by hand (``edgeport.bench_serve_baseline``: FastAPI + a
    transformers pipeline, one request at a time) on the same model's PyTorch weights, same
    images, same threads, same concurrencies.
@@ -46,6 +47,7 @@ MALFORMED_FRACTION = 0.1
 # the malformed-request phase runs at this share of the best throughput: it tests what bad input does
 # to a server with headroom; near capacity, good requests get 503s from the load alone
 MALFORMED_SHARE = 0.5
+STALLED_UPLOADS = 64  # clients holding a stalled upload open during the malformed phase (issue #30's lock-out)
 THROUGHPUT_RATIO_TARGET = 5.0
 MEMORY_GROWTH_LIMIT = 0.05  # RSS of the overload phase's last quarter over its first quarter, at most +5%
 P99_GROWTH_LIMIT = 1.5  # overload: the last third's p99 over the middle third's, at most
@@ -391,8 +393,11 @@ def _run_servers(opts: BenchServeOptions, model_dir: Path, images: list[Path], s
         log(_phase_line(f"open load at {OVERLOAD_FACTOR:g}x ({OVERLOAD_FACTOR * rate:.1f} req/s)", overload))
         half = round(MALFORMED_SHARE * capacity, 2)
         malformed = phase(url, proc.pid, mode="open", rate=half, duration_s=opts.duration_s,
-                          malformed_fraction=MALFORMED_FRACTION, seed=1)
-        log(_phase_line(f"open load at {half} req/s, {MALFORMED_FRACTION:.0%} malformed", malformed))
+                          malformed_fraction=MALFORMED_FRACTION, stalled_uploads=STALLED_UPLOADS, seed=1)
+        malformed["body_grace_s"] = float(meta["limits"]["body_grace_s"])
+        log(_phase_line(f"open load at {half} req/s, {MALFORMED_FRACTION:.0%} malformed, "
+                        f"{STALLED_UPLOADS} stalled uploads", malformed)
+            + f"; stalled uploads answered {malformed['stalled']}, held {malformed['stalled_hold_s']} s")
         alive = proc.poll() is None and requests.get(f"{url}/health", timeout=10).status_code == 200
         malformed["server_alive_after"] = alive
         malformed["workers_unchanged"] = alive and worker_pids(proc.pid) == pids
@@ -459,12 +464,23 @@ def judge_targets(result: dict[str, Any], opts: BenchServeOptions) -> list[dict[
                    for kind, statuses in m["malformed"].items()}
     bad_answers = {k: v for k, v in bad_answers.items() if v}
     malformed_count = sum(sum(v.values()) for v in m["malformed"].values())
-    rows.append({"target": f"{MALFORMED_FRACTION:.0%} malformed requests (at {MALFORMED_SHARE:.0%} of the best "
-                           "throughput): 0 crashed workers, every good request answered, every bad one a 4xx",
+    stalled = m.get("stalled") or {}
+    stalled_count = sum(stalled.values())
+    # each stalled client's last upload may be cut by the phase's end (status 0); any other must have
+    # been answered by the server's body limits: 408 (rate floor, deadline) or 503 (upload bound)
+    unanswered = stalled.get("0", 0)
+    stalled_bad = {k: v for k, v in stalled.items() if k not in ("0", "408", "503")}
+    stalled_ok = (not stalled_bad and unanswered <= (m["spec"].get("stalled_uploads") or 0)
+                  and (stalled_count > unanswered or not stalled_count))
+    rows.append({"target": f"{MALFORMED_FRACTION:.0%} malformed requests and {STALLED_UPLOADS} stalled uploads (at "
+                           f"{MALFORMED_SHARE:.0%} of the best throughput): 0 crashed workers, every good request "
+                           "answered, every bad one a 4xx, every stalled upload answered 408 or 503",
                  "value": f"{m['ok']} of {m['good']} good requests answered 200; {malformed_count} malformed, "
                           + (f"not 4xx: {bad_answers}" if bad_answers else "all 4xx (or 503 when busy)")
+                          + f"; {stalled_count} stalled uploads answered {stalled or '-'} (0: cut by the phase's "
+                            f"end), held {(m.get('stalled_hold_s') or {}).get('median')} s median"
                           + f"; server alive: {m['server_alive_after']}, same workers: {m['workers_unchanged']}",
-                 "met": m["ok"] == m["good"] and not bad_answers and m["workers_unchanged"]})
+                 "met": m["ok"] == m["good"] and not bad_answers and m["workers_unchanged"] and stalled_ok})
     return rows
 
 
@@ -511,6 +527,10 @@ def render_markdown(r: dict[str, Any]) -> str:
     if ours["malformed"]["malformed"]:
         lines += ["", "Malformed requests by kind and status: "
                   + "; ".join(f"{k}: {v}" for k, v in sorted(ours["malformed"]["malformed"].items()))]
+    if ours["malformed"].get("stalled"):
+        lines += ["", f"Stalled uploads (clients announcing 1 MB and sending 100 bytes, all phase long) by status: "
+                  f"{ours['malformed']['stalled']} (0: cut by the phase's end); seconds until the server answered: "
+                  f"{ours['malformed']['stalled_hold_s']} (body grace {ours['malformed'].get('body_grace_s')} s)."]
     return "\n".join(lines) + "\n"
 
 

@@ -11,8 +11,12 @@ and GIL are not the server's. Two shapes of load, both bounded in time and in co
   never queues without bound.
 
 A ``malformed_fraction`` of the requests are bad on purpose (not an image, a truncated
-image, bad JSON, bad base64, an unknown parameter, a wrong Content-Type); they are counted
-apart, and their answers must be 4xx.
+image, bad JSON, JSON nested 100,000 deep, bad base64, an unknown parameter, a wrong
+Content-Type); they are counted apart, and their answers must be 4xx. Beside them,
+``stalled_uploads`` raw-socket clients each keep an upload stalled for the whole phase: they
+announce a 1 MB body, send 100 bytes and wait; when the server answers (408 once the body falls
+under its rate floor, 503 while its upload bound is full) they start another. Their answers
+are counted apart too (``stalled``); the good requests must not notice them.
 
 Written here rather than taken from wrk/locust: wrk is not a Python package, locust is not in
 the lock, and the figures need per-request kinds (good/malformed) and their statuses.
@@ -32,8 +36,9 @@ from typing import Any
 import numpy as np
 
 # Bad requests, each with the status class the server must answer it with (4xx).
-MALFORMED_KINDS = ("not-an-image", "truncated-image", "bad-json", "bad-base64", "unknown-parameter",
+MALFORMED_KINDS = ("not-an-image", "truncated-image", "bad-json", "deep-json", "bad-base64", "unknown-parameter",
                    "unsupported-content-type")
+STALLED_DECLARED, STALLED_SENT = 1_000_000, 100  # bytes a stalled upload announces, and sends
 
 
 @dataclass
@@ -48,6 +53,7 @@ class LoadSpec:
     duration_s: float = 10.0
     max_in_flight: int = 256  # open: outstanding requests at most
     malformed_fraction: float = 0.0
+    stalled_uploads: int = 0  # clients holding a stalled upload open all phase long
     timeout_s: float = 60.0
     seed: int = 0
 
@@ -75,6 +81,8 @@ class LoadResult:
     malformed: dict[str, dict[str, int]] = field(default_factory=dict)  # kind -> status -> count
     client_saturated: int = 0
     p99_ms_by_third: dict[str, float | None] = field(default_factory=dict)  # of the phase, by start time
+    stalled: dict[str, int] = field(default_factory=dict)  # stalled uploads' answers by status ("0": none)
+    stalled_hold_s: dict[str, float | None] = field(default_factory=dict)  # how long the server let them hang
 
 
 def _content_type(path: str) -> str:
@@ -111,6 +119,9 @@ class _Requests:
             return {"data": body[: len(body) // 3], "headers": {"Content-Type": ctype}}, kind
         if kind == "bad-json":
             return {"data": b'{"inputs": "abc', "headers": {"Content-Type": "application/json"}}, kind
+        if kind == "deep-json":
+            return {"data": b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                    "headers": {"Content-Type": "application/json"}}, kind
         if kind == "bad-base64":
             return {"data": json.dumps({"inputs": "@@not base64@@"}).encode(),
                     "headers": {"Content-Type": "application/json"}}, kind
@@ -118,6 +129,39 @@ class _Requests:
             doc = {"inputs": base64.b64encode(body).decode(), "parameters": {"no_such_parameter": 1}}
             return {"data": json.dumps(doc).encode(), "headers": {"Content-Type": "application/json"}}, kind
         return {"data": body, "headers": {"Content-Type": "text/plain"}}, kind
+
+
+def _stalled_uploads(spec: LoadSpec, deadline: float) -> tuple[list[threading.Thread], list[tuple[int, float]]]:
+    """Threads that each keep one stalled upload open until ``deadline``; (status, seconds held) per upload."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(spec.url)
+    address = (parts.hostname or "127.0.0.1", parts.port or 80)
+    head = (f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: image/jpeg\r\n"
+            f"Content-Length: {STALLED_DECLARED}\r\n\r\n").encode() + b"\xff" * STALLED_SENT
+    outcomes: list[tuple[int, float]] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            status = 0
+            try:
+                with socket.create_connection(address, timeout=max(0.1, deadline - start)) as sock:
+                    sock.sendall(head)
+                    answer = sock.recv(64)  # blocks until the server answers or closes, or the phase ends
+                    if answer.startswith(b"HTTP/1.1 "):
+                        status = int(answer[9:12])
+            except TimeoutError:  # the phase ended first: held for the whole phase, no answer
+                status = 0
+            except OSError:
+                status = 0
+                time.sleep(0.05)
+            with lock:
+                outcomes.append((status, time.perf_counter() - start))
+
+    return [threading.Thread(target=client, daemon=True) for _ in range(spec.stalled_uploads)], outcomes
 
 
 def run_load(spec: LoadSpec) -> LoadResult:
@@ -183,18 +227,22 @@ def run_load(spec: LoadSpec) -> LoadResult:
         threads = [threading.Thread(target=scheduler, daemon=True)]
     else:
         raise ValueError(f"unknown load mode {spec.mode!r}: closed or open")
-    for t in threads:
+    stallers, stalled = _stalled_uploads(spec, deadline)
+    for t in stallers:  # first, so that the good requests meet the stalled uploads all phase long
         t.start()
     for t in threads:
+        t.start()
+    for t in threads + stallers:
         t.join()
     if spec.mode == "open":  # let the requests in flight finish (each is bounded by its timeout)
         pool.shutdown(wait=True)
     elapsed = time.perf_counter() - t0
-    return summarize(spec, samples, elapsed, saturated)
+    return summarize(spec, samples, elapsed, saturated, stalled)
 
 
-def summarize(spec: LoadSpec, samples: list[Sample], elapsed: float, saturated: int = 0) -> LoadResult:
-    """The phase's figures from its samples."""
+def summarize(spec: LoadSpec, samples: list[Sample], elapsed: float, saturated: int = 0,
+              stalled: list[tuple[int, float]] = ()) -> LoadResult:
+    """The phase's figures from its samples (and the stalled uploads' answers)."""
     good = [s for s in samples if s.malformed is None]
     ok = [s.latency for s in good if s.status == 200]
     statuses: dict[str, int] = {}
@@ -213,11 +261,17 @@ def summarize(spec: LoadSpec, samples: list[Sample], elapsed: float, saturated: 
         part = [s.latency for s in good if s.status == 200
                 and begin + i * elapsed / 3 <= s.start < begin + (i + 1) * elapsed / 3 + (1e9 if i == 2 else 0)]
         thirds[name] = round(float(np.percentile(part, 99)) * 1000, 2) if part else None
+    stalled_statuses: dict[str, int] = {}
+    for status, _ in stalled:
+        stalled_statuses[str(status)] = stalled_statuses.get(str(status), 0) + 1
+    answered = [held for status, held in stalled if status]
+    hold = {"median": round(float(np.median(answered)), 2) if answered else None,
+            "max": round(max(answered), 2) if answered else None}
     return LoadResult(spec=asdict(spec) | {"images": len(spec.images)}, seconds=round(elapsed, 2),
                       sent=len(samples), good=len(good), ok=len(ok),
                       throughput_rps=round(len(ok) / elapsed, 2) if elapsed > 0 else 0.0,
                       latency_ms=latency, statuses=statuses, malformed=malformed, client_saturated=saturated,
-                      p99_ms_by_third=thirds)
+                      p99_ms_by_third=thirds, stalled=stalled_statuses, stalled_hold_s=hold if stalled else {})
 
 
 def main(argv: list[str]) -> int:

@@ -276,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after --body-grace-s, a body must arrive at this many KB/s at least; else 408 and the "
                         "connection is closed (default %(default)s; 0: no floor)")
     p.add_argument("--body-grace-s", type=float, default=5.0,
-                   help="seconds a body may take before --min-body-rate-kb applies (default %(default)s)")
+                   help="seconds a body may take before --min-body-rate-kb applies; also how long the rest of "
+                        "a body is read and dropped after an answer sent before it arrived (a 503, a 405), "
+                        "before the connection is closed (default %(default)s)")
     p.add_argument("--header-timeout-s", type=float, default=10.0,
                    help="a request's headers must be complete within this many seconds of the connection "
                         "opening (or of the request's first byte on a kept-alive connection); else 408 and the "

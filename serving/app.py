@@ -65,7 +65,7 @@ class ServeSettings:
 
     def connection_limits(self) -> ConnectionLimits:
         return ConnectionLimits(header_timeout_s=self.header_timeout_s, max_connections=self.max_connections,
-                                retry_after_s=self.retry_after_s)
+                                linger_s=self.body_grace_s, retry_after_s=self.retry_after_s)
 
     def limits(self) -> dict[str, Any]:
         """What ``GET /metadata`` shows under ``limits``: every bound a client can meet."""

@@ -14,7 +14,13 @@ protocol adds:
   client gets ``408`` and the connection is closed;
 - **a bound on open connections**: one over ``max_connections`` gets ``503`` with Retry-After at
   once and is closed (ahead of uvicorn's ``limit_concurrency``, which only refuses once the
-  headers are in, so it cannot refuse a connection that never sends them).
+  headers are in, so it cannot refuse a connection that never sends them);
+- **a deadline for a body nobody reads**: a request answered before its body arrived (a 503
+  refusal, a 404 or 405) keeps its connection while the rest of the body is read and dropped, so
+  that the client sees the answer (closing at once could reset the connection under it), but
+  only for ``linger_s`` (nginx's ``lingering_timeout`` idea); then it is closed. uvicorn keeps
+  such a connection for as long as body bytes keep coming (each one cancels its keep-alive
+  timer), and once the body is done it arms no timer at all, so the idle connection stayed open.
 
 The request body's own deadline and rate floor are enforced per request by ``serving.admission``.
 
@@ -40,6 +46,7 @@ class ConnectionLimits:
 
     header_timeout_s: float = 10.0
     max_connections: int = 512
+    linger_s: float = 5.0  # `edgeport serve` sets it to --body-grace-s
     retry_after_s: int = 1
 
 
@@ -67,6 +74,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -90,8 +98,28 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_header_timer()
         super().on_headers_complete()
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.cycle is not None and self.cycle.response_complete and self.cycle.more_body \
+                and not self.transport.is_closing() and self._linger_timer is None:
+            # answered before its body was read: drop the rest, for a while (a pipelined request's cycle
+            # is not response_complete: its body is read as usual)
+            self._linger_timer = self.loop.call_later(LIMITS.linger_s, self.transport.close)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        if self._linger_timer is not None:  # the unread body is done: an ordinary kept-alive connection again
+            self._linger_timer.cancel()
+            self._linger_timer = None
+            if self.timeout_keep_alive_task is None and not self.transport.is_closing() and not self.pipeline:
+                self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
+                                                                    self.timeout_keep_alive_handler)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
         super().connection_lost(exc)
 
     def _arm_header_timer(self) -> None:

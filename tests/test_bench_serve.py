@@ -21,6 +21,11 @@ def test_summary_counts_good_and_malformed_apart(tmp_path):
     assert r.latency_ms["p50"] == 20.0 and r.latency_ms["max"] == 30.0
     # thirds of the 2 s phase by start time: [0, 0.67) holds 10 and 20 ms, [1.33, 2] holds 30 ms
     assert r.p99_ms_by_third == {"first": pytest.approx(19.9, abs=0.1), "second": None, "third": 30.0}
+    assert r.stalled == {} and r.stalled_hold_s == {}
+    # stalled uploads: counted by the server's answer apart from the requests, with how long each was held
+    r = summarize(spec, samples, elapsed=2.0, stalled=[(408, 5.1), (408, 5.3), (503, 0.01), (0, 15.0)])
+    assert r.stalled == {"408": 2, "503": 1, "0": 1} and r.statuses == {"200": 3, "503": 1, "0": 1}
+    assert r.stalled_hold_s == {"median": 5.1, "max": 5.3}  # of those the server answered
 
 
 def test_malformed_requests_come_in_every_kind_at_the_asked_share(faces_dir):
@@ -55,6 +60,9 @@ def test_bench_serve_runs_both_servers_and_judges_the_targets(validated_tiny, fa
     assert malformed["malformed"] and all(k.startswith("4") or k == "503"
                                           for statuses in malformed["malformed"].values() for k in statuses)
     assert malformed["server_alive_after"] and malformed["workers_unchanged"]
+    # 64 stalled uploads held open beside them: answered 408/503 by the server, or cut by the phase's end
+    assert malformed["spec"]["stalled_uploads"] == 64 and sum(malformed["stalled"].values()) >= 64
+    assert set(malformed["stalled"]) <= {"0", "408", "503"}
     assert result["handwritten"]["sweep"]["2"]["ok"] > 0
     targets = {t["target"].split(",")[0]: t for t in result["targets"]}
     assert len(result["targets"]) == 4 and all(t["met"] in (True, False) for t in result["targets"])

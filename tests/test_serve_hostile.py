@@ -45,8 +45,10 @@ def _start_upload(url: str, declared: int = 1_000_000, sent: int = 100, path: st
     return sock
 
 
-def _response(sock: socket.socket, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes, bool]:
-    """(status, headers, body, whether the server closed the connection after it), read from ``sock``."""
+def _response(sock: socket.socket, timeout: float = 10.0, check_closed: bool = True
+              ) -> tuple[int, dict[str, str], bytes, bool]:
+    """(status, headers, body, whether the server closed the connection after it: waits up to 2 s for
+    that unless ``check_closed`` is false), read from ``sock``."""
     sock.settimeout(timeout)
     data = b""
     while b"\r\n\r\n" not in data:
@@ -64,6 +66,8 @@ def _response(sock: socket.socket, timeout: float = 10.0) -> tuple[int, dict[str
         if not chunk:
             break
         body += chunk
+    if not check_closed:
+        return status, headers, body, False
     try:
         sock.settimeout(2.0)
         closed = sock.recv(1) == b""
@@ -189,6 +193,35 @@ def test_slow_headers_and_idle_connections_are_closed(short_server):
     kept.close()
     metrics = requests.get(f"{url}/metrics", timeout=5).text
     assert _metric(metrics, "edgeport_header_timeouts_total") >= 3
+
+
+def test_a_body_nobody_reads_holds_its_connection_briefly(short_server):
+    """A request answered before its body arrived (405 here) whose client then trickles the body:
+    the connection is closed after --body-grace-s, not held while bytes keep coming; one whose
+    body then completes is an ordinary kept-alive connection again."""
+    url, _, _ = short_server
+    sock = _start_upload(url, declared=1_000_000, sent=10, path="/health")
+    status, _, _, _ = _response(sock, timeout=5, check_closed=False)
+    assert status == 405
+    start = time.monotonic()
+    closed = False
+    while time.monotonic() - start < 4:
+        try:
+            sock.sendall(b"x" * 64)  # far under any rate: only the linger deadline can end it
+        except (BrokenPipeError, ConnectionResetError):
+            closed = True
+            break
+        closed, _ = _closed_within(sock, 0.1)
+        if closed:
+            break
+    assert closed and time.monotonic() - start < GRACE_S + 1.5
+    sock.close()
+    # the same, but the body then completes at once: the connection answers the next request
+    sock = _start_upload(url, declared=200, sent=10, path="/health")
+    assert _response(sock, timeout=5, check_closed=False)[0] == 405
+    sock.sendall(b"x" * 190 + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert _response(sock, timeout=5)[0] == 200
+    sock.close()
 
 
 def _bad_bodies(good: bytes) -> list[tuple[str, str, dict, int, str]]:
