@@ -8,7 +8,7 @@ body cannot hold a place that a request ready to run needs:
    and no slower than ``min_body_rate`` bytes a second after the first ``body_grace_s`` (the
    deadline is ``grace + bytes received / rate``, capped at ``body_timeout_s``: Apache's
    mod_reqtimeout rule, ``body=GRACE,MinRate=RATE``); otherwise the client gets ``408`` and the
-   connection is closed. A body over ``max_body`` bytes gets ``413`` (from its Content-Length at
+   connection is closed. A body over ``max_body_mb`` gets ``413`` (from its Content-Length at
    once, else as soon as it goes over), also closing the connection, so the rest is not read.
 2. **inference**: only a request whose body has arrived takes one of ``limit`` places (decoded,
    queued or run); beyond them, 503 with Retry-After. While every place is taken, a new request
@@ -62,11 +62,16 @@ class AdmissionLimits:
 
     limit: int  # inference requests in progress (--max-queue)
     max_uploads: int = 128
-    max_body: int = 20 * 1024 * 1024  # bytes
+    max_body_mb: float = 20.0
     body_timeout_s: float = 30.0
     body_grace_s: float = 5.0
     min_body_rate: float = 8 * 1024.0  # bytes per second after the grace; 0: no floor
     retry_after_s: int = 1
+
+    @property
+    def max_body(self) -> int:
+        """The body limit in bytes."""
+        return int(self.max_body_mb * 1024 * 1024)
 
 
 class BodyRefused(Exception):
@@ -85,9 +90,8 @@ class Admission:
     """ASGI middleware: read inference bodies within their limits, bound both stages, count every request."""
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], *, limits: AdmissionLimits,
-                 metrics: Metrics, max_body_mb: float = 20.0) -> None:
+                 metrics: Metrics) -> None:
         self.app, self.limits, self.metrics = app, limits, metrics
-        self.max_body_mb = max_body_mb  # how the operator set max_body, for the messages
         # the event loop is one thread: plain counters are enough
         self.uploading = 0
         self.in_progress = 0
@@ -136,13 +140,14 @@ class Admission:
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         """The whole body, or BodyRefused (408 too slow, 413 too large, 400 bad Content-Length)."""
         limits = self.limits
+        max_body = limits.max_body
         declared = _header(scope, b"content-length")
         if declared is not None:
             if not declared.isdigit():
                 raise BodyRefused(400, "Content-Length is not a number", "bad-length")
-            if int(declared) > limits.max_body:
-                raise BodyRefused(413, f"body of {int(declared)} bytes is over the limit of {limits.max_body} "
-                                       f"(--max-body-mb {self.max_body_mb:g})", "too-large")
+            if int(declared) > max_body:
+                raise BodyRefused(413, f"body of {int(declared)} bytes is over the limit of {max_body} "
+                                       f"(--max-body-mb {limits.max_body_mb:g})", "too-large")
         loop = asyncio.get_running_loop()
         begin = loop.time()
         cap = begin + limits.body_timeout_s
@@ -161,9 +166,9 @@ class Admission:
                 raise ClientGone()
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > limits.max_body:
-                raise BodyRefused(413, f"body over the limit of {limits.max_body} bytes "
-                                       f"(--max-body-mb {self.max_body_mb:g})", "too-large")
+            if size > max_body:
+                raise BodyRefused(413, f"body over the limit of {max_body} bytes "
+                                       f"(--max-body-mb {limits.max_body_mb:g})", "too-large")
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)

@@ -25,7 +25,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from serving import connections
 from serving.admission import Admission, AdmissionLimits
 from serving.batcher import Batcher, QueueFull
-from serving.connections import ConnectionLimits
 from serving.metrics import Metrics
 from serving.payloads import (RequestError, b64_bytes, check_count, decode_image, load_json, parse_body, ranked,
                               short_repr)
@@ -59,12 +58,12 @@ class ServeSettings:
 
     def admission_limits(self) -> AdmissionLimits:
         return AdmissionLimits(limit=self.max_queue, max_uploads=self.max_uploads,
-                               max_body=int(self.max_body_mb * 1024 * 1024), body_timeout_s=self.body_timeout_s,
+                               max_body_mb=self.max_body_mb, body_timeout_s=self.body_timeout_s,
                                body_grace_s=self.body_grace_s, min_body_rate=self.min_body_rate_kb * 1024.0,
                                retry_after_s=self.retry_after_s)
 
-    def connection_limits(self) -> ConnectionLimits:
-        return ConnectionLimits(header_timeout_s=self.header_timeout_s, max_connections=self.max_connections,
+    def connection_limits(self) -> connections.ConnectionLimits:
+        return connections.ConnectionLimits(header_timeout_s=self.header_timeout_s, max_connections=self.max_connections,
                                 linger_s=self.body_grace_s, retry_after_s=self.retry_after_s)
 
     def limits(self) -> dict[str, Any]:
@@ -131,8 +130,7 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
                   docs_url=None, redoc_url=None, openapi_url=None)
 
     # reads inference bodies within their limits, bounds uploads and inference apart, counts every request
-    app.add_middleware(Admission, limits=settings.admission_limits(), metrics=metrics,
-                       max_body_mb=settings.max_body_mb)
+    app.add_middleware(Admission, limits=settings.admission_limits(), metrics=metrics)
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError):
