@@ -15,6 +15,7 @@ from edgeport import __version__  # noqa: E402
 from edgeport.config import Config, ConfigError, ModelEntry, load_config  # noqa: E402
 from edgeport.model_source import ModelSourceError, resolve_source  # noqa: E402
 from edgeport.variants import DEFAULT_VARIANTS, FULL_INTEGER_ACTIVATIONS, VARIANTS  # noqa: E402
+from serving.settings import ServeSettings  # noqa: E402
 from validation.subgroups import SubgroupSpec  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -256,37 +257,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="port (default %(default)s)")
     p.add_argument("--workers", type=int, default=1, help="server processes, each with its own runner (default 1)")
     p.add_argument("--threads", type=int, help="threads per runner (default: the config's [settings] threads)")
-    p.add_argument("--max-batch", type=int, default=8, help="images per inference batch at most (default 8)")
-    p.add_argument("--max-wait-ms", type=float, default=0.0,
+    p.add_argument("--max-batch", type=int, default=ServeSettings.max_batch,
+                   help="images per inference batch at most (default %(default)s)")
+    p.add_argument("--max-wait-ms", type=float, default=ServeSettings.max_wait_ms,
                    help="how long the first image of a batch waits for others (default 0: a batch is what "
                         "queued while the previous one ran)")
     p.add_argument("--max-queue", type=int,
                    help="inference requests in the server at once, and images queued, at most; beyond: 503 "
                         "(default: about 2 s of work at the variant's validated batch-1 latency, at least "
                         "2x --max-batch, at most 64)")
-    p.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body; beyond: 413 (default 20)")
-    p.add_argument("--timeout-s", type=float, default=30.0, help="longest wait for a result; beyond: 504 (default 30)")
-    p.add_argument("--max-uploads", type=int, default=128,
+    p.add_argument("--max-body-mb", type=float, default=ServeSettings.max_body_mb,
+                   help="largest request body; beyond: 413 (default %(default)s)")
+    p.add_argument("--timeout-s", type=float, default=ServeSettings.timeout_s,
+                   help="longest wait for a result; beyond: 504 (default %(default)s)")
+    p.add_argument("--max-uploads", type=int, default=ServeSettings.max_uploads,
                    help="requests whose body is still arriving, at most; beyond: 503 with Retry-After (default "
                         "%(default)s; memory for bodies is at most this times --max-body-mb)")
-    p.add_argument("--body-timeout-s", type=float, default=30.0,
+    p.add_argument("--body-timeout-s", type=float, default=ServeSettings.body_timeout_s,
                    help="a request body must arrive within this many seconds of its headers; else 408 and the "
                         "connection is closed (default %(default)s)")
-    p.add_argument("--min-body-rate-kb", type=float, default=8.0,
+    p.add_argument("--min-body-rate-kb", type=float, default=ServeSettings.min_body_rate_kb,
                    help="after --body-grace-s, a body must arrive at this many KB/s at least; else 408 and the "
                         "connection is closed (default %(default)s; 0: no floor)")
-    p.add_argument("--body-grace-s", type=float, default=5.0,
+    p.add_argument("--body-grace-s", type=float, default=ServeSettings.body_grace_s,
                    help="seconds a body may take before --min-body-rate-kb applies; also how long the rest of "
                         "a body is read and dropped after an answer sent before it arrived (a 503, a 405), "
                         "before the connection is closed (default %(default)s)")
-    p.add_argument("--header-timeout-s", type=float, default=10.0,
+    p.add_argument("--header-timeout-s", type=float, default=ServeSettings.header_timeout_s,
                    help="a request's headers must be complete within this many seconds of the connection "
                         "opening (or of the request's first byte on a kept-alive connection); else 408 and the "
                         "connection is closed (default %(default)s)")
-    p.add_argument("--keep-alive-s", type=float, default=5.0,
+    p.add_argument("--keep-alive-s", type=float, default=ServeSettings.keep_alive_s,
                    help="an idle kept-alive connection is closed after this many seconds (uvicorn's "
                         "timeout_keep_alive; default %(default)s)")
-    p.add_argument("--max-connections", type=int, default=512,
+    p.add_argument("--max-connections", type=int, default=ServeSettings.max_connections,
                    help="open connections per worker, at most; beyond: 503 and closed at once (default "
                         "%(default)s; keep it under the process's open-file limit)")
     p.add_argument("--config", type=Path, help="config file for the thread count (default: edgeport.toml)")
@@ -658,7 +662,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from serving.app import CONFIG_ENV, QUEUE_WAIT_S, ServeSettings, create_app, default_max_queue, settings_env
+    from serving.app import CONFIG_ENV, QUEUE_WAIT_S, create_app, default_max_queue, settings_env
     from serving.connections import PROTOCOL
     from serving.selection import ServeError, select_variant
 
@@ -668,12 +672,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             threads = _config(args).run.threads
         except (ConfigError, FileNotFoundError):
             threads = 2
-    settings = ServeSettings(model_dir=str(args.model_dir), variant=args.variant, threads=threads,
-                             max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                             max_body_mb=args.max_body_mb, timeout_s=args.timeout_s, max_uploads=args.max_uploads,
-                             body_timeout_s=args.body_timeout_s, body_grace_s=args.body_grace_s,
-                             min_body_rate_kb=args.min_body_rate_kb, header_timeout_s=args.header_timeout_s,
-                             keep_alive_s=args.keep_alive_s, max_connections=args.max_connections)
+    # every serve option that is a setting, by its name (max_queue is derived below when not given)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ServeSettings)
+             if f.name not in ("model_dir", "threads", "max_queue") and hasattr(args, f.name)}
+    settings = ServeSettings(model_dir=str(args.model_dir), threads=threads, **given)
     try:
         for flag in ("max_batch", "max_uploads", "max_connections"):
             if getattr(args, flag) < 1:
