@@ -41,7 +41,7 @@ RUN python -m pip install --upgrade pip==25.3 \
  && python -m pip install --no-deps --ignore-requires-python \
         --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.lock
 
-# The five packages pyproject.toml installs, and nothing else of the repository: serving reads no
+# The folders pyproject.toml installs as edgeport.*, and nothing else of the repository: serving reads no
 # config file when --threads is given, and never the evaluation images (report.json is enough).
 COPY edgeport ./edgeport
 COPY converters ./converters

@@ -8,7 +8,7 @@ export USE_TF := 0
 export HF_HUB_OFFLINE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv test-deps export-all gate test bench bench-serve matrix serve train-models clean help
+.PHONY: venv test-deps export-all gate test bench bench-serve matrix serve check-install train-models clean help
 
 help:
 	@echo "make export-all   export + validate every model in $(CONFIG) into artifacts/ (EXPORT_ARGS=\"--shard 2/4\": CI runner 2 of 4)"
@@ -18,6 +18,7 @@ help:
 	@echo "make matrix       every architecture x variant, validated -> docs/compatibility.md (MATRIX_ARGS=...)"
 	@echo "make bench-serve  load-test edgeport serve against a hand-written PyTorch server (BENCH_SERVE_ARGS=...)"
 	@echo "make serve        serve a validated model over HTTP on 127.0.0.1:8080 (SERVE_ARGS=\"artifacts/NAME ...\")"
+	@echo "make check-install build the wheel, pip-install it into fresh venvs (core, [serve], [all]) and try each (EXTRAS=...)"
 	@echo "make train-models retrain the bundled models (needs ../shared/datasets; see training/README.md)"
 	@echo "make clean        remove artifacts/ outputs"
 
@@ -57,6 +58,11 @@ bench-serve: venv
 SERVE_ARGS ?= artifacts/gender-vit
 serve: venv
 	$(EDGEPORT) serve $(SERVE_ARGS)
+
+# e.g. make check-install EXTRAS="core tflite" (minutes; needs the package index)
+EXTRAS ?= core serve all
+check-install: venv
+	@EXTRAS="$(EXTRAS)" scripts/check-install.sh
 
 # Reproduces models/ and data/ from the shared datasets (about an hour per model on 1 core).
 train-models: venv

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from converters.atomic import atomic_path
-from converters.checksums import sha256_file
-from converters.onnx2tf_tool import ConversionError
-from converters.tflite_ops import require_builtin_ops
+from edgeport.converters.atomic import atomic_path
+from edgeport.converters.checksums import sha256_file
+from edgeport.converters.onnx2tf_tool import ConversionError
+from edgeport.converters.tflite_ops import require_builtin_ops
 
 # How calibrate_min_max merges the images' statistics; part of the calibration cache key, so a
 # cache written by an older rule (the quantizer's moving average) is not read back.

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from converters.atomic import atomic_path
-from converters.quiet import quiet
-from converters.torch_logits import logits_module
+from edgeport.converters.atomic import atomic_path
+from edgeport.converters.quiet import quiet
+from edgeport.converters.torch_logits import logits_module
 
 # The deployment target the ML program needs: iOS 16 / macOS 13 run fp16 and fp32 ML programs.
 DEPLOYMENT_TARGET = "iOS16"

@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from converters.atomic import atomic_path
-from converters.precision_search import Holdout, Target
-from converters.quiet import quiet
-from converters.torch_logits import logits_module
+from edgeport.converters.atomic import atomic_path
+from edgeport.converters.precision_search import Holdout, Target
+from edgeport.converters.quiet import quiet
+from edgeport.converters.torch_logits import logits_module
 
 
 def export_executorch(source: str, out_path: str | Path, *, input_size: tuple[int, int], channels: int = 3,
@@ -46,7 +46,7 @@ def export_executorch(source: str, out_path: str | Path, *, input_size: tuple[in
     """
     import torch
 
-    from converters.executorch_int8 import CalibratedCapture, module_of, search_executorch_int8
+    from edgeport.converters.executorch_int8 import CalibratedCapture, module_of, search_executorch_int8
 
     # Eager attention: transformers' SDPA path adds mask guards (any/eq/where) that XNNPACK does
     # not take, so they ran in the portable kernels between delegate calls; eager attention

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.precision_search import Holdout, SearchResult, Target, search_precision
+from edgeport.converters.precision_search import Holdout, SearchResult, Target, search_precision
 
 # aten ops the search may return to float: the quantized compute ops (what ONNX's MatMul/Gemm/Conv are)
 CANDIDATE_OPS = ("aten.linear.default", "aten.conv1d.default", "aten.conv2d.default", "aten.conv3d.default",

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.atomic import atomic_path
-from converters.checksums import sha256_file
-from converters.child_process import measure_command
-from converters.onnx_rewrites import expand_reduce_l2
+from edgeport.converters.atomic import atomic_path
+from edgeport.converters.checksums import sha256_file
+from edgeport.converters.child_process import measure_command
+from edgeport.converters.onnx_rewrites import expand_reduce_l2
 
 # The file name onnx2tf looks for before it tries to download its sample.
 ONNX2TF_SAMPLE_NAME = "calibration_image_sample_data_20x128x128x3_float32.npy"

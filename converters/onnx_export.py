@@ -17,9 +17,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from converters.atomic import atomic_path
-from converters.onnx_rewrites import average_pools_as_global
-from converters.quiet import quiet
+from edgeport.converters.atomic import atomic_path
+from edgeport.converters.onnx_rewrites import average_pools_as_global
+from edgeport.converters.quiet import quiet
 
 DEFAULT_OPSET = 20
 
@@ -101,7 +101,7 @@ def _export_with_dynamo(source: str, revision: str | None, opset: int, shape: tu
     """
     import torch
 
-    from converters.torch_logits import logits_module
+    from edgeport.converters.torch_logits import logits_module
 
     batch = torch.export.Dim("batch_size", min=1, max=4096)
     with torch.inference_mode(False), torch.no_grad():

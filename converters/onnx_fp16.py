@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from converters.atomic import atomic_path
+from edgeport.converters.atomic import atomic_path
 
 
 def convert_onnx_fp16(onnx_path: str | Path, out_path: str | Path) -> Path:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from converters.atomic import atomic_path
-from runtimes.machine import has_vnni
+from edgeport.converters.atomic import atomic_path
+from edgeport.runtimes.machine import has_vnni
 
 
 def convert_onnx_int8_dynamic(onnx_path: str | Path, out_path: str | Path,

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from converters.atomic import atomic_path
-from converters.precision_search import FLAT_RANKING_MAX, Holdout, SearchResult, Target, search_precision
+from edgeport.converters.atomic import atomic_path
+from edgeport.converters.precision_search import FLAT_RANKING_MAX, Holdout, SearchResult, Target, search_precision
 
 OP_TYPES = ["MatMul", "Gemm", "Conv"]
 SENSITIVITY_IMAGES = 64  # held-out images each layer's cost is measured on (at most)

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from converters.atomic import atomic_path
-from converters.precision_search import Holdout, Target
-from converters.quiet import quiet
+from edgeport.converters.atomic import atomic_path
+from edgeport.converters.precision_search import Holdout, Target
+from edgeport.converters.quiet import quiet
 
 IR_NAME = "model.xml"
 # OpenVINO's operator types that mark attention: its frontends fuse softmax(QK^T)V into

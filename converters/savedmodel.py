@@ -10,8 +10,8 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from converters.atomic import atomic_path
-from converters.onnx2tf_tool import ConversionError, onnx2tf_args, prepare_onnx2tf_run, run_onnx2tf
+from edgeport.converters.atomic import atomic_path
+from edgeport.converters.onnx2tf_tool import ConversionError, onnx2tf_args, prepare_onnx2tf_run, run_onnx2tf
 
 
 def convert_savedmodel(onnx_path: str | Path, out_dir: str | Path, *, sample_images: Sequence[Path],

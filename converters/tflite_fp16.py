@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from converters.ai_edge_quantize import quantize_tflite
+from edgeport.converters.ai_edge_quantize import quantize_tflite
 
 
 def fp16_recipe() -> list[dict]:

@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from converters.atomic import atomic_path
-from converters.onnx2tf_tool import ConversionError, onnx2tf_args, prepare_onnx2tf_run, run_onnx2tf
-from converters.tflite_graph import batch_matmul_to_fully_connected, hard_swish_from_parts, max_pool_padding_to_zeros
-from converters.tflite_ops import require_builtin_ops
+from edgeport.converters.atomic import atomic_path
+from edgeport.converters.onnx2tf_tool import ConversionError, onnx2tf_args, prepare_onnx2tf_run, run_onnx2tf
+from edgeport.converters.tflite_graph import batch_matmul_to_fully_connected, hard_swish_from_parts, max_pool_padding_to_zeros
+from edgeport.converters.tflite_ops import require_builtin_ops
 
 BACKENDS = ("flatbuffer_direct", "tf_converter")
 # A backend's file must match the ONNX model it came from this closely before it is kept: the

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from converters.tflite_ops import builtin_code
-from converters.tflite_ops import tflite_schema as _schema
+from edgeport.converters.tflite_ops import builtin_code
+from edgeport.converters.tflite_ops import tflite_schema as _schema
 
 
 def _load(data: bytes):

@@ -47,10 +47,10 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.ai_edge_quantize import CALIBRATION_METHOD, quantize_tflite
-from converters.atomic import atomic_path
-from converters.precision_search import Holdout, Target, search_precision
-from converters.tflite_graph import reciprocal_sqrt
+from edgeport.converters.ai_edge_quantize import CALIBRATION_METHOD, quantize_tflite
+from edgeport.converters.atomic import atomic_path
+from edgeport.converters.precision_search import Holdout, Target, search_precision
+from edgeport.converters.tflite_graph import reciprocal_sqrt
 
 SENSITIVITY_IMAGES = 16  # held-out images each op's added error is measured on (at most)
 
@@ -125,8 +125,8 @@ def convert_tflite_int8(tflite_fp32: str | Path, out_path: str | Path, calibrati
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    from converters.onnx2tf_tool import ConversionError
-    from converters.tflite_ops import float_ops_in, op_precisions
+    from edgeport.converters.onnx2tf_tool import ConversionError
+    from edgeport.converters.tflite_ops import float_ops_in, op_precisions
 
     def integer_only(path: Path) -> None:
         floats = float_ops_in(op_precisions(path))
@@ -208,7 +208,7 @@ def run_tflite(path: Path, inputs_nchw: np.ndarray) -> np.ndarray:
 def iter_tflite(path: Path, inputs_nchw: np.ndarray, chunk: int = 16) -> Iterator[np.ndarray]:
     """``run_tflite``'s logits ``chunk`` images at a time (run one by one: batch-1 files), for a
     judge that may stop early."""
-    from runtimes.tflite_runner import TFLiteRunner
+    from edgeport.runtimes.tflite_runner import TFLiteRunner
 
     with TFLiteRunner(path, threads=os.cpu_count() or 1) as runner:
         for start in range(0, len(inputs_nchw), chunk):
@@ -223,8 +223,8 @@ def raisable_ops(tflite: bytes, exclude: set[str]) -> dict[str, list[str]]:
     Every op with a computed float output, except those already int16 or writing the
     model's output (``exclude``): raising the output op would change the file's I/O type.
     """
-    from converters.tflite_graph import _constant, _load
-    from converters.tflite_ops import tflite_schema
+    from edgeport.converters.tflite_graph import _constant, _load
+    from edgeport.converters.tflite_ops import tflite_schema
 
     float32 = tflite_schema().TensorType.FLOAT32
     model = _load(tflite)
@@ -254,7 +254,7 @@ def op_sensitivity(fp32: Path, quantized: Path, names: list[str], holdout: Holdo
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    from runtimes.tflite_runner import _quantize as quantize_input
+    from edgeport.runtimes.tflite_runner import _quantize as quantize_input
 
     images, _ = holdout.subset(SENSITIVITY_IMAGES)
     nhwc = np.ascontiguousarray(images.transpose(0, 2, 3, 1), np.float32)
@@ -296,8 +296,8 @@ def op_sensitivity(fp32: Path, quantized: Path, names: list[str], holdout: Holdo
 
 
 def _op_name(model, op) -> str:
-    from converters.tflite_graph import _builtin
-    from converters.tflite_ops import tflite_schema
+    from edgeport.converters.tflite_graph import _builtin
+    from edgeport.converters.tflite_ops import tflite_schema
 
     codes = {v: k for k, v in vars(tflite_schema().BuiltinOperator).items() if not k.startswith("_")}
     return codes.get(_builtin(model, op), str(_builtin(model, op)))
@@ -323,8 +323,8 @@ def runtime_divisor_ops(tflite: bytes, depth: int = 6) -> list[str]:
     the graph, whatever the op is called: the DIV and up to ``depth`` ops back along its
     divisor (SQRT <- ADD eps <- MEAN <- squares).
     """
-    from converters.tflite_graph import _builtin, _constant, _load
-    from converters.tflite_ops import tflite_schema
+    from edgeport.converters.tflite_graph import _builtin, _constant, _load
+    from edgeport.converters.tflite_ops import tflite_schema
 
     s = tflite_schema()
     model = _load(tflite)

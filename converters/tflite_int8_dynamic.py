@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from converters.ai_edge_quantize import quantize_tflite
+from edgeport.converters.ai_edge_quantize import quantize_tflite
 
 
 def convert_tflite_int8_dynamic(tflite_fp32: str | Path, out_path: str | Path) -> dict:

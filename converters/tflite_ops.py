@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from converters.onnx2tf_tool import ConversionError
+from edgeport.converters.onnx2tf_tool import ConversionError
 
 
 def tflite_schema():

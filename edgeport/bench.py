@@ -32,7 +32,7 @@ import numpy as np
 
 from edgeport import __version__
 from edgeport.portable import relative_path, scrub, scrub_prefixes
-from validation.harness import artifact_size
+from edgeport.validation.harness import artifact_size
 
 # Architectures the bench can build (random weights). "vit-b16" is
 # google/vit-base-patch16-224-in21k's shape with the gender head (2 labels).
@@ -85,7 +85,7 @@ class BenchOptions:
 def machine_info() -> dict[str, Any]:
     import psutil
 
-    from runtimes.machine import cpu_description
+    from edgeport.runtimes.machine import cpu_description
 
     cpu = cpu_description()
     return {"cpu": cpu.get("model", cpu["machine"]), "isa": cpu["isa"], "vnni": cpu["vnni"], "cores": os.cpu_count(),
@@ -224,8 +224,8 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
 
 def _inputs(model_dir: Path, images_dir: Path | None, count: int) -> np.ndarray:
     """Preprocessed real images (or noise without a folder) as the timed input batch."""
-    from validation.dataset import open_image
-    from validation.preprocess import Preprocessing
+    from edgeport.validation.dataset import open_image
+    from edgeport.validation.preprocess import Preprocessing
 
     pre = Preprocessing.from_file(model_dir / "preprocessor_config.json")
     paths: list[Path] = []
@@ -242,9 +242,9 @@ def _inputs(model_dir: Path, images_dir: Path | None, count: int) -> np.ndarray:
 def measure_latencies(model_dir: Path, export_dir: Path, manifest: dict, inputs: np.ndarray,
                       opts: BenchOptions) -> list[dict[str, Any]]:
     """Batch-1 p50/p90 and batch-N images/s of the reference and every exported variant."""
-    from runtimes import unavailable_reason
-    from validation.harness import RunSettings, Variant, WorkerError, run_worker
-    from validation.metrics import latency_summary
+    from edgeport.runtimes import unavailable_reason
+    from edgeport.validation.harness import RunSettings, Variant, WorkerError, run_worker
+    from edgeport.validation.metrics import latency_summary
 
     settings = RunSettings(threads=opts.threads, batch=opts.throughput_batch or 1, warmup=opts.warmup, runs=opts.runs)
     inputs_path = export_dir / ".bench-inputs.npy"
@@ -281,9 +281,9 @@ def measure_latencies(model_dir: Path, export_dir: Path, manifest: dict, inputs:
 
 def plain_way(model_dir: Path, work: Path, images_dir: Path | None) -> dict[str, Any]:
     """Time the same conversion done with the bare tools and their defaults."""
-    from converters.onnx2tf_tool import write_onnx2tf_sample
+    from edgeport.converters.onnx2tf_tool import write_onnx2tf_sample
     from edgeport.pipeline import sample_images
-    from converters.child_process import measure_command
+    from edgeport.converters.child_process import measure_command
 
     work.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent
@@ -358,7 +358,7 @@ def measure_search_cost(opts: BenchOptions, work: Path, plain_manifest: dict) ->
     from edgeport.model_source import resolve_source
     from edgeport.pipeline import calibration_arrays, calibration_labels, export_model, list_images
     from edgeport.random_model import fit_probe_head, make_random_vit
-    from validation.preprocess import Preprocessing
+    from edgeport.validation.preprocess import Preprocessing
 
     log(f"bench: the int8 precision search on a {opts.arch} with a probe head fitted on {opts.validate_eval}")
     model_dir = make_random_vit(work / "model", **ARCHS[opts.arch])
@@ -497,7 +497,7 @@ def judge_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 def write_bench(result: dict[str, Any], out: Path, project_dir: Path) -> tuple[Path, Path]:
     """Write bench.json and bench.md (atomically) into ``out``, with no absolute path of this machine."""
-    from converters.atomic import atomic_path
+    from edgeport.converters.atomic import atomic_path
 
     result = scrub(result, scrub_prefixes([out, project_dir]))
     json_path, md_path = out / "bench.json", out / "bench.md"

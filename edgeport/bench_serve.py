@@ -243,7 +243,7 @@ def prepare_arch(opts: BenchServeOptions) -> Path:
     from edgeport.model_source import resolve_source
     from edgeport.pipeline import calibration_arrays, calibration_labels, export_model, list_images, validate_export
     from edgeport.random_model import fit_probe_head, make_random_vit
-    from validation.preprocess import Preprocessing
+    from edgeport.validation.preprocess import Preprocessing
 
     if opts.eval_dir is None:
         raise ValueError("--arch needs labelled images (--eval DIR, class folders named female/male)")

@@ -12,11 +12,11 @@ os.environ.setdefault("USE_TF", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from edgeport import __version__  # noqa: E402
-from edgeport.config import Config, ConfigError, ModelEntry, load_config  # noqa: E402
+from edgeport.config import Config, ConfigError, load_config  # noqa: E402
 from edgeport.model_source import ModelSourceError, resolve_source  # noqa: E402
-from edgeport.variants import DEFAULT_VARIANTS, FULL_INTEGER_ACTIVATIONS, VARIANTS  # noqa: E402
-from serving.settings import ServeSettings  # noqa: E402
-from validation.subgroups import SubgroupSpec  # noqa: E402
+from edgeport.variants import DEFAULT_VARIANTS, FULL_INTEGER_ACTIVATIONS, VARIANTS, default_variants  # noqa: E402
+from edgeport.serving.settings import ServeSettings  # noqa: E402
+from edgeport.validation.subgroups import SubgroupSpec  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--out", type=Path, help="output folder (default: ARTIFACTS/<model name>)")
     p.add_argument("--revision", help="hub commit to pin (required for hub ids)")
-    p.add_argument("--variants", help=f"comma-separated variants (default: {','.join(DEFAULT_VARIANTS)})")
+    p.add_argument("--variants", help=f"comma-separated variants (default: those of {','.join(DEFAULT_VARIANTS)} "
+                                      "whose backend is installed; `edgeport backends` says which are)")
     p.add_argument("--calibration", type=Path,
                    help="folder of real images (any depth) that calibrates the int8 variants; must not "
                         "overlap the evaluation set (default: the model's 'calibration' from the config)")
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "all-int8 instead of raising their most sensitive layers until the held-out "
                         "calibration images meet the int8 budget (default: search, as the config's "
                         "precision_search = true)")
-    p.add_argument("--config", type=Path, help="config file (default: edgeport.toml)")
+    p.add_argument("--config", type=Path, help="config file (default: ./edgeport.toml in the working folder, else the defaults)")
     _add_export_options(p)
     p.add_argument("--no-progress", action="store_true", help="no heartbeat lines during long steps")
     p.set_defaults(func=cmd_export)
@@ -98,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("dir", type=Path, metavar="DIR", help="folder written by `edgeport export`")
     p.add_argument("--eval", type=Path, required=True, metavar="EVAL_DIR", help="evaluation set in class folders")
-    p.add_argument("--config", type=Path, help="config file with budgets (default: edgeport.toml)")
+    p.add_argument("--config", type=Path, help="config file with budgets (default: ./edgeport.toml in the working folder, else the defaults)")
     p.add_argument("--latency-runs", type=int, help="timed batch-1 runs per variant (default from config: 20)")
     p.add_argument("--label-map", action="append", default=[], metavar="FOLDER=LABEL",
                    help="read class folder FOLDER as LABEL, or FOLDER=ignore to leave it out (repeatable; "
@@ -130,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "ARTIFACTS/<name>/ and validate them on its eval folder. Exit 1 if any variant\n"
                     "of any model failed or missed its budget (the others are still produced).",
     )
-    p.add_argument("--config", type=Path, help="config file (default: edgeport.toml)")
+    p.add_argument("--config", type=Path, help="config file (default: ./edgeport.toml in the working folder, else the defaults)")
     p.add_argument("--out-root", type=Path, help="artifacts folder (default: from the config, 'artifacts')")
     p.add_argument("--eval", action="append", default=[], metavar="NAME=DIR",
                    help="evaluate model NAME on DIR instead of its configured eval folder (repeatable)")
@@ -164,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "folder was searched for reports, off for report.json files and model folders)")
     p.add_argument("--baseline", type=Path, metavar="OLD",
                    help="a report.json, or a folder holding report.json or <model>/report.json")
-    p.add_argument("--config", type=Path, help="config file with the margins (default: edgeport.toml)")
+    p.add_argument("--config", type=Path, help="config file with the margins (default: ./edgeport.toml in the working folder, else the defaults)")
     p.add_argument("--max-accuracy-regression", type=float, metavar="POINTS", help="override [gate]")
     p.add_argument("--max-agreement-regression", type=float, metavar="POINTS", help="override [gate]")
     p.set_defaults(func=cmd_gate)
@@ -180,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "defaults) on the same model, and time validation of a bundled model. Writes\n"
                     "OUT/bench.json and OUT/bench.md with every figure against its target.",
     )
-    p.add_argument("--config", type=Path, help="config file (default: edgeport.toml)")
+    p.add_argument("--config", type=Path, help="config file (default: ./edgeport.toml in the working folder, else the defaults)")
     p.add_argument("--out", type=Path, help="output folder (default: ARTIFACTS/bench; replaced)")
     p.add_argument("--arch", default="vit-b16", choices=["vit-b16", "tiny"], help="model to build (default vit-b16)")
     p.add_argument("--variants", help="comma-separated variants (default: all)")
@@ -212,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "OUT/matrix.json and the Markdown page (default docs/compatibility.md). A benchmark\n"
                     "command: about a minute per architecture on 2 cores.",
     )
-    p.add_argument("--config", type=Path, help="config file with budgets (default: edgeport.toml)")
+    p.add_argument("--config", type=Path, help="config file with budgets (default: ./edgeport.toml in the working folder, else the defaults)")
     p.add_argument("--out", type=Path, help="work folder (default: ARTIFACTS/matrix)")
     p.add_argument("--arch", help="comma-separated architectures (default: all)")
     p.add_argument("--variants", help="comma-separated variants (default: all)")
@@ -293,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-connections", type=int, default=ServeSettings.max_connections,
                    help="open connections per worker, at most; beyond: 503 and closed at once (default "
                         "%(default)s; keep it under the process's open-file limit)")
-    p.add_argument("--config", type=Path, help="config file for the thread count (default: edgeport.toml)")
+    p.add_argument("--config", type=Path, help="config file for the thread count (default: ./edgeport.toml in the working folder, else the defaults)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
@@ -336,8 +337,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pin", action="store_true",
                    help="let servers and load generator share every core (default: the load generator on the "
                         "last core, the servers on the others, with at most that many threads)")
-    p.add_argument("--config", type=Path, help="config file (default: edgeport.toml)")
+    p.add_argument("--config", type=Path, help="config file (default: ./edgeport.toml in the working folder, else the defaults)")
     p.set_defaults(func=cmd_bench_serve)
+    p = sub.add_parser(
+        "backends", help="which optional backends (pip extras) are installed, and how to add the others",
+        description="List edgeport's optional backends, one pip extra each: whether it is installed here, the\n"
+                    "variants it makes, and the command that installs it. The default variant list of\n"
+                    "`export` and `export-all` is what the installed backends can make; a variant named\n"
+                    "explicitly whose backend is missing fails with this command, and the others are made.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.set_defaults(func=cmd_backends)
+
     return parser
 
 
@@ -357,45 +369,31 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from edgeport.pipeline import export_model
+    from edgeport import api
 
-    cfg = _config(args)
-    entry = cfg.model(args.model)
-    if entry is None:
-        entry = ModelEntry(name=Path(args.model.rstrip("/")).name, source=args.model, base_dir=Path.cwd(),
-                           revision=args.revision)
-    elif args.revision:
-        entry.revision = args.revision
-    source = resolve_source(entry.source, entry.revision, entry.base_dir,
-                            allow_pickle=args.allow_pickle or entry.allow_pickle)
-    variants = args.variants.split(",") if args.variants else entry.variants
-    out = args.out or cfg.artifacts_dir / entry.name
-    calibration = args.calibration or entry.calibration_dir
-    images = args.images or (None if calibration else entry.eval_dir)
-    result = export_model(entry.name, source, out, variants=variants, images_dir=images,
-                          calibration_dir=calibration, eval_dir=entry.eval_dir, opset=cfg.opset, force=args.force,
-                          full_integer_activations=args.full_integer_activations or entry.full_integer_activations,
-                          project_dir=entry.base_dir, progress=not args.no_progress,
-                          budgets=cfg.budgets_for(entry), label_map=entry.label_map,
-                          precision_search=entry.precision_search and not args.no_precision_search)
-    print(f"manifest: {out / 'manifest.json'}")
+    result = api.export(args.model, out=args.out, variants=args.variants.split(",") if args.variants else None,
+                        calibration=args.calibration, images=args.images, revision=args.revision,
+                        config=_config(args), force=args.force,
+                        full_integer_activations=args.full_integer_activations,
+                        precision_search=False if args.no_precision_search else None,
+                        allow_pickle=args.allow_pickle, progress=not args.no_progress)
+    print(f"manifest: {result.out_dir / 'manifest.json'}")
     return EXIT_FAILED if result.failed else EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from edgeport.pipeline import read_manifest, validate_export
+    from edgeport import api
+    from edgeport.pipeline import read_manifest
 
     cfg = _config(args)
-    manifest = read_manifest(args.dir)
-    settings = cfg.run
-    if args.latency_runs:
-        settings = type(settings)(**{**settings.__dict__, "runs": args.latency_runs})
-    entry = cfg.model(manifest["model"])
-    label_map = {**(entry.label_map if entry else {}), **dict(_folder_label(x) for x in args.label_map)}
-    report = validate_export(args.dir, args.eval, cfg.budgets_for(entry), settings,
-                             progress=not args.no_progress, label_map=label_map,
-                             subgroups=_subgroup_spec(args, entry.subgroups if entry else None))
-    return EXIT_OK if _passed(report, cfg) else EXIT_FAILED
+    entry = cfg.model(read_manifest(args.dir)["model"])
+    report = api.validate(args.dir, eval=args.eval, config=cfg, latency_runs=args.latency_runs,
+                          label_map=dict(_folder_label(x) for x in args.label_map),
+                          subgroups=_subgroup_spec(args, entry.subgroups if entry else None),
+                          progress=not args.no_progress)
+    if report.data.get("too_many_skipped"):
+        print(report.data["too_many_skipped"])
+    return EXIT_OK if report.passed else EXIT_FAILED
 
 
 def _subgroup_spec(args: argparse.Namespace, configured: SubgroupSpec | None) -> SubgroupSpec | None:
@@ -441,7 +439,7 @@ def _attribute_bins(text: str) -> tuple[str, list[float]]:
 
 def _passed(report: dict, cfg: Config) -> bool:
     """Budgets met and not too many unreadable evaluation images (which is printed)."""
-    from validation.gate import too_many_skipped
+    from edgeport.validation.gate import too_many_skipped
 
     skipped = too_many_skipped(report, cfg.gate)
     if skipped:
@@ -458,7 +456,7 @@ def cmd_export_all(args: argparse.Namespace) -> int:
     overrides = dict(_name_dir(s) for s in args.eval)
     models = [m for m in cfg.models if not args.only or m.name in args.only]
     if not models:
-        raise ConfigError(f"{cfg.path}: no models to export" + (f" named {args.only}" if args.only else ""))
+        raise ConfigError(f"{cfg.where}: no models to export" + (f" named {args.only}" if args.only else ""))
     unknown = sorted(set(overrides) - {m.name for m in cfg.models})
     if unknown:
         raise ConfigError(f"--eval names unknown model(s) {unknown}")
@@ -480,7 +478,7 @@ def cmd_export_all(args: argparse.Namespace) -> int:
         source = resolve_source(m.source, m.revision, m.base_dir, allow_pickle=args.allow_pickle or m.allow_pickle)
         if source.local:  # class folders that match no label: an error now, not after the export
             from edgeport.model_source import read_labels
-            from validation.dataset import scan_eval_set
+            from edgeport.validation.dataset import scan_eval_set
 
             scan_eval_set(eval_dir, read_labels(Path(source.location) / "config.json"), m.label_map)
         plans.append((m, source, eval_dir))
@@ -506,89 +504,27 @@ def cmd_export_all(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    import dataclasses
+    from edgeport import api
 
-    from edgeport.shards import duplicate_models
-    from validation.gate import gate
-    from validation.report import not_validated_lines
-
-    cfg = _config(args)
-    overrides = {k: v for k, v in (("max_accuracy_regression", args.max_accuracy_regression),
-                                   ("max_agreement_regression", args.max_agreement_regression)) if v is not None}
-    settings = dataclasses.replace(cfg.gate, **overrides)
-    if args.reports:
-        paths, searched = _report_paths(args.reports)
-    else:
-        paths, searched = [cfg.artifacts_dir / m.name for m in cfg.models], False
-    if not paths:
-        raise ConfigError(f"nothing to gate: name a REPORT, or configure [[models]] in {cfg.path}")
-    reports: dict[Path, tuple[Path, dict]] = {}  # the same file named twice is gated once
-    for path in paths:
-        file = path / "report.json" if path.is_dir() else path
-        if file.resolve() not in reports:
-            reports[file.resolve()] = (file, _load_report(path))
-    duplicates = duplicate_models((r["model"], file) for file, r in reports.values())
-    if duplicates:  # one verdict per model: which report would it be about?
-        raise ValueError("the same model in two reports (did two shards export it?): " + "; ".join(duplicates))
-    # A shard that crashed before writing its reports must not pass by absence.
-    expect = searched if args.expect_config is None else args.expect_config
-    covered = {r["model"] for _, r in reports.values()}
-    missing = [m.name for m in cfg.models if m.name not in covered] if expect else []
-    failed = 0
-    for _, report in reports.values():
-        baseline = _load_report(_baseline_for(args.baseline, report["model"])) if args.baseline else None
-        reasons = gate(report, baseline, settings)
-        for line in reasons:
+    result = api.gate(args.reports or None, baseline=args.baseline, config=_config(args),
+                      max_accuracy_regression=args.max_accuracy_regression,
+                      max_agreement_regression=args.max_agreement_regression, expect_config=args.expect_config)
+    for verdict in result.models:
+        for line in verdict.reasons:
             print(line)
-        for line in not_validated_lines(report):
+        for line in verdict.notes:
             print(f"NOTE {line}")
-        if reasons:
-            failed += 1
-            print(f"gate: {report['model']} FAILED ({len(reasons)} reason(s))", file=sys.stderr)
+        if verdict.reasons:
+            print(f"gate: {verdict.model} FAILED ({len(verdict.reasons)} reason(s))", file=sys.stderr)
         else:
-            print(f"gate: {report['model']} passed ({len(report['variants'])} variants"
-                  + (", no regression against the baseline)" if baseline else ")"))
-    for name in missing:
+            print(f"gate: {verdict.model} passed ({verdict.variants} variants"
+                  + (", no regression against the baseline)" if verdict.against_baseline else ")"))
+    for name in result.missing:
         print(f"FAIL {name}: no report found (was its shard run?)")
-    print(f"gate: {len(reports)} report(s), {failed} failed"
-          + (f", {len(missing)} configured model(s) without a report" if missing else ""))
-    return EXIT_FAILED if failed or missing else EXIT_OK
-
-
-def _report_paths(named: list[Path]) -> tuple[list[Path], bool]:
-    """The report.json files or folders to gate, and whether a folder was searched for them."""
-    from edgeport.shards import find_reports
-
-    paths, searched = [], False
-    for path in named:
-        if path.is_dir() and not (path / "report.json").is_file():
-            found = find_reports(path)
-            if not found:
-                raise FileNotFoundError(f"no report.json in {path} or below it (did the export write its "
-                                        "reports, and did the artifacts download there?)")
-            paths += found
-            searched = True
-        else:
-            paths.append(path)
-    return paths, searched
-
-
-def _load_report(path: Path) -> dict:
-    import json
-
-    path = path / "report.json" if path.is_dir() else path
-    if not path.exists():
-        raise FileNotFoundError(f"report not found: {path} (run `edgeport validate` or `make export-all` first)")
-    try:
-        return json.loads(path.read_text())
-    except ValueError as exc:
-        raise ValueError(f"{path} is not a readable report.json: {exc}") from None
-
-
-def _baseline_for(baseline: Path, model: str) -> Path:
-    if baseline.is_dir() and not (baseline / "report.json").exists():
-        return baseline / model / "report.json"
-    return baseline
+    failed = sum(not v.passed for v in result.models)
+    print(f"gate: {len(result.models)} report(s), {failed} failed"
+          + (f", {len(result.missing)} configured model(s) without a report" if result.missing else ""))
+    return EXIT_OK if result.passed else EXIT_FAILED
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -599,7 +535,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if (args.validate_model or "").lower() != "none" and cfg.models:
         model = cfg.model(args.validate_model) if args.validate_model else cfg.models[0]
         if model is None:
-            raise ConfigError(f"--validate-model {args.validate_model!r} is not a model in {cfg.path}")
+            raise ConfigError(f"--validate-model {args.validate_model!r} is not a model in {cfg.where}")
     eval_dir = args.validate_eval or (model.eval_dir if model else None)
     if eval_dir is not None and not eval_dir.is_dir():
         raise FileNotFoundError(f"evaluation folder not found: {eval_dir}")
@@ -609,12 +545,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError("bench needs real images for calibration: pass --calibration DIR")
     opts = BenchOptions(
         out_dir=args.out or cfg.artifacts_dir / "bench", arch=args.arch,
-        variants=args.variants.split(",") if args.variants else DEFAULT_VARIANTS,
+        variants=args.variants.split(",") if args.variants else default_variants(),
         calibration_dir=calibration, runs=args.runs, baseline=not args.no_baseline,
         search_cost=args.search_cost,
         validate_model=model, validate_eval=eval_dir, threads=cfg.run.threads,
         budgets=cfg.budgets_for(model) if model else {}, run_settings=cfg.run,
-        project_dir=cfg.path.resolve().parent, progress=not args.no_progress,
+        project_dir=cfg.base_dir, progress=not args.no_progress,
     )
     result = run_bench(opts)
     print(f"bench: {opts.out_dir / 'bench.md'} and bench.json ({result['total_seconds'] / 60:.1f} min)")
@@ -626,7 +562,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from edgeport.matrix import MatrixOptions, run_matrix
 
     cfg = _config(args)
-    base = cfg.path.resolve().parent
+    base = cfg.base_dir
     first = cfg.models[0] if cfg.models else None
     eval_dir = args.eval or (first.eval_dir if first else None)
     calibration = args.calibration or (first.calibration_dir if first else None)
@@ -648,7 +584,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         else args.doc
     opts = MatrixOptions(out_dir=args.out or cfg.artifacts_dir / "matrix", eval_dir=eval_dir,
                          calibration_dir=calibration, train_dir=train_dir,
-                         variants=args.variants.split(",") if args.variants else DEFAULT_VARIANTS, archs=archs,
+                         variants=args.variants.split(",") if args.variants else default_variants(), archs=archs,
                          budgets=cfg.budgets, run_settings=cfg.run, train_steps=args.train_steps, doc=doc,
                          project_dir=base, progress=not args.no_progress)
     result = run_matrix(opts)
@@ -659,12 +595,33 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_backends(args: argparse.Namespace) -> int:
+    import json
+
+    from edgeport.backends import RUNTIME_BACKEND, report
+
+    rows = report()
+    for row in rows:
+        row["variants"] = [n for n, spec in VARIANTS.items() if RUNTIME_BACKEND.get(spec.runtime) == row["backend"]]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    core = [n for n, spec in VARIANTS.items() if spec.runtime not in RUNTIME_BACKEND]
+    print(f"core (always installed): {', '.join(core)}")
+    for row in rows:
+        state = "installed" if row["installed"] else f"not installed (missing {', '.join(row['missing'])})"
+        print(f"{row['backend']}: {state}\n  {row['purpose']}"
+              + (f"; variants: {', '.join(row['variants'])}" if row["variants"] else "")
+              + ("" if row["installed"] else f"\n  install: {row['install']}"))
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from serving.app import CONFIG_ENV, QUEUE_WAIT_S, create_app, default_max_queue, settings_env
-    from serving.connections import PROTOCOL
-    from serving.selection import ServeError, select_variant
+    from edgeport.serving.app import CONFIG_ENV, QUEUE_WAIT_S, create_app, default_max_queue, settings_env
+    from edgeport.serving.connections import PROTOCOL
+    from edgeport.serving.selection import ServeError, select_variant
 
     threads = args.threads
     if threads is None:
@@ -696,7 +653,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.workers > 1:  # each worker process selects again (the same files) and loads its own runner
             settings.variant = model.variant
             os.environ[CONFIG_ENV] = settings_env(settings)
-            app: object = "serving.app:app_from_env"
+            app: object = "edgeport.serving.app:app_from_env"
         else:
             app = create_app(settings, model)
     except ServeError as exc:
@@ -735,10 +692,10 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
         concurrency=concurrency,
         duration_s=args.duration_s, threads=args.threads or cfg.run.threads, workers=args.workers,
         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
-        baseline=not args.no_baseline, project_dir=cfg.path.parent if cfg.path else Path.cwd(),
+        baseline=not args.no_baseline, project_dir=cfg.base_dir,
         config_path=args.config, random_head=args.random_head, pin=not args.no_pin)
     if args.model_dir is not None:
-        from serving.selection import ServeError, select_variant
+        from edgeport.serving.selection import ServeError, select_variant
 
         try:  # the server would refuse it too, but only after the benchmark has started
             select_variant(args.model_dir, args.variant)

@@ -5,14 +5,13 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeport.variants import DEFAULT_VARIANTS, FULL_INTEGER_ACTIVATIONS, VARIANTS
-from validation.budgets import Budget, BudgetError
-from validation.gate import GateSettings
-from validation.harness import RunSettings
-from validation.subgroups import SubgroupError, SubgroupSpec
+from edgeport.variants import FULL_INTEGER_ACTIVATIONS, VARIANTS, default_variants
+from edgeport.validation.budgets import Budget, BudgetError
+from edgeport.validation.gate import GateSettings
+from edgeport.validation.harness import RunSettings
+from edgeport.validation.subgroups import SubgroupError, SubgroupSpec
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO_ROOT / "edgeport.toml"
+CONFIG_NAME = "edgeport.toml"  # what commands read from the working folder when --config is not given
 DEFAULT_BUDGETS = {
     "fp32": Budget(min_agreement=1.0, max_abs_diff=1e-4),
     "fp16": Budget(min_agreement=0.995, max_accuracy_drop=0.5, max_subgroup_drop=1.5),
@@ -28,11 +27,11 @@ class ConfigError(ValueError):
 class ModelEntry:
     name: str
     source: str  # a directory (relative to base_dir) or a Hugging Face Hub id
-    base_dir: Path = REPO_ROOT
+    base_dir: Path = field(default_factory=Path.cwd)
     revision: str | None = None
     eval_dir: Path | None = None
     calibration_dir: Path | None = None
-    variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
+    variants: list[str] = field(default_factory=default_variants)  # what the installed extras can make
     budgets: dict[str, Budget] = field(default_factory=dict)
     allow_pickle: bool = False  # accept pickle-only weights (can run code when loaded)
     label_map: dict[str, str] = field(default_factory=dict)  # eval folder -> label, or "ignore"
@@ -47,12 +46,22 @@ class Config:
     models: list[ModelEntry] = field(default_factory=list)
     budgets: dict[str, Budget] = field(default_factory=lambda: dict(DEFAULT_BUDGETS))
     run: RunSettings = RunSettings()
-    artifacts_dir: Path = REPO_ROOT / "artifacts"
+    artifacts_dir: Path = field(default_factory=lambda: Path.cwd() / "artifacts")
     opset: int = 20
     gate: GateSettings = GateSettings()
 
     def model(self, name: str) -> ModelEntry | None:
         return next((m for m in self.models if m.name == name), None)
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder the config's relative paths start from (the working folder without a file)."""
+        return self.path.resolve().parent if self.path else Path.cwd()
+
+    @property
+    def where(self) -> str:
+        """The config file, for messages."""
+        return str(self.path) if self.path else f"./{CONFIG_NAME} (there is none here: `edgeport init` writes one)"
 
     def budgets_for(self, model: ModelEntry | None) -> dict[str, Budget]:
         """Global budgets with the model's overrides applied key by key."""
@@ -63,8 +72,14 @@ class Config:
 
 
 def load_config(path: str | Path | None = None) -> Config:
-    """Read ``path`` (default: edgeport.toml at the repository root)."""
-    path = Path(path) if path else DEFAULT_CONFIG
+    """Read ``path``; without one, ``edgeport.toml`` in the working folder, or the defaults (no
+    models, artifacts under ./artifacts) where there is none, so that commands given a model folder
+    work from any folder."""
+    if path is None:
+        path = Path.cwd() / CONFIG_NAME
+        if not path.is_file():
+            return Config(path=None)
+    path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
@@ -77,7 +92,10 @@ def load_config(path: str | Path | None = None) -> Config:
                            "max_skipped_fraction"}, f"{path} [settings]")
     gate_table = data.get("gate", {})
     _check_keys(gate_table, {"max_accuracy_regression", "max_agreement_regression"}, f"{path} [gate]")
-    default_variants = _variants(settings.get("variants", DEFAULT_VARIANTS), f"{path} [settings]")
+    # not named: the defaults this installation can make (a variant named whose backend is missing
+    # fails at export with the install command, and the others are still made)
+    default_list = _variants(settings["variants"], f"{path} [settings]") if "variants" in settings \
+        else default_variants()
     budgets = dict(DEFAULT_BUDGETS)
     budgets.update(_budgets(data.get("budgets", {}), f"{path} [budgets]"))
     cfg = Config(
@@ -115,7 +133,7 @@ def load_config(path: str | Path | None = None) -> Config:
             revision=raw.get("revision") or None,
             eval_dir=base / raw["eval"] if raw.get("eval") else None,
             calibration_dir=base / raw["calibration"] if raw.get("calibration") else None,
-            variants=_variants(raw.get("variants", default_variants), where),
+            variants=_variants(raw.get("variants", default_list), where),
             budgets=_budgets(raw.get("budgets", {}), f"{where} budgets"),
             allow_pickle=bool(raw.get("allow_pickle", False)),
             label_map={str(k): str(v) for k, v in raw.get("label_map", {}).items()},

@@ -59,8 +59,8 @@ def train_quickly(model_dir: Path, train_dir: Path, *, steps: int, max_images: i
     import transformers
 
     from edgeport.model_source import read_labels
-    from validation.dataset import load_eval_arrays, scan_eval_set
-    from validation.preprocess import Preprocessing
+    from edgeport.validation.dataset import load_eval_arrays, scan_eval_set
+    from edgeport.validation.preprocess import Preprocessing
 
     labels = read_labels(model_dir / "config.json")
     eval_set = scan_eval_set(train_dir, labels)

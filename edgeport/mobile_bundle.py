@@ -25,10 +25,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from converters.atomic import atomic_path
+from edgeport.converters.atomic import atomic_path
 from edgeport import __version__
-from converters.checksums import artifact_sha256, sha256_file
-from validation.harness import artifact_size
+from edgeport.converters.checksums import artifact_sha256, sha256_file
+from edgeport.validation.harness import artifact_size
 
 BUNDLE = "mobile"
 # the variants an app developer gets, in the order the card lists them

@@ -11,25 +11,26 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from converters.atomic import atomic_path
-from converters.checksums import artifact_sha256, sha256_file
-from edgeport import __version__
 import numpy as np
 
+from edgeport import __version__
+from edgeport.backends import missing_backend
+from edgeport.converters.atomic import atomic_path
+from edgeport.converters.checksums import artifact_sha256, sha256_file
 from edgeport.mobile_bundle import write_mobile_bundle
 from edgeport.model_source import ModelSource, copy_model_metadata, read_labels
 from edgeport.portable import absolute_from, relative_path, scrub, scrub_prefixes
 from edgeport.stage import StageResult, run_stage, run_stage_in_process, save_context
 from edgeport.variants import (CALIBRATED, FULL_INTEGER_ACTIVATIONS, SEARCHED, TFLITE_CALIBRATED, VARIANTS,
                                ExportContext, resolve_variants)
-from runtimes.tflite_runner import tflite_io_details
-from validation.budgets import Budget, budget_for
-from validation.dataset import IMAGE_EXTENSIONS, load_eval_arrays, open_image, scan_eval_set
-from validation.harness import RunSettings, Variant, validate
-from validation.preprocess import Preprocessing
-from validation.report import build_report, failure_lines, not_validated_lines, write_reports
-from validation.status import status_of
-from validation.subgroups import SubgroupSpec, assign
+from edgeport.runtimes.tflite_runner import tflite_io_details
+from edgeport.validation.budgets import Budget, budget_for
+from edgeport.validation.dataset import IMAGE_EXTENSIONS, load_eval_arrays, open_image, scan_eval_set
+from edgeport.validation.harness import RunSettings, Variant, validate
+from edgeport.validation.preprocess import Preprocessing
+from edgeport.validation.report import build_report, failure_lines, not_validated_lines, write_reports
+from edgeport.validation.status import status_of
+from edgeport.validation.subgroups import SubgroupSpec, assign
 
 MANIFEST = "manifest.json"
 # manifest.json's sample_images when no image folder was given: onnx2tf got a generated sample.
@@ -73,7 +74,7 @@ def calibration_arrays(paths: Sequence[Path], pre: Preprocessing) -> np.ndarray:
 def calibration_labels(paths: Sequence[Path], folder: Path, labels: Sequence[str],
                        label_map: dict[str, str] | None = None) -> np.ndarray:
     """Class index of each calibration image from its class folder (as for evaluation), -1 where none."""
-    from validation.dataset import LabelMappingError, map_folders_to_labels
+    from edgeport.validation.dataset import LabelMappingError, map_folders_to_labels
 
     folders = [p.relative_to(folder).parts[0] if len(p.relative_to(folder).parts) > 1 else "" for p in paths]
     try:
@@ -236,6 +237,11 @@ def export_model(
         if spec.requires and records[spec.requires]["status"] != "ok":
             record.update(status="failed", error=f"needs {spec.requires}, which failed")
             log(f"[{name}]   skipped: {record['error']}")
+            continue
+        backend = missing_backend(spec.runtime)
+        if backend:  # named, but this installation cannot make it: say how to install it, make the others
+            record.update(status="failed", error=f"{spec.name} {backend}")
+            log(f"[{name}]   failed: {record['error']}")
             continue
         reused, why = _reusable(previous.get(spec.name), key, out_dir / spec.filename)
         if reused:
@@ -450,7 +456,7 @@ def validate_export(
 
 def _localize_onnx_failures(out_dir: Path, manifest: dict[str, Any], results: list, inputs: np.ndarray) -> None:
     """For each ONNX variant that ran but missed its budget, find where it leaves onnx-fp32."""
-    from validation.localize import localize_divergence
+    from edgeport.validation.localize import localize_divergence
 
     fp32 = next((v for v in manifest["variants"] if v["name"] == "onnx-fp32" and v["status"] == "ok"), None)
     for result in results:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.child_process import NO_PROGRESS_ENV, measure_command
+from edgeport.converters.child_process import NO_PROGRESS_ENV, measure_command
 
 _ARRAYS = ("calibration_nchw", "calibration_labels")
 _PATHS = ("out_dir", "work_dir")

@@ -48,7 +48,7 @@ class ExportContext:
         ``reference`` runs the float file the variant is quantized from (NCHW images in, logits
         out). Without the search, every image calibrates and the holdout is None.
         """
-        from converters.precision_search import Holdout, Target, split_holdout
+        from edgeport.converters.precision_search import Holdout, Target, split_holdout
 
         images = self.require_calibration()
         if not self.precision_search:
@@ -87,26 +87,26 @@ FULL_INTEGER_ACTIVATIONS = ("int8", "int16")
 
 
 def _onnx_fp32(ctx: ExportContext, out: Path) -> dict:
-    from converters.onnx_export import export_onnx
+    from edgeport.converters.onnx_export import export_onnx
 
     return export_onnx(ctx.source, out, revision=ctx.revision, opset=ctx.opset,
                        input_size=tuple(ctx.input_size) if ctx.input_size else None)
 
 
 def _onnx_fp16(ctx: ExportContext, out: Path) -> None:
-    from converters.onnx_fp16 import convert_onnx_fp16
+    from edgeport.converters.onnx_fp16 import convert_onnx_fp16
 
     convert_onnx_fp16(ctx.onnx_fp32, out)
 
 
 def _onnx_int8_dynamic(ctx: ExportContext, out: Path) -> dict:
-    from converters.onnx_int8_dynamic import convert_onnx_int8_dynamic
+    from edgeport.converters.onnx_int8_dynamic import convert_onnx_int8_dynamic
 
     return convert_onnx_int8_dynamic(ctx.onnx_fp32, out)[1]
 
 
 def _onnx_int8_static(ctx: ExportContext, out: Path) -> dict:
-    from converters.onnx_int8_static import convert_onnx_int8_static, run_onnx
+    from edgeport.converters.onnx_int8_static import convert_onnx_int8_static, run_onnx
 
     calibration, holdout, target = ctx.calibration_split("onnx-int8-static", lambda x: run_onnx(ctx.onnx_fp32, x))
     return convert_onnx_int8_static(ctx.onnx_fp32, out, calibration, holdout=holdout, target=target,
@@ -114,14 +114,14 @@ def _onnx_int8_static(ctx: ExportContext, out: Path) -> dict:
 
 
 def _savedmodel_fp32(ctx: ExportContext, out: Path) -> dict:
-    from converters.savedmodel import convert_savedmodel
+    from edgeport.converters.savedmodel import convert_savedmodel
 
     return convert_savedmodel(ctx.onnx_fp32, out, sample_images=ctx.sample_images,
                               work_dir=ctx.work_dir / "savedmodel")
 
 
 def _tflite_fp32(ctx: ExportContext, out: Path) -> dict:
-    from converters.tflite_fp32 import convert_tflite_fp32
+    from edgeport.converters.tflite_fp32 import convert_tflite_fp32
 
     return convert_tflite_fp32(ctx.onnx_fp32, out, sample_images=ctx.sample_images,
                                work_dir=ctx.work_dir / "tflite-fp32")
@@ -132,19 +132,19 @@ def _tflite_fp32_artifact(ctx: ExportContext) -> Path:
 
 
 def _tflite_fp16(ctx: ExportContext, out: Path) -> dict:
-    from converters.tflite_fp16 import convert_tflite_fp16
+    from edgeport.converters.tflite_fp16 import convert_tflite_fp16
 
     return convert_tflite_fp16(_tflite_fp32_artifact(ctx), out)
 
 
 def _tflite_int8_dynamic(ctx: ExportContext, out: Path) -> dict:
-    from converters.tflite_int8_dynamic import convert_tflite_int8_dynamic
+    from edgeport.converters.tflite_int8_dynamic import convert_tflite_int8_dynamic
 
     return convert_tflite_int8_dynamic(_tflite_fp32_artifact(ctx), out)
 
 
 def _full_integer(ctx: ExportContext, out: Path, *, int8_io: bool) -> dict:
-    from converters.tflite_int8 import convert_tflite_int8, run_tflite
+    from edgeport.converters.tflite_int8 import convert_tflite_int8, run_tflite
 
     name = "tflite-int8-io" if int8_io else "tflite-int8"
     fp32 = _tflite_fp32_artifact(ctx)
@@ -169,7 +169,7 @@ def _tflite_int8_io(ctx: ExportContext, out: Path) -> dict:
 
 
 def _executorch(ctx: ExportContext, out: Path, *, int8: bool) -> dict:
-    from converters.executorch_export import export_executorch
+    from edgeport.converters.executorch_export import export_executorch
 
     if not int8:
         return export_executorch(ctx.source, out, revision=ctx.revision, input_size=tuple(ctx.input_size))
@@ -183,7 +183,7 @@ def _torch_logits(ctx: ExportContext, images: np.ndarray) -> np.ndarray:
     """PyTorch's logits (the float model executorch-int8 is quantized from), 16 images at a time."""
     import torch
 
-    from converters.torch_logits import logits_module
+    from edgeport.converters.torch_logits import logits_module
 
     module = logits_module(ctx.source, ctx.revision, attn_implementation="eager")
     with torch.no_grad():
@@ -200,13 +200,13 @@ def _executorch_int8(ctx: ExportContext, out: Path) -> dict:
 
 
 def _openvino_fp32(ctx: ExportContext, out: Path) -> dict:
-    from converters.openvino_ir import convert_openvino_fp32
+    from edgeport.converters.openvino_ir import convert_openvino_fp32
 
     return convert_openvino_fp32(ctx.onnx_fp32, out)
 
 
 def _openvino_int8(ctx: ExportContext, out: Path) -> dict:
-    from converters.openvino_ir import convert_openvino_int8, run_openvino
+    from edgeport.converters.openvino_ir import convert_openvino_int8, run_openvino
 
     fp32 = ctx.out_dir / VARIANTS["openvino-fp32"].filename
     calibration, holdout, target = ctx.calibration_split("openvino-int8", lambda x: run_openvino(fp32, x))
@@ -217,9 +217,9 @@ def _openvino_int8(ctx: ExportContext, out: Path) -> dict:
 def _coreml(ctx: ExportContext, out: Path, *, precision: str) -> dict:
     from PIL import Image
 
-    from converters.coreml_export import export_coreml
+    from edgeport.converters.coreml_export import export_coreml
     from edgeport.model_source import read_labels
-    from validation.preprocess import Preprocessing
+    from edgeport.validation.preprocess import Preprocessing
 
     pre = Preprocessing.from_file(ctx.out_dir / "preprocessor_config.json")
     pixels = np.stack([pre.pixels(Image.open(p)) for p in ctx.sample_images]) if ctx.sample_images else None
@@ -286,6 +286,13 @@ VARIANTS: dict[str, VariantSpec] = {
 
 # Opt-in variants stay out: `make export-all` on the bundled models must stay within its time.
 DEFAULT_VARIANTS = [name for name, spec in VARIANTS.items() if spec.default]
+
+
+def default_variants() -> list[str]:
+    """The default variants this installation can make: those whose backend (pip extra) is installed."""
+    from edgeport.backends import missing_backend
+
+    return [name for name in DEFAULT_VARIANTS if missing_backend(VARIANTS[name].runtime) is None]
 # Variants quantized with the calibration images, and those of them the precision search serves.
 CALIBRATED = {name for name, spec in VARIANTS.items() if spec.calibrated}
 SEARCHED = {name for name, spec in VARIANTS.items() if spec.searched}

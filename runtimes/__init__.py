@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import importlib
 
-from runtimes.base import Runner, RunnerError
+from edgeport.backends import missing_backend
+from edgeport.runtimes.base import Runner, RunnerError
 
 _RUNNERS = {
-    "torch": ("runtimes.torch_runner", "TorchRunner"),
-    "onnxruntime": ("runtimes.onnxruntime_runner", "OnnxRuntimeRunner"),
-    "savedmodel": ("runtimes.savedmodel_runner", "SavedModelRunner"),
-    "tflite": ("runtimes.tflite_runner", "TFLiteRunner"),
-    "executorch": ("runtimes.executorch_runner", "ExecuTorchRunner"),
-    "openvino": ("runtimes.openvino_runner", "OpenVINORunner"),
-    "coreml": ("runtimes.coreml_runner", "CoreMLRunner"),
+    "torch": ("edgeport.runtimes.torch_runner", "TorchRunner"),
+    "onnxruntime": ("edgeport.runtimes.onnxruntime_runner", "OnnxRuntimeRunner"),
+    "savedmodel": ("edgeport.runtimes.savedmodel_runner", "SavedModelRunner"),
+    "tflite": ("edgeport.runtimes.tflite_runner", "TFLiteRunner"),
+    "executorch": ("edgeport.runtimes.executorch_runner", "ExecuTorchRunner"),
+    "openvino": ("edgeport.runtimes.openvino_runner", "OpenVINORunner"),
+    "coreml": ("edgeport.runtimes.coreml_runner", "CoreMLRunner"),
 }
 
 RUNTIMES = tuple(_RUNNERS)
@@ -32,6 +33,9 @@ def runner_class(runtime: str) -> type[Runner]:
         module, name = _RUNNERS[runtime]
     except KeyError:
         raise RunnerError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}") from None
+    missing = missing_backend(runtime)
+    if missing:  # a sentence with the install command rather than the ImportError of its runner module
+        raise RunnerError(f"runtime {runtime} {missing}")
     return getattr(importlib.import_module(module), name)
 
 

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from runtimes.base import Runner, RunnerError
+from edgeport.runtimes.base import Runner, RunnerError
 
 
 class CoreMLRunner(Runner):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtimes.base import Runner, RunnerError
+from edgeport.runtimes.base import Runner, RunnerError
 
 
 class ExecuTorchRunner(Runner):

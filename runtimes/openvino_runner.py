@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtimes.base import Runner, RunnerError
+from edgeport.runtimes.base import Runner, RunnerError
 
 
 class OpenVINORunner(Runner):

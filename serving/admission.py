@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from serving.metrics import Metrics
+from edgeport.serving.metrics import Metrics
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

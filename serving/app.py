@@ -22,14 +22,14 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serving import connections
-from serving.admission import Admission
-from serving.batcher import Batcher, QueueFull
-from serving.metrics import Metrics
-from serving.payloads import (RequestError, b64_bytes, check_count, decode_image, load_json, parse_body, ranked,
+from edgeport.serving import connections
+from edgeport.serving.admission import Admission
+from edgeport.serving.batcher import Batcher, QueueFull
+from edgeport.serving.metrics import Metrics
+from edgeport.serving.payloads import (RequestError, b64_bytes, check_count, decode_image, load_json, parse_body, ranked,
                               short_repr)
-from serving.selection import ServedModel
-from serving.settings import ServeSettings
+from edgeport.serving.selection import ServedModel
+from edgeport.serving.settings import ServeSettings
 
 log = logging.getLogger("edgeport.serve")
 CONFIG_ENV = "EDGEPORT_SERVE_CONFIG"  # how `edgeport serve --workers N` hands each worker its settings
@@ -56,8 +56,8 @@ def default_max_queue(p50_ms: float | None, max_batch: int, wait_s: float = QUEU
 def create_app(settings: ServeSettings, model: ServedModel | None = None) -> FastAPI:
     """The app for ``settings`` (``model``: already selected, else selected from ``settings.model_dir``)."""
     from edgeport import __version__
-    from runtimes import runner_class
-    from serving.selection import select_variant
+    from edgeport.runtimes import runner_class
+    from edgeport.serving.selection import select_variant
 
     model = model or select_variant(settings.model_dir, settings.variant)
     runner = runner_class(model.runtime)(model.path, threads=settings.threads)

@@ -37,7 +37,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-PROTOCOL = "serving.connections:GuardedHttpToolsProtocol"  # what `edgeport serve` hands uvicorn as ``http``
+PROTOCOL = "edgeport.serving.connections:GuardedHttpToolsProtocol"  # what `edgeport serve` hands uvicorn as ``http``
 
 
 @dataclass

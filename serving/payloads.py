@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from validation.dataset import open_image
+from edgeport.validation.dataset import open_image
 
 FUNCTIONS = ("softmax", "sigmoid", "none")
 PARAMETERS = {"top_k", "function_to_apply"}

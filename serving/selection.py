@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from converters.checksums import artifact_sha256
+from edgeport.converters.checksums import artifact_sha256
 from edgeport.model_source import read_labels
-from validation.preprocess import Preprocessing
-from validation.status import status_of
+from edgeport.validation.preprocess import Preprocessing
+from edgeport.validation.status import status_of
 
 
 class ServeError(ValueError):
@@ -61,8 +61,8 @@ def select_variant(model_dir: str | Path, variant: str | None = None) -> ServedM
     Raises ServeError when there is no report, when ``variant`` failed validation (or was not
     validated), when no variant passed, or when the artifact no longer matches the manifest.
     """
-    from runtimes import unavailable_reason
-    from runtimes.machine import cpu_description
+    from edgeport.runtimes import unavailable_reason
+    from edgeport.runtimes.machine import cpu_description
 
     model_dir = Path(model_dir)
     if not model_dir.is_dir():

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from serving.admission import AdmissionLimits
-    from serving.connections import ConnectionLimits
+    from edgeport.serving.admission import AdmissionLimits
+    from edgeport.serving.connections import ConnectionLimits
 
 
 @dataclass
@@ -36,7 +36,7 @@ class ServeSettings:
     max_connections: int = 512
 
     def admission_limits(self) -> AdmissionLimits:
-        from serving.admission import AdmissionLimits
+        from edgeport.serving.admission import AdmissionLimits
 
         return AdmissionLimits(limit=self.max_queue, max_uploads=self.max_uploads,
                                max_body_mb=self.max_body_mb, body_timeout_s=self.body_timeout_s,
@@ -44,7 +44,7 @@ class ServeSettings:
                                retry_after_s=self.retry_after_s)
 
     def connection_limits(self) -> ConnectionLimits:
-        from serving.connections import ConnectionLimits
+        from edgeport.serving.connections import ConnectionLimits
 
         return ConnectionLimits(header_timeout_s=self.header_timeout_s, max_connections=self.max_connections,
                                 linger_s=self.body_grace_s, retry_after_s=self.retry_after_s)

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from converters.onnx2tf_tool import simplify_to_batch1
+from edgeport.converters.onnx2tf_tool import simplify_to_batch1
 
 
 def test_batch1_model_is_static_standard_and_equivalent(exported_tiny, tmp_path):

@@ -6,9 +6,9 @@ import sys
 
 from edgeport.bench import BenchOptions, judge_targets, run_bench
 from edgeport.config import ModelEntry
-from converters.child_process import measure_command
+from edgeport.converters.child_process import measure_command
 from edgeport.stage import _describe_exit, run_stage
-from validation.harness import RunSettings
+from edgeport.validation.harness import RunSettings
 
 
 def test_bench_on_a_tiny_model_writes_every_section(tiny_vit, calib_dir, faces_dir, tmp_path):

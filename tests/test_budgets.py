@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from validation import metrics
-from validation.budgets import Budget, BudgetError, budget_for
+from edgeport.validation import metrics
+from edgeport.validation.budgets import Budget, BudgetError, budget_for
 
 
 def test_failures_name_metric_value_and_budget():
@@ -52,7 +52,7 @@ def test_metrics():
 
 
 def test_a_drop_of_exactly_the_budget_passes_despite_float_rounding():
-    from validation.budgets import Budget
+    from edgeport.validation.budgets import Budget
 
     budget = Budget(max_accuracy_drop=1.0)
     assert budget.check({"accuracy": 0.7025}, 0.7125) == []  # 1.0000000000000142 points in floats

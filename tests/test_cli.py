@@ -120,7 +120,7 @@ def test_every_subcommand_that_draws_progress_takes_no_progress(command):
 
 
 def test_no_progress_silences_heartbeats_down_to_grandchildren(monkeypatch, capsys):
-    from converters.child_process import NO_PROGRESS_ENV, measure_command
+    from edgeport.converters.child_process import NO_PROGRESS_ENV, measure_command
 
     cmd = ["sleep", "0.5"]
     measure_command(cmd, label="step", heartbeat_s=0.1)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from converters.atomic import atomic_path
+from edgeport.converters.atomic import atomic_path
 from edgeport.config import ConfigError, load_config
 from edgeport.model_source import ModelSourceError, resolve_source
-from validation.budgets import Budget
+from edgeport.validation.budgets import Budget
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from validation.preprocess import Preprocessing
+from edgeport.validation.preprocess import Preprocessing
 
 COREML = ["coreml-fp32", "coreml-fp16"]
 
@@ -22,7 +22,7 @@ COREML = ["coreml-fp32", "coreml-fp16"]
     Preprocessing(8, 8, do_resize=False, do_normalize=False, channel_order="BGR"),  # MobileViT
 ])
 def test_the_models_first_op_reproduces_the_processor(pre):
-    from converters.coreml_export import input_affine
+    from edgeport.converters.coreml_export import input_affine
 
     rgb = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     expected = pre(Image.fromarray(rgb))  # CHW, in the model's channel order
@@ -48,7 +48,7 @@ def coreml_export(exported_tiny, tiny_vit, faces_dir, calib_dir, tmp_path_factor
 
 
 def test_packages_are_classifiers_with_the_labels_and_an_image_input(coreml_export):
-    from converters.coreml_export import check_mlpackage
+    from edgeport.converters.coreml_export import check_mlpackage
 
     out, records = coreml_export
     for name in COREML:
@@ -106,7 +106,7 @@ def test_validate_gate_and_bundle_treat_them_as_not_validated(coreml_export, fac
 
 
 def test_the_runner_says_why_it_cannot_run(tmp_path):
-    from runtimes import RunnerError, runner_class
+    from edgeport.runtimes import RunnerError, runner_class
 
     cls = runner_class("coreml")
     assert "macOS" in cls.unavailable_reason()

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from validation.dataset import LabelMappingError, load_eval_arrays, map_folders_to_labels, scan_eval_set
-from validation.preprocess import Preprocessing
+from edgeport.validation.dataset import LabelMappingError, load_eval_arrays, map_folders_to_labels, scan_eval_set
+from edgeport.validation.preprocess import Preprocessing
 
 REPO = Path(__file__).resolve().parent.parent
 

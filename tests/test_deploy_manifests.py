@@ -308,7 +308,9 @@ def test_the_image_installs_the_lock_as_bootstrap_venv_does():
 
 def test_the_image_copies_the_installed_packages_and_one_model_folder():
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    packages = set(pyproject["tool"]["setuptools"]["packages"])
+    # the repository folders the wheel installs (as edgeport.converters, ...)
+    packages = set(pyproject["tool"]["setuptools"]["package-dir"].values())
+    assert len(packages) == len(pyproject["tool"]["setuptools"]["packages"])
     code = {s for sources, _ in copies() for s in sources} - {build_args()["MODEL_DIR"]}
     assert code == packages | {"requirements.lock", "pyproject.toml", pyproject["project"]["readme"]}
     assert build_args()["MODEL_DIR"] == "artifacts/gender-vit"
@@ -462,7 +464,7 @@ def test_the_grace_period_outlasts_the_prestop_sleep_and_the_drain(model_folder,
     spec = deployment()["spec"]["template"]["spec"]
     container = the_container(spec)
     ns = parse_serve(image_argv(container["args"]))
-    from serving.app import ServeSettings
+    from edgeport.serving.app import ServeSettings
 
     assert ns.timeout_s == (float(container["args"][container["args"].index("--timeout-s") + 1])
                             if "--timeout-s" in container["args"] else ServeSettings.timeout_s)

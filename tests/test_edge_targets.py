@@ -7,9 +7,9 @@ import shutil
 import numpy as np
 import pytest
 
-from runtimes import RunnerError, runner_class
-from validation.dataset import load_eval_arrays, scan_eval_set
-from validation.preprocess import Preprocessing
+from edgeport.runtimes import RunnerError, runner_class
+from edgeport.validation.dataset import load_eval_arrays, scan_eval_set
+from edgeport.validation.preprocess import Preprocessing
 
 EDGE_VARIANTS = ["executorch-fp32", "executorch-int8", "openvino-fp32", "openvino-int8"]
 ARTIFACTS = {"executorch-fp32": "model_fp32.pte", "executorch-int8": "model_int8.pte",
@@ -140,9 +140,9 @@ def test_opt_in_variants_are_not_in_the_default_list():
 
 def test_openvino_accuracy_control_keeps_the_sensitive_layers_float(tmp_path):
     """NNCF's accuracy control, judged on held-out images: a deliberately sensitive layer goes float, the rest stays int8."""
-    from converters.onnx_int8_static import run_onnx
-    from converters.openvino_ir import convert_openvino_fp32, convert_openvino_int8, run_openvino
-    from converters.precision_search import Holdout, Target, split_holdout
+    from edgeport.converters.onnx_int8_static import run_onnx
+    from edgeport.converters.openvino_ir import convert_openvino_fp32, convert_openvino_int8, run_openvino
+    from edgeport.converters.precision_search import Holdout, Target, split_holdout
     from test_precision_search import _sensitive_mlp
 
     onnx_path = _sensitive_mlp(tmp_path / "mlp.onnx")
@@ -171,9 +171,9 @@ def test_executorch_search_keeps_the_sensitive_layers_float(tmp_path):
     some nodes float, calibrating once, and holds on images it never saw."""
     import torch
 
-    from converters.executorch_export import lower_to_xnnpack
-    from converters.executorch_int8 import CalibratedCapture, candidate_nodes, iter_pte, search_executorch_int8
-    from converters.precision_search import Holdout, Target, split_holdout
+    from edgeport.converters.executorch_export import lower_to_xnnpack
+    from edgeport.converters.executorch_int8 import CalibratedCapture, candidate_nodes, iter_pte, search_executorch_int8
+    from edgeport.converters.precision_search import Holdout, Target, split_holdout
     from test_precision_search import sensitive_mlp_module
 
     module = sensitive_mlp_module()
@@ -202,8 +202,8 @@ def test_openvino_keeps_plain_quantization_when_the_accuracy_control_returns_wor
     import nncf
     import openvino as ov
 
-    from converters.openvino_ir import convert_openvino_fp32, convert_openvino_int8, run_openvino
-    from converters.precision_search import Holdout, Target, split_holdout
+    from edgeport.converters.openvino_ir import convert_openvino_fp32, convert_openvino_int8, run_openvino
+    from edgeport.converters.precision_search import Holdout, Target, split_holdout
     from test_precision_search import _sensitive_mlp
 
     convert_openvino_fp32(_sensitive_mlp(tmp_path / "mlp.onnx"), tmp_path / "fp32")

@@ -5,7 +5,7 @@ import copy
 import json
 
 from edgeport.cli import main
-from validation.gate import GateSettings, gate
+from edgeport.validation.gate import GateSettings, gate
 
 
 def _report(**accuracies) -> dict:

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from validation.dataset import load_eval_arrays, open_image, scan_eval_set
-from validation.preprocess import Preprocessing
+from edgeport.validation.dataset import load_eval_arrays, open_image, scan_eval_set
+from edgeport.validation.preprocess import Preprocessing
 
 
 def _png_with_header(width: int, height: int) -> bytes:

@@ -7,8 +7,8 @@ import pytest
 
 from edgeport.architectures import ARCHITECTURES, make_model
 from edgeport.matrix import MatrixOptions, run_matrix
-from validation.harness import RunSettings
-from validation.preprocess import Preprocessing
+from edgeport.validation.harness import RunSettings
+from edgeport.validation.preprocess import Preprocessing
 
 QUICK = ["onnx-fp32", "savedmodel-fp32", "tflite-fp32"]
 
@@ -25,7 +25,7 @@ def test_every_matrix_architecture_builds_and_its_processor_is_reproduced(arch, 
 def test_matrix_on_deit_convnext_swin(calib_dir, faces_dir, tmp_path):
     import shutil
 
-    from validation.budgets import Budget
+    from edgeport.validation.budgets import Budget
 
     train = tmp_path / "train"  # the calibration faces in class folders, by UTKFace's gender digit
     for path in sorted(calib_dir.glob("*.jpg")):
@@ -70,7 +70,7 @@ def test_full_integer_files_are_made_after_the_rewrites(arch, step, setting, siz
 
     from edgeport.model_source import resolve_source
     from edgeport.pipeline import export_model
-    from runtimes import runner_class
+    from edgeport.runtimes import runner_class
 
     model = make_model(arch, tmp_path / arch)
     out = tmp_path / "out"
@@ -111,7 +111,7 @@ def test_reduce_l2_becomes_standard_ops_with_the_same_values():
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from converters.onnx_rewrites import expand_reduce_l2
+    from edgeport.converters.onnx_rewrites import expand_reduce_l2
 
     axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
     graph = helper.make_graph([helper.make_node("ReduceL2", ["x", "axes"], ["y"], keepdims=1)], "g",
@@ -137,8 +137,8 @@ def test_a_model_optimum_cannot_export_goes_through_torch_dynamo(calib_dir, face
     import numpy as np
     import onnxruntime as ort
 
-    from converters.onnx_export import export_onnx
-    from runtimes import runner_class
+    from edgeport.converters.onnx_export import export_onnx
+    from edgeport.runtimes import runner_class
 
     model = make_model("mobilevitv2", tmp_path / "m")
     settings = export_onnx(str(model), tmp_path / "m.onnx", input_size=(64, 64))
@@ -170,7 +170,7 @@ def test_reciprocal_sqrt_rewrite_keeps_the_float_outputs(exported_tiny):
 
     from ai_edge_litert.interpreter import Interpreter
 
-    from converters.tflite_graph import reciprocal_sqrt
+    from edgeport.converters.tflite_graph import reciprocal_sqrt
 
     source = (exported_tiny / "model_fp32.tflite").read_bytes()
     rewritten, count = reciprocal_sqrt(source)

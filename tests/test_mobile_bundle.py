@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from runtimes.tflite_runner import tflite_io_details
+from edgeport.runtimes.tflite_runner import tflite_io_details
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters.precision_search import Holdout, Target, search_precision, split_holdout
+from edgeport.converters.precision_search import Holdout, Target, search_precision, split_holdout
 
 
 def test_holdout_is_interleaved_and_disjoint():
@@ -72,8 +72,8 @@ def test_search_that_cannot_pass_returns_its_best_round_as_failed():
 
 
 def test_many_layers_are_ranked_in_groups_then_inside_the_costliest(monkeypatch):
-    from converters import precision_search
-    from converters.precision_search import rank
+    from edgeport.converters import precision_search
+    from edgeport.converters.precision_search import rank
 
     monkeypatch.setattr(precision_search, "FLAT_RANKING_MAX", 16)
     layers = [f"l{i:02d}" for i in range(64)]  # over 16: ranked in groups of 8
@@ -118,7 +118,7 @@ def test_judge_stream_stops_once_the_budget_is_out_of_reach():
     holdout = Holdout(np.zeros((n, 1)), ref)
     target = Target(min_agreement=0.97)
     allowed = holdout.allowed_disagreements(target)
-    from converters.precision_search import wilson_lower
+    from edgeport.converters.precision_search import wilson_lower
     assert wilson_lower(n - allowed, n, 1.0) >= 0.97 > wilson_lower(n - allowed - 1, n, 1.0)
     served: list[int] = []
 
@@ -182,7 +182,7 @@ def sensitive_mlp_module():
 
 
 def test_a_deliberately_sensitive_layer_is_found_and_kept_float(tmp_path):
-    from converters.onnx_int8_static import convert_onnx_int8_static, run_onnx
+    from edgeport.converters.onnx_int8_static import convert_onnx_int8_static, run_onnx
 
     onnx_path = _sensitive_mlp(tmp_path / "mlp.onnx")
     images = np.random.default_rng(0).standard_normal((128, 3, 4, 4)).astype(np.float32)
@@ -232,7 +232,7 @@ def test_export_records_the_search_judged_on_held_out_calibration_images(searche
 
 def test_report_and_bundle_name_the_raised_layers():
     from edgeport.mobile_bundle import which_file
-    from validation.report import precision_search_lines
+    from edgeport.validation.report import precision_search_lines
 
     search = {"raised_to": "int16 activations", "candidates": 13, "holdout_images": 256, "passed_on_holdout": True,
               "raised": [{"name": "SOFTMAX", "ops": 6, "sensitivity": 0.352}, {"name": "ADD", "ops": 62, "sensitivity": 0.056}]}

@@ -15,8 +15,8 @@ import transformers
 from PIL import Image
 
 from edgeport.mobile_bundle import preprocessing_spec
-from validation.dataset import open_image
-from validation.preprocess import Preprocessing, PreprocessingError
+from edgeport.validation.dataset import open_image
+from edgeport.validation.preprocess import Preprocessing, PreprocessingError
 
 # (processor class, its settings): the defaults, and the variations that change the steps.
 CASES = [
@@ -109,7 +109,7 @@ def test_matches_the_models_own_image_processor(name, kwargs, faces_dir, tmp_pat
 def test_a_processor_these_steps_do_not_reproduce_is_refused(tmp_path, monkeypatch):
     # Without its rule, LeViT's 256/224 resize is read as a plain shortest-edge resize and crop:
     # the parity check must catch that instead of running the model on wrong inputs.
-    from validation import preprocess
+    from edgeport.validation import preprocess
 
     monkeypatch.delitem(preprocess.PROCESSOR_RULES, "LevitImageProcessor")
     transformers.LevitImageProcessor().save_pretrained(tmp_path)

@@ -7,11 +7,11 @@ import shutil
 import numpy as np
 import pytest
 
-from converters.onnx2tf_tool import ConversionError
-from converters.tflite_ops import non_builtin_operators, require_builtin_ops
-from runtimes import runner_class
-from validation.dataset import load_eval_arrays, scan_eval_set
-from validation.preprocess import Preprocessing
+from edgeport.converters.onnx2tf_tool import ConversionError
+from edgeport.converters.tflite_ops import non_builtin_operators, require_builtin_ops
+from edgeport.runtimes import runner_class
+from edgeport.validation.dataset import load_eval_arrays, scan_eval_set
+from edgeport.validation.preprocess import Preprocessing
 
 QUANTIZED = [
     ("onnxruntime", "model_fp16.onnx", 5e-3),
@@ -74,7 +74,7 @@ def test_calibration_images_recorded_and_disjoint_from_eval(exported_tiny, calib
     manifest = json.loads((exported_tiny / "manifest.json").read_text())
     cal = manifest["calibration"]
     assert sorted(cal["images"]) == sorted(p.name for p in calib_dir.glob("*.jpg"))
-    from converters.checksums import sha256_file
+    from edgeport.converters.checksums import sha256_file
 
     eval_hashes = {sha256_file(p) for p in faces_dir.rglob("*.jpg")}
     assert eval_hashes and not eval_hashes & set(cal["sha256"])
@@ -82,7 +82,7 @@ def test_calibration_images_recorded_and_disjoint_from_eval(exported_tiny, calib
 
 def test_bundled_calibration_and_eval_sets_are_disjoint():
     from edgeport.config import load_config
-    from converters.checksums import sha256_file
+    from edgeport.converters.checksums import sha256_file
 
     for model in load_config().models:
         calib = {sha256_file(p) for p in model.calibration_dir.rglob("*") if p.is_file()}
@@ -106,7 +106,7 @@ def test_export_refuses_calibration_overlapping_eval(tiny_vit, faces_dir, tmp_pa
 def test_validate_refuses_eval_set_used_for_calibration(exported_copy, calib_dir, tmp_path):
     from edgeport.config import DEFAULT_BUDGETS
     from edgeport.pipeline import validate_export
-    from validation.harness import RunSettings
+    from edgeport.validation.harness import RunSettings
 
     ev = tmp_path / "ev" / "male"
     ev.mkdir(parents=True)
@@ -139,7 +139,7 @@ def test_flex_op_is_detected(flex_tflite, exported_tiny):
 
 
 def test_flex_op_fails_the_variant_in_the_report(tiny_vit, calib_dir, faces_dir, flex_tflite, tmp_path, monkeypatch):
-    import converters.tflite_fp32 as tflite_fp32
+    import edgeport.converters.tflite_fp32 as tflite_fp32
     from edgeport.model_source import resolve_source
     from edgeport.pipeline import export_model
 
@@ -161,8 +161,8 @@ def test_flex_op_fails_the_variant_in_the_report(tiny_vit, calib_dir, faces_dir,
 
 def test_linear_layers_become_fully_connected_with_identical_outputs(exported_tiny, batch_and_reference):
     """tflite-fp32's BATCH_MATMUL -> FULLY_CONNECTED rewrite changes ops, not outputs."""
-    from converters.tflite_graph import batch_matmul_to_fully_connected
-    from converters.tflite_ops import tflite_operators
+    from edgeport.converters.tflite_graph import batch_matmul_to_fully_connected
+    from edgeport.converters.tflite_ops import tflite_operators
 
     manifest = json.loads((exported_tiny / "manifest.json").read_text())
     fp32 = {v["name"]: v for v in manifest["variants"]}["tflite-fp32"]
@@ -179,7 +179,7 @@ def test_linear_layers_become_fully_connected_with_identical_outputs(exported_ti
 
 
 def test_full_integer_files_compute_only_in_integers(exported_tiny):
-    from converters.tflite_ops import float_compute_ops, op_precisions
+    from edgeport.converters.tflite_ops import float_compute_ops, op_precisions
 
     manifest = json.loads((exported_tiny / "manifest.json").read_text())
     rec = {v["name"]: v for v in manifest["variants"]}
@@ -200,9 +200,9 @@ def test_full_integer_files_compute_only_in_integers(exported_tiny):
 def test_int16_activations_are_16x8_and_closer_to_fp32(exported_tiny, calib_nhwc, batch_and_reference, tmp_path):
     """activations="int16": every activation int16, weights int8, integer-only, same I/O types as
     the int8 files, and nearer the float model than int8 activations on the same calibration."""
-    from converters.tflite_int8 import convert_tflite_int8
-    from converters.tflite_ops import float_compute_ops, op_precisions
-    from runtimes.tflite_runner import tflite_io_details
+    from edgeport.converters.tflite_int8 import convert_tflite_int8
+    from edgeport.converters.tflite_ops import float_compute_ops, op_precisions
+    from edgeport.runtimes.tflite_runner import tflite_io_details
 
     fp32 = exported_tiny / "model_fp32.tflite"
     cache = tmp_path / "cache"
@@ -238,7 +238,7 @@ def test_calibration_ranges_are_min_max_over_all_images(exported_tiny, calib_nhw
     moving average of per-image ranges instead, which clips the larger values."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from converters.ai_edge_quantize import calibrate_min_max
+    from edgeport.converters.ai_edge_quantize import calibrate_min_max
 
     fp32 = exported_tiny / "model_fp32.tflite"
     ranges = calibrate_min_max(fp32, calib_nhwc)
@@ -259,7 +259,7 @@ def test_calibration_ranges_are_min_max_over_all_images(exported_tiny, calib_nhw
 
 def test_full_integer_export_refuses_a_float_op(exported_tiny, calib_nhwc, tmp_path, monkeypatch):
     """If the recipe left an op in float, the variant fails and no file is left behind."""
-    import converters.tflite_int8 as tflite_int8
+    import edgeport.converters.tflite_int8 as tflite_int8
 
     real_recipe = tflite_int8.full_integer_recipe
 
@@ -282,8 +282,8 @@ def test_full_integer_export_refuses_a_float_op(exported_tiny, calib_nhwc, tmp_p
 
 def test_full_integer_variants_share_one_calibration(exported_tiny, calib_nhwc, tmp_path, monkeypatch):
     """tflite-int8-io reuses tflite-int8's calibration and still writes the same file as without it."""
-    import converters.ai_edge_quantize as ai_edge_quantize
-    from converters.tflite_int8 import convert_tflite_int8
+    import edgeport.converters.ai_edge_quantize as ai_edge_quantize
+    from edgeport.converters.tflite_int8 import convert_tflite_int8
 
     fp32 = exported_tiny / "model_fp32.tflite"
     calls = []
@@ -314,7 +314,7 @@ def test_tflite_fp32_falls_back_to_the_tensorflow_backend(exported_tiny, calib_d
                                                           tmp_path, monkeypatch):
     """When flatbuffer_direct fails, tflite-fp32 comes from onnx2tf's TensorFlow backend, says so,
     and is still a correct builtin-only fp32 file."""
-    import converters.tflite_fp32 as tflite_fp32
+    import edgeport.converters.tflite_fp32 as tflite_fp32
     from edgeport.pipeline import list_images
 
     real_run = tflite_fp32.run_onnx2tf
@@ -350,7 +350,7 @@ def test_quantizer_progress_bars_are_off(capsys):
     """ai-edge-quantizer's bars (explicitly enabled for big models) stay out of the step's log."""
     from ai_edge_quantizer.utils import progress_utils
 
-    from converters.ai_edge_quantize import _quiet_progress_bars
+    from edgeport.converters.ai_edge_quantize import _quiet_progress_bars
 
     _quiet_progress_bars()
     _quiet_progress_bars()  # idempotent: wrapping twice would still work, but is not done
@@ -363,7 +363,7 @@ def test_report_names_the_full_integer_activation_width(validated_tiny):
     """report.json carries each full-integer file's activations; report.md calls out int16 ones."""
     import copy
 
-    from validation.report import render_markdown
+    from edgeport.validation.report import render_markdown
 
     report = json.loads((validated_tiny / "report.json").read_text())
     by_name = {v["name"]: v for v in report["variants"]}

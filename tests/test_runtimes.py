@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtimes import RunnerError, runner_class
-from validation.dataset import load_eval_arrays, scan_eval_set
-from validation.preprocess import Preprocessing
+from edgeport.runtimes import RunnerError, runner_class
+from edgeport.validation.dataset import load_eval_arrays, scan_eval_set
+from edgeport.validation.preprocess import Preprocessing
 
 
 @pytest.fixture(scope="module")

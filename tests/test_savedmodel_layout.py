@@ -12,7 +12,7 @@ import numpy as np
 from edgeport.model_source import resolve_source
 from edgeport.pipeline import export_model
 from edgeport.random_model import make_random_vit
-from runtimes import runner_class
+from edgeport.runtimes import runner_class
 
 
 def test_savedmodel_of_a_vit_with_square_tensors_matches_pytorch(calib_dir, tmp_path):

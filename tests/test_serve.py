@@ -32,9 +32,9 @@ def server(validated_tiny):
 @pytest.fixture(scope="module")
 def harness_logits(validated_tiny, faces_dir):
     """What validation computes for faces_dir: the same decoding, preprocessing and runner."""
-    from runtimes import runner_class
-    from validation.dataset import load_eval_arrays, scan_eval_set
-    from validation.preprocess import Preprocessing
+    from edgeport.runtimes import runner_class
+    from edgeport.validation.dataset import load_eval_arrays, scan_eval_set
+    from edgeport.validation.preprocess import Preprocessing
 
     pre = Preprocessing.from_file(validated_tiny / "preprocessor_config.json")
     eval_set = scan_eval_set(faces_dir, ["female", "male"])
@@ -74,7 +74,7 @@ def test_served_scores_are_the_harness_logits(server, harness_logits, faces_dir)
 
 
 def test_health_metadata_and_metrics(server, validated_tiny):
-    from converters.checksums import artifact_sha256
+    from edgeport.converters.checksums import artifact_sha256
 
     assert requests.get(f"{server}/health", timeout=5).json() == {"live": True, "ready": True}
     meta = requests.get(f"{server}/metadata", timeout=5).json()
@@ -128,8 +128,8 @@ def test_bad_requests_get_a_json_4xx_and_the_server_keeps_serving(validated_tiny
 
 
 def test_open_inference_protocol_v2(server, harness_logits, faces_dir, validated_tiny):
-    from validation.dataset import open_image
-    from validation.preprocess import Preprocessing
+    from edgeport.validation.dataset import open_image
+    from edgeport.validation.preprocess import Preprocessing
 
     assert requests.get(f"{server}/v2/health/ready", timeout=5).status_code == 200
     assert requests.get(f"{server}/v2/models/tiny-vit/ready", timeout=5).json()["ready"] is True
@@ -185,7 +185,7 @@ def test_sigterm_finishes_in_flight_requests(validated_tiny, faces_dir):
 
 def test_the_queue_is_bounded():
     """Beyond max_queue waiting images the batcher refuses at once (the server's 503), and runs the rest."""
-    from serving.batcher import Batcher, QueueFull
+    from edgeport.serving.batcher import Batcher, QueueFull
 
     release = threading.Event()
     seen: list[int] = []
@@ -215,7 +215,7 @@ def test_the_queue_is_bounded():
 
 def test_serve_refuses_failed_or_changed_variants(validated_tiny, tmp_path, capsys):
     from edgeport.cli import main
-    from serving.selection import ServeError, select_variant
+    from edgeport.serving.selection import ServeError, select_variant
 
     model = select_variant(validated_tiny)  # the fastest passing one, by the report's p50
     report = json.loads((validated_tiny / "report.json").read_text())
@@ -270,7 +270,7 @@ def test_requests_beyond_the_bound_get_503_before_their_body_is_read(validated_t
 
 
 def test_only_inference_requests_count_against_the_bound():
-    from serving.admission import inference_route
+    from edgeport.serving.admission import inference_route
 
     assert inference_route("POST", "/") == "/"
     assert inference_route("POST", "/models/org/name") == "/models/{name:path}"
@@ -281,7 +281,7 @@ def test_only_inference_requests_count_against_the_bound():
 
 
 def test_the_default_queue_bound_follows_the_validated_latency(validated_tiny, faces_dir):
-    from serving.app import default_max_queue
+    from edgeport.serving.app import default_max_queue
 
     assert default_max_queue(None, 8) == 64  # no validated latency: the fixed bound
     assert default_max_queue(1.0, 8) == 64  # a fast model: capped

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from edgeport.config import ConfigError, load_config
-from validation.budgets import Budget
-from validation.gate import gate
-from validation.harness import VariantResult
-from validation.report import build_report, render_markdown
-from validation.report_html import render_html
-from validation.subgroups import (SubgroupError, SubgroupSpec, assign, bin_labels, reference_rows, subgroup_rows,
+from edgeport.validation.budgets import Budget
+from edgeport.validation.gate import gate
+from edgeport.validation.harness import VariantResult
+from edgeport.validation.report import build_report, render_markdown
+from edgeport.validation.report_html import render_html
+from edgeport.validation.subgroups import (SubgroupError, SubgroupSpec, assign, bin_labels, reference_rows, subgroup_rows,
                                   paired_drift_interval, wilson_interval)
 
 UTK = r"^(?P<age>\d+)_(?P<gender>\d)_(?P<race>\d)_"
@@ -110,7 +110,7 @@ def test_the_gate_fails_a_variant_that_passes_overall_but_not_on_one_group(tmp_p
     reference = _logits([0] * 200)
     degraded = _logits([0] * 180 + [1] + [0] * 19)  # one child of 20 misclassified: 0.5 points overall
     budget = Budget(min_agreement=0.99, max_accuracy_drop=1.0, max_subgroup_drop=3.0)
-    from validation import metrics
+    from edgeport.validation import metrics
 
     ref = VariantResult("reference", "torch", "ref", "fp32")
     ref.metrics = metrics.compare(reference, reference, labels, ["female", "male"])
@@ -166,16 +166,16 @@ def _degrade_one_image(fp32: Path, out: Path, image: np.ndarray, others: np.ndar
 
 def test_validate_fails_a_real_variant_degraded_on_one_group(exported_copy, faces_dir, tmp_path):
     """End to end: a runtime's output, a CSV manifest with one image left out, the report and the gate."""
-    from converters.onnx_int8_static import run_onnx
+    from edgeport.converters.onnx_int8_static import run_onnx
     from edgeport.cli import main
     from edgeport.pipeline import artifact_sha256, list_images
-    from validation.preprocess import Preprocessing
+    from edgeport.validation.preprocess import Preprocessing
 
     manifest = json.loads((exported_copy / "manifest.json").read_text())
     manifest["variants"] = [v for v in manifest["variants"] if v["name"] in ("onnx-fp32", "onnx-int8-dynamic", "tflite-fp32")]
     paths = list_images(faces_dir)
     pre = Preprocessing.from_file(exported_copy / "preprocessor_config.json")
-    from validation.dataset import open_image
+    from edgeport.validation.dataset import open_image
 
     images = np.stack([pre(open_image(p)) for p in paths])
     labels = np.array([0 if p.parent.name == "female" else 1 for p in paths])

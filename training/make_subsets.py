@@ -19,7 +19,7 @@ import random
 import shutil
 from pathlib import Path
 
-from converters.checksums import sha256_file
+from edgeport.converters.checksums import sha256_file
 
 from .data import UTK_RACES, datasets_root, list_split, utk_meta
 

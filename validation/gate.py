@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from validation.report import failure_lines
+from edgeport.validation.report import failure_lines
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from validation import metrics
-from validation.budgets import Budget, Failure
-from validation.subgroups import Assignment, reference_rows, subgroup_rows
+from edgeport.validation import metrics
+from edgeport.validation.budgets import Budget, Failure
+from edgeport.validation.subgroups import Assignment, reference_rows, subgroup_rows
 
 
 @dataclass
@@ -122,13 +122,13 @@ def run_variant(variant: Variant, inputs_path: Path, settings: RunSettings, work
 
 def run_worker(variant: Variant, inputs_path: Path, settings: RunSettings, work_dir: Path, *,
                extra_args: Sequence[str] = ()) -> dict[str, np.ndarray]:
-    """Run ``python -m validation.worker`` for ``variant``; return the arrays it saved.
+    """Run ``python -m edgeport.validation.worker`` for ``variant``; return the arrays it saved.
 
     ``extra_args`` are more worker options (the bench adds --throughput-batch). Raises
     WorkerError with a readable reason when the worker fails, crashes or times out.
     """
     out = work_dir / f"{variant.name}.npz"
-    cmd = [sys.executable, "-m", "validation.worker", "--runtime", variant.runtime, "--path", variant.path,
+    cmd = [sys.executable, "-m", "edgeport.validation.worker", "--runtime", variant.runtime, "--path", variant.path,
            "--inputs", str(inputs_path), "--out", str(out), "--threads", str(settings.threads),
            "--batch", str(settings.batch), "--warmup", str(settings.warmup), "--runs", str(settings.runs),
            *extra_args]
@@ -182,7 +182,7 @@ def validate(
     """
     from tqdm import tqdm
 
-    from runtimes import unavailable_reason
+    from edgeport.runtimes import unavailable_reason
 
     with tempfile.TemporaryDirectory(prefix="edgeport-validate-") as tmp:
         work = Path(tmp)

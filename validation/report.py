@@ -5,12 +5,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from converters.atomic import atomic_path
-from runtimes.machine import cpu_description
-from validation.harness import VariantResult
-from validation.report_html import render_html
-from validation.status import status_of, status_rank
-from validation.report_subgroups import subgroup_markdown
+from edgeport.converters.atomic import atomic_path
+from edgeport.runtimes.machine import cpu_description
+from edgeport.validation.harness import VariantResult
+from edgeport.validation.report_html import render_html
+from edgeport.validation.status import status_of, status_rank
+from edgeport.validation.report_subgroups import subgroup_markdown
 
 
 def build_report(

@@ -13,8 +13,8 @@ import html
 import math
 from typing import Any
 
-from validation.report_subgroups import subgroup_heatmap_html
-from validation.status import status_of, status_rank
+from edgeport.validation.report_subgroups import subgroup_heatmap_html
+from edgeport.validation.status import status_of, status_rank
 
 PASS, FAIL = "#2e7d32", "#c62828"
 HTML_CLASS = {"passed": "pass", "failed": "fail", "not validated": "unchecked"}

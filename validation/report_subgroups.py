@@ -4,7 +4,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from validation.subgroups import worst
+from edgeport.validation.subgroups import worst
 
 
 def _ci(interval: list[float] | None) -> str:

@@ -4,7 +4,7 @@ The harness starts one worker per variant so that a runtime that aborts the proc
 (some TFLite files SIGABRT inside the interpreter) fails only that variant, and so that
 each runtime's memory is returned when it is done.
 
-    python -m validation.worker --runtime tflite --path model.tflite \
+    python -m edgeport.validation.worker --runtime tflite --path model.tflite \
         --inputs inputs.npy --out result.npz
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("USE_TF", "0")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from runtimes import RunnerError, runner_class
+    from edgeport.runtimes import RunnerError, runner_class
 
     inputs = np.load(args.inputs, mmap_mode="r")
     cls = runner_class(args.runtime)

@@ -1,0 +1,264 @@
+"""edgeport's Python API: what the command line does, as calls that return objects.
+
+    import edgeport
+
+    result = edgeport.export("models/gender-vit", out="artifacts/gender-vit",
+                             calibration="data/calib/gender")
+    report = edgeport.validate("artifacts/gender-vit", eval="data/eval/gender")
+    print(report.passed, report.failures)
+    verdict = edgeport.gate("artifacts/gender-vit")
+    classifier = edgeport.load("artifacts/gender-vit")        # the fastest variant that passed
+    classifier("face.jpg")                                    # [{"label": "female", "score": 0.93}, ...]
+
+`edgeport export`, `validate` and `gate` are built on these functions (``edgeport.cli``); the
+config file is optional everywhere: ``config=None`` reads ``./edgeport.toml`` when there is one,
+else the defaults.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeport.config import Config, ConfigError, ModelEntry, load_config
+
+if TYPE_CHECKING:
+    from edgeport.classifier import Classifier
+    from edgeport.pipeline import ExportResult
+    from edgeport.validation.subgroups import SubgroupSpec
+
+PathLike = str | Path
+
+
+def export(model: PathLike, *, out: PathLike | None = None, variants: Sequence[str] | None = None,
+           calibration: PathLike | None = None, images: PathLike | None = None, revision: str | None = None,
+           config: PathLike | Config | None = None, force: bool = False,
+           full_integer_activations: str | None = None, precision_search: bool | None = None,
+           allow_pickle: bool = False, progress: bool = True) -> ExportResult:
+    """Convert ``model`` into its variants under ``out`` and write ``manifest.json``.
+
+    ``model``: a model name from the config, a local Hugging Face model folder, or a hub id (with
+    ``revision``, a commit to pin). ``variants``: default the model's from the config, else the
+    defaults the installed backends can make (``edgeport backends``). ``calibration``: real images
+    (any depth, disjoint from the evaluation set) for the int8 variants. A variant that fails is
+    recorded as failed (``result.failed``) and the others are still made.
+    """
+    from edgeport.model_source import resolve_source
+    from edgeport.pipeline import export_model
+
+    cfg = _config(config)
+    name = str(model)
+    entry = cfg.model(name)
+    if entry is None:
+        entry = ModelEntry(name=Path(name.rstrip("/")).name, source=name, base_dir=Path.cwd(), revision=revision)
+    elif revision:
+        entry = dataclasses.replace(entry, revision=revision)
+    source = resolve_source(entry.source, entry.revision, entry.base_dir, allow_pickle=allow_pickle or entry.allow_pickle)
+    calibration_dir = Path(calibration) if calibration else entry.calibration_dir
+    images_dir = Path(images) if images else (None if calibration_dir else entry.eval_dir)
+    return export_model(entry.name, source, Path(out) if out else cfg.artifacts_dir / entry.name,
+                        variants=list(variants) if variants else entry.variants, images_dir=images_dir,
+                        calibration_dir=calibration_dir, eval_dir=entry.eval_dir, opset=cfg.opset, force=force,
+                        full_integer_activations=full_integer_activations or entry.full_integer_activations,
+                        project_dir=entry.base_dir, progress=progress, budgets=cfg.budgets_for(entry),
+                        label_map=entry.label_map,
+                        precision_search=entry.precision_search if precision_search is None else precision_search)
+
+
+@dataclass
+class Report:
+    """A validation report: ``report.json`` as an object."""
+
+    data: dict[str, Any]
+    folder: Path
+
+    @property
+    def model(self) -> str:
+        return self.data["model"]
+
+    @property
+    def passed(self) -> bool:
+        """Every variant validated here within its budget (and not too many unreadable images, when
+        returned by ``validate``)."""
+        return bool(self.data["passed"]) and not self.data.get("too_many_skipped")
+
+    @property
+    def variants(self) -> list[dict[str, Any]]:
+        """One dict per variant: name, runtime, status, accuracy, agreement, max_abs_diff, latency_ms, ..."""
+        return self.data["variants"]
+
+    @property
+    def failures(self) -> dict[str, list[str]]:
+        """Variant name -> why it failed (missed budgets, or the error), for every failed variant."""
+        from edgeport.validation.status import status_of
+
+        return {v["name"]: ([f["message"] for f in v.get("failures") or []] or ([v["error"]] if v.get("error") else []))
+                for v in self.variants if status_of(v) == "failed"}
+
+    @property
+    def markdown(self) -> str:
+        """The report as Markdown (what ``report.md`` holds)."""
+        from edgeport.validation.report import render_markdown
+
+        return render_markdown(self.data)
+
+    @classmethod
+    def read(cls, folder: PathLike) -> "Report":
+        """The report of an export folder already validated (its ``report.json``)."""
+        folder = Path(folder)
+        return cls(load_report(folder), folder if folder.is_dir() else folder.parent)
+
+
+def validate(out: PathLike, *, eval: PathLike, config: PathLike | Config | None = None,  # noqa: A002
+             latency_runs: int | None = None, label_map: dict[str, str] | None = None,
+             subgroups: SubgroupSpec | None | str = "config", progress: bool = True) -> Report:
+    """Run every variant in the export folder ``out`` and the PyTorch reference on the images of
+    ``eval`` (class folders), judge them against the budgets, and write ``report.json``,
+    ``report.md``, ``report.html`` and the mobile bundle into ``out``.
+
+    ``label_map``: evaluation folder -> label (or "ignore"), on top of the config's.
+    ``subgroups``: where the images' subgroups come from (default "config": the model's
+    ``[models.subgroups]``; None: no subgroups)."""
+    from edgeport.pipeline import read_manifest, validate_export
+    from edgeport.validation.gate import too_many_skipped
+
+    cfg = _config(config)
+    manifest = read_manifest(Path(out))
+    settings = cfg.run
+    if latency_runs:
+        settings = dataclasses.replace(settings, runs=latency_runs)
+    entry = cfg.model(manifest["model"])
+    labels = {**(entry.label_map if entry else {}), **(label_map or {})}
+    if subgroups == "config":
+        subgroups = entry.subgroups if entry is not None else None
+    data = validate_export(Path(out), Path(eval), cfg.budgets_for(entry), settings, progress=progress,
+                           label_map=labels, subgroups=subgroups)
+    skipped = too_many_skipped(data, cfg.gate)
+    if skipped:
+        data = {**data, "too_many_skipped": skipped}
+    return Report(data, Path(out))
+
+
+@dataclass
+class ModelVerdict:
+    """The gate's verdict on one model's report."""
+
+    model: str
+    report: Path
+    reasons: list[str]  # why it fails (empty: it passes)
+    notes: list[str]  # variants not validated on this machine (Core ML off macOS), which count neither way
+    variants: int
+    against_baseline: bool
+
+    @property
+    def passed(self) -> bool:
+        return not self.reasons
+
+
+@dataclass
+class GateResult:
+    """The gate over a set of reports: one verdict per model, and configured models with no report."""
+
+    models: list[ModelVerdict] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # configured models that no report covers
+
+    @property
+    def passed(self) -> bool:
+        return all(m.passed for m in self.models) and not self.missing
+
+
+def gate(reports: PathLike | Sequence[PathLike] | None = None, *, baseline: PathLike | None = None,
+         config: PathLike | Config | None = None, max_accuracy_regression: float | None = None,
+         max_agreement_regression: float | None = None, expect_config: bool | None = None) -> GateResult:
+    """Judge reports: every budget met, not too many unreadable evaluation images, and (with
+    ``baseline``: a report, or a folder of them by model) no regression beyond the config's margins.
+
+    ``reports``: report.json files, export folders, or folders searched for them (default: the
+    config's models under its artifacts folder). ``expect_config``: also fail each configured model
+    that no report covers (default: when a folder was searched, as for CI shards).
+    """
+    from edgeport.shards import duplicate_models
+    from edgeport.validation.gate import gate as judge
+    from edgeport.validation.report import not_validated_lines
+
+    cfg = _config(config)
+    overrides = {k: v for k, v in (("max_accuracy_regression", max_accuracy_regression),
+                                   ("max_agreement_regression", max_agreement_regression)) if v is not None}
+    settings = dataclasses.replace(cfg.gate, **overrides)
+    if reports is not None:
+        named = [Path(reports)] if isinstance(reports, (str, Path)) else [Path(r) for r in reports]
+        paths, searched = _report_paths(named)
+    else:
+        paths, searched = [cfg.artifacts_dir / m.name for m in cfg.models], False
+    if not paths:
+        raise ConfigError(f"nothing to gate: name a REPORT, or configure [[models]] in {cfg.where}")
+    loaded: dict[Path, tuple[Path, dict]] = {}  # the same file named twice is gated once
+    for path in paths:
+        file = path / "report.json" if path.is_dir() else path
+        if file.resolve() not in loaded:
+            loaded[file.resolve()] = (file, load_report(path))
+    duplicates = duplicate_models((r["model"], file) for file, r in loaded.values())
+    if duplicates:  # one verdict per model: which report would it be about?
+        raise ValueError("the same model in two reports (did two shards export it?): " + "; ".join(duplicates))
+    result = GateResult()
+    for file, report in loaded.values():
+        base = load_report(_baseline_for(Path(baseline), report["model"])) if baseline else None
+        result.models.append(ModelVerdict(report["model"], file, judge(report, base, settings),
+                                          not_validated_lines(report), len(report["variants"]), base is not None))
+    # A shard that crashed before writing its reports must not pass by absence.
+    if searched if expect_config is None else expect_config:
+        covered = {m.model for m in result.models}
+        result.missing = [m.name for m in cfg.models if m.name not in covered]
+    return result
+
+
+def load(folder: PathLike, variant: str | None = None, *, threads: int | None = None) -> Classifier:
+    """A classifier over the validated variant ``variant`` of the export folder (default: the
+    fastest that passed validation, as ``edgeport serve`` chooses), taking a PIL image, a path or
+    an array and answering as the Hugging Face pipeline does (``[{"label", "score"}]``)."""
+    from edgeport.classifier import Classifier
+
+    return Classifier.open(folder, variant, threads=threads)
+
+
+def load_report(path: PathLike) -> dict[str, Any]:
+    """``report.json`` of ``path`` (the file, or the folder holding it)."""
+    path = Path(path)
+    path = path / "report.json" if path.is_dir() else path
+    if not path.exists():
+        raise FileNotFoundError(f"report not found: {path} (run `edgeport validate` or `make export-all` first)")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path} is not a readable report.json: {exc}") from None
+
+
+def _config(config: PathLike | Config | None) -> Config:
+    return config if isinstance(config, Config) else load_config(config)
+
+
+def _report_paths(named: list[Path]) -> tuple[list[Path], bool]:
+    """The report.json files or folders to gate, and whether a folder was searched for them."""
+    from edgeport.shards import find_reports
+
+    paths, searched = [], False
+    for path in named:
+        if path.is_dir() and not (path / "report.json").is_file():
+            found = find_reports(path)
+            if not found:
+                raise FileNotFoundError(f"no report.json in {path} or below it (did the export write its "
+                                        "reports, and did the artifacts download there?)")
+            paths += found
+            searched = True
+        else:
+            paths.append(path)
+    return paths, searched
+
+
+def _baseline_for(baseline: Path, model: str) -> Path:
+    if baseline.is_dir() and not (baseline / "report.json").exists():
+        return baseline / model / "report.json"
+    return baseline

@@ -1,0 +1,84 @@
+"""Optional backends (pip extras): a missing one is a sentence with its install command, the
+default variant list is what the installed ones can make, and a variant named explicitly whose
+backend is missing fails while the others are still made."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgeport import backends
+from edgeport.variants import DEFAULT_VARIANTS, VARIANTS
+
+
+@pytest.fixture
+def without_tflite(monkeypatch):
+    """This installation as if `edgeport[tflite]` were not installed (onnx2tf and LiteRT absent)."""
+    real = backends.missing_modules
+    monkeypatch.setattr(backends, "missing_modules",
+                        lambda name: ["onnx2tf", "ai_edge_litert"] if name == "tflite" else real(name))
+
+
+def test_every_runtime_but_the_core_has_a_backend_and_every_backend_its_modules():
+    runtimes = {spec.runtime for spec in VARIANTS.values()}
+    assert runtimes - set(backends.RUNTIME_BACKEND) == {"onnxruntime"}  # the core's ONNX variants
+    assert set(backends.RUNTIME_BACKEND.values()) <= set(backends.BACKENDS)
+    # here (the lock installs everything) every backend is installed
+    assert all(row["installed"] and not row["missing"] for row in backends.report())
+
+
+def test_a_missing_backend_names_its_install_command(without_tflite):
+    why = backends.missing_backend("tflite")
+    assert "pip install 'edgeport[tflite]'" in why and backends.ONNX2TF_INSTALL in why
+    assert "onnx2tf" in why  # what is missing
+    assert backends.missing_backend("onnxruntime") is None and backends.missing_backend("openvino") is None
+
+
+def test_the_default_variants_are_what_the_installed_backends_make(without_tflite, tmp_path):
+    from edgeport.config import load_config
+    from edgeport.variants import default_variants
+
+    made = default_variants()
+    assert made == [n for n in DEFAULT_VARIANTS if VARIANTS[n].runtime not in ("tflite", "savedmodel")]
+    assert "onnx-fp32" in made and "tflite-fp32" not in made
+    # a config that names no variants gets the same list; one that names them keeps them
+    config = tmp_path / "edgeport.toml"
+    config.write_text('[[models]]\nname = "m"\nsource = "models/m"\n')
+    assert load_config(config).models[0].variants == made
+    config.write_text('[settings]\nvariants = ["onnx-fp32", "tflite-fp32"]\n[[models]]\nname = "m"\nsource = "models/m"\n')
+    assert load_config(config).models[0].variants == ["onnx-fp32", "tflite-fp32"]
+
+
+def test_a_named_variant_whose_backend_is_missing_fails_and_the_others_are_made(without_tflite, exported_copy,
+                                                                                  tiny_vit):
+    from edgeport.model_source import resolve_source
+    from edgeport.pipeline import export_model
+
+    result = export_model("tiny-vit", resolve_source(str(tiny_vit)), exported_copy,
+                          variants=["onnx-fp32", "onnx-fp16", "tflite-fp32"], images_dir=None, isolate=False)
+    records = {v["name"]: v for v in result.manifest["variants"]}
+    assert records["onnx-fp32"]["status"] == "ok" and records["onnx-fp16"]["status"] == "ok"
+    assert records["tflite-fp32"]["status"] == "failed"
+    assert "pip install 'edgeport[tflite]'" in records["tflite-fp32"]["error"]
+    assert result.failed == ["tflite-fp32"]
+
+
+def test_a_runner_whose_backend_is_missing_says_how_to_install_it(without_tflite):
+    from edgeport.runtimes import RunnerError, runner_class
+
+    with pytest.raises(RunnerError, match=r"pip install 'edgeport\[tflite\]'"):
+        runner_class("tflite")
+    assert runner_class("onnxruntime").__name__ == "OnnxRuntimeRunner"
+
+
+def test_backends_command(capsys, without_tflite):
+    from edgeport.cli import main
+
+    assert main(["backends"]) == 0
+    out = capsys.readouterr().out
+    assert "tflite: not installed" in out and "install: pip install 'edgeport[tflite]'" in out
+    assert "openvino: installed" in out and "core (always installed): onnx-fp32" in out
+    assert main(["backends", "--json"]) == 0
+    rows = {row["backend"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["tflite"]["installed"] is False and "tflite-int8" in rows["tflite"]["variants"]
+    assert rows["serve"]["installed"] is True and rows["serve"]["variants"] == []
