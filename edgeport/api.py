@@ -9,6 +9,7 @@
     verdict = edgeport.gate("artifacts/gender-vit")
     classifier = edgeport.load("artifacts/gender-vit")        # the fastest variant that passed
     classifier("face.jpg")                                    # [{"label": "female", "score": 0.93}, ...]
+    edgeport.init("models/my-model")                          # a starter ./edgeport.toml
 
 `edgeport export`, `validate` and `gate` are built on these functions (``edgeport.cli``); the
 config file is optional everywhere: ``config=None`` reads ``./edgeport.toml`` when there is one,
@@ -213,6 +214,18 @@ def gate(reports: PathLike | Sequence[PathLike] | None = None, *, baseline: Path
         covered = {m.model for m in result.models}
         result.missing = [m.name for m in cfg.models if m.name not in covered]
     return result
+
+
+def init(model: str = "models/my-model", folder: PathLike = ".", *, name: str | None = None,
+         revision: str | None = None, eval: str = "data/eval", calibration: str = "data/calib",  # noqa: A002
+         force: bool = False) -> Path:
+    """Write a starter ``edgeport.toml`` into ``folder`` for ``model`` (a local model folder, or a hub
+    id with ``revision``), with its evaluation and calibration folders and the default budgets,
+    commented; returns its path. Refuses to replace an existing file unless ``force``."""
+    from edgeport.starter import write_starter_config
+
+    return write_starter_config(model, folder, force=force, name=name, revision=revision, eval_dir=eval,
+                                calibration_dir=calibration)
 
 
 def load(folder: PathLike, variant: str | None = None, *, threads: int | None = None) -> Classifier:

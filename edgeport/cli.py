@@ -340,6 +340,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="config file (default: ./edgeport.toml in the working folder, else the defaults)")
     p.set_defaults(func=cmd_bench_serve)
     p = sub.add_parser(
+        "init", help="write a starter edgeport.toml in the current folder",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write ./edgeport.toml for MODEL (a local Hugging Face model folder, or a hub id with\n"
+                    "--revision): its evaluation and calibration folders and the default budgets, each\n"
+                    "commented. Then `edgeport export-all`, `gate`, `bench` and `serve` work from this\n"
+                    "folder. Refuses to replace an existing edgeport.toml unless --force.",
+    )
+    p.add_argument("model", metavar="MODEL", nargs="?", default="models/my-model",
+                   help="model folder or hub id (default: %(default)s, to edit)")
+    p.add_argument("--name", help="the model's name in the config and under artifacts/ (default: MODEL's last part)")
+    p.add_argument("--revision", help="hub commit to pin (needed for a hub id)")
+    p.add_argument("--eval", default="data/eval", help="evaluation images in class folders (default: %(default)s)")
+    p.add_argument("--calibration", default="data/calib",
+                   help="real images for the int8 variants, disjoint from --eval (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace an existing edgeport.toml")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser(
         "backends", help="which optional backends (pip extras) are installed, and how to add the others",
         description="List edgeport's optional backends, one pip extra each: whether it is installed here, the\n"
                     "variants it makes, and the command that installs it. The default variant list of\n"
@@ -592,6 +610,19 @@ def cmd_matrix(args: argparse.Namespace) -> int:
               if row.get("error") or not all(v["passed"] for v in row["variants"])]
     print(f"matrix: {len(archs) - len(failed)} of {len(archs)} architectures pass every variant"
           + (f"; not all: {', '.join(failed)}" if failed else "") + f" ({doc or opts.out_dir / 'compatibility.md'})")
+    return EXIT_OK
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from edgeport import api
+
+    try:
+        path = api.init(args.model, name=args.name, revision=args.revision, eval=args.eval,
+                        calibration=args.calibration, force=args.force)
+    except FileExistsError as exc:
+        print(f"edgeport init: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {path}: check the model, eval and calibration entries, then `edgeport export-all`")
     return EXIT_OK
 
 

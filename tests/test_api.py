@@ -92,3 +92,22 @@ def test_load_refuses_what_did_not_pass_and_takes_arrays(validated_tiny, faces_d
             classifier(np.zeros((4, 4), np.float32))
     with pytest.raises(ServeError, match="no variant"):
         edgeport.load(validated_tiny, "no-such-variant")
+
+
+def test_init_writes_a_config_that_reads_back_with_the_default_budgets(tmp_path, monkeypatch, capsys):
+    import edgeport
+    from edgeport.cli import main
+    from edgeport.config import DEFAULT_BUDGETS, load_config
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "org/classifier", "--revision", "0123abc", "--eval", "faces/eval"]) == 0
+    cfg = load_config()  # ./edgeport.toml, as every command reads it
+    assert cfg.path == tmp_path / "edgeport.toml" and cfg.budgets == DEFAULT_BUDGETS
+    model = cfg.models[0]
+    assert (model.name, model.source, model.revision) == ("classifier", "org/classifier", "0123abc")
+    assert model.eval_dir == tmp_path / "faces" / "eval" and model.calibration_dir == tmp_path / "data" / "calib"
+    # never replaced by accident
+    assert main(["init", "models/other"]) == 2
+    assert "--force" in capsys.readouterr().err and load_config().models[0].name == "classifier"
+    path = edgeport.init("models/other", force=True)
+    assert load_config(path).models[0].source == "models/other"
