@@ -55,6 +55,14 @@ def _read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
         raise ServeError(f"{path} is not readable {what} ({exc}): {fix}") from None
 
 
+def _preprocessing(model_dir: Path, manifest: dict[str, Any]) -> Preprocessing:
+    """The steps the export recorded in the manifest, checked then against the model's own processor;
+    read again through transformers only for a manifest without them (an older export)."""
+    if manifest.get("preprocessing"):
+        return Preprocessing.from_dict(manifest["preprocessing"])
+    return Preprocessing.from_file(model_dir / "preprocessor_config.json")
+
+
 def select_variant(model_dir: str | Path, variant: str | None = None) -> ServedModel:
     """The variant of ``model_dir`` (an ``edgeport export`` folder, validated) to serve.
 
@@ -108,7 +116,7 @@ def select_variant(model_dir: str | Path, variant: str | None = None) -> ServedM
     model = ServedModel(
         name=manifest.get("model") or model_dir.name, variant=variant, runtime=row["runtime"], path=path, sha256=sha,
         labels=read_labels(model_dir / "config.json"),
-        preprocessing=Preprocessing.from_file(model_dir / "preprocessor_config.json"),
+        preprocessing=_preprocessing(model_dir, manifest),
         channels=int(config.get("num_channels", 3)),
         multi_label=config.get("problem_type") == "multi_label_classification",
         latency_p50_ms=(row.get("latency_ms") or {}).get("p50"), report_machine=report.get("machine"))

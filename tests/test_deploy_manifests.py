@@ -224,6 +224,12 @@ def model_folder(tmp_path_factory) -> Path:
         "image_processor_type": "ViTImageProcessor", "do_resize": True, "size": {"height": 8, "width": 8},
         "resample": 2, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
         "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "do_convert_rgb": True}))
+    # as `edgeport export` records them: the processor's steps, checked against it at export
+    from edgeport.validation.preprocess import Preprocessing
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["preprocessing"] = Preprocessing.from_file(folder / "preprocessor_config.json").to_dict()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
     (folder / "mobile").mkdir()  # left out of the image by .dockerignore: serving must not need it
     return folder
 
@@ -382,7 +388,11 @@ def test_serving_reads_only_the_model_folder_and_the_installed_packages(model_fo
             model_files.add(path.relative_to(model_folder.resolve()).as_posix())
         elif path.is_relative_to(REPO) and not path.is_relative_to(venv):
             repo_files.add(path.relative_to(REPO).as_posix())
-    assert {"manifest.json", "report.json", "config.json", "preprocessor_config.json"} <= model_files
+    assert {"manifest.json", "report.json", "config.json"} <= model_files
+    # the preprocessing comes from the manifest's recorded steps: serving imports no torch,
+    # transformers or TensorFlow (issue #31: a serving install without them)
+    heavy = {m.split("/site-packages/")[1].split("/")[0] for m in seen["modules"] if "/site-packages/" in m}
+    assert not heavy & {"torch", "transformers", "tensorflow", "tf_keras", "optimum"}, sorted(heavy)
     for rel in model_files:
         assert in_context(f"{build_args()['MODEL_DIR']}/{rel}"), f"serving read {rel}, which the image lacks"
     assert repo_files, "expected the edgeport packages to be imported from the repository"

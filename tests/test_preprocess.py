@@ -9,6 +9,8 @@ steps are re-implemented from model.json alone, as an app would, and compared to
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import transformers
@@ -98,9 +100,13 @@ def test_matches_the_models_own_image_processor(name, kwargs, faces_dir, tmp_pat
     assert type(processor).__name__ == name
     ours = Preprocessing.from_file(tmp_path / "preprocessor_config.json")
     spec = preprocessing_spec(ours.to_dict())
+    # what a server reads back from the manifest, without transformers: the same steps, the same bits
+    recorded = Preprocessing.from_dict(json.loads(json.dumps(ours.to_dict())))
+    assert recorded == ours
     for image in _shapes(faces_dir):
         expected = processor(images=image, return_tensors="np")["pixel_values"][0]
         got = ours(image)
+        assert np.array_equal(recorded(image), got)
         assert got.shape == expected.shape == (3, ours.height, ours.width) and got.dtype == np.float32
         np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
         np.testing.assert_allclose(_from_spec(spec, image), expected, atol=1e-6, rtol=0)

@@ -79,6 +79,21 @@ class Preprocessing:
             check_parity(pre, processor, where=str(path))
         return pre
 
+    @classmethod
+    def from_dict(cls, steps: dict[str, Any]) -> "Preprocessing":
+        """The steps ``to_dict`` wrote (a manifest's ``preprocessing``), without transformers: they were
+        checked against the model's own processor when the export read them (``from_file``), so a
+        server or an app that only runs the exported files needs neither torch nor transformers."""
+        names = {f for f in cls.__dataclass_fields__}
+        unknown = set(steps) - names - {"resample_name", "layout"}
+        if unknown:
+            raise PreprocessingError(f"unknown preprocessing step(s) {sorted(unknown)}: written by a newer edgeport?")
+        values = {k: v for k, v in steps.items() if k in names}
+        for key in ("resize_to", "image_mean", "image_std", "extra_std"):  # JSON lists back to tuples
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
     def resize_size(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) an image of ``width`` x ``height`` is resized to."""
         if self.resize_to is not None:
