@@ -24,7 +24,8 @@ for extra in $EXTRAS; do
     venv="$WORK/venv-$extra"
     spec="$wheel"
     [ "$extra" = core ] || spec="$wheel[$extra]"
-    echo "==> $extra: fresh venv, torch==2.13.0 (the machine's CPU build), then pip install edgeport${extra/#core/}"
+    label=edgeport; [ "$extra" = core ] || label="edgeport[$extra]"
+    echo "==> $extra: fresh venv, torch==2.13.0 (the machine's CPU build), then pip install $label"
     start=$(date +%s)
     "$PYTHON" -m venv "$venv"
     "$venv/bin/pip" install --quiet torch==2.13.0 2>&1 | grep -v "WARNING: Location" || true
@@ -39,10 +40,11 @@ for extra in $EXTRAS; do
     "$venv/bin/pip" check | sed 's/^/    pip check: /' || true
     (cd "$WORK" && "$venv/bin/edgeport" --help >/dev/null && echo "    edgeport --help: ok")
     (cd "$WORK" && "$venv/bin/edgeport" backends | sed 's/^/    /')
-    if [ "$extra" = core ]; then
-        echo "==> core: edgeport export + validate models/gender-vit (ONNX variants) from $WORK"
-        (cd "$WORK" && "$venv/bin/edgeport" export "$REPO/models/gender-vit" --out "$WORK/gv" \
-            --calibration "$REPO/data/calib/gender" --no-progress | tail -3 \
-         && "$venv/bin/edgeport" validate "$WORK/gv" --eval "$REPO/data/eval/gender" --no-progress | tail -8)
-    fi
+    # core: its default variants (ONNX); tflite/all: the TFLite path, whose onnx2tf came without pip's resolver
+    variants=""
+    case "$extra" in core) ;; tflite|all) variants="--variants onnx-fp32,tflite-fp32,tflite-int8-dynamic" ;; *) continue ;; esac
+    echo "==> $extra: edgeport export + validate models/gender-vit ${variants:-(default variants)} from $WORK"
+    (cd "$WORK" && "$venv/bin/edgeport" export "$REPO/models/gender-vit" --out "$WORK/gv-$extra" $variants \
+        --calibration "$REPO/data/calib/gender" --no-progress | tail -3 \
+     && "$venv/bin/edgeport" validate "$WORK/gv-$extra" --eval "$REPO/data/eval/gender" --no-progress | tail -8) || true
 done
