@@ -647,7 +647,20 @@ def cmd_backends(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _require(backend: str, command: str) -> bool:
+    """Whether ``backend`` is installed; if not, say so with its install command (on stderr)."""
+    from edgeport.backends import BACKENDS, missing_modules
+
+    missing = missing_modules(backend)
+    if missing:
+        print(f"edgeport {command}: error: needs the {backend} backend (missing {', '.join(missing)}): "
+              f"{BACKENDS[backend].install}", file=sys.stderr)
+    return not missing
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    if not _require("serve", "serve"):
+        return EXIT_USAGE
     import uvicorn
 
     from edgeport.serving.app import CONFIG_ENV, QUEUE_WAIT_S, create_app, default_max_queue, settings_env
@@ -703,6 +716,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_serve(args: argparse.Namespace) -> int:
+    if not _require("serve", "bench-serve"):
+        return EXIT_USAGE
     from edgeport.bench_serve import BenchServeOptions, run_bench_serve
 
     if (args.model_dir is None) == (args.arch is None):

@@ -82,3 +82,13 @@ def test_backends_command(capsys, without_tflite):
     rows = {row["backend"]: row for row in json.loads(capsys.readouterr().out)}
     assert rows["tflite"]["installed"] is False and "tflite-int8" in rows["tflite"]["variants"]
     assert rows["serve"]["installed"] is True and rows["serve"]["variants"] == []
+
+
+def test_serve_without_the_serve_backend_says_how_to_install_it(monkeypatch, capsys, validated_tiny):
+    from edgeport.cli import main
+
+    real = backends.missing_modules
+    monkeypatch.setattr(backends, "missing_modules", lambda name: ["fastapi"] if name == "serve" else real(name))
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: pytest.fail("started a server without the serve backend"))
+    assert main(["serve", str(validated_tiny)]) == 2
+    assert "pip install 'edgeport[serve]'" in capsys.readouterr().err
