@@ -1,10 +1,13 @@
 """Which optional backends are installed, what each variant needs, and the command that adds it.
 
-edgeport installs as a core (ONNX variants, validation, reports, the gate, the mobile card) plus
-one pip extra per backend (``pip install 'edgeport[tflite]'``). This is the one place that maps
-a runtime to the extra that makes and runs its files, and an extra to the modules it brings, so
-that a missing backend is a sentence with the install command, never an ImportError, and the
-default variant list is what this installation can make.
+edgeport installs as a small core (runs ONNX files, reports, the gate, ``edgeport.load``) plus
+pip extras: ``[export]`` (torch, transformers, optimum: making variants from a Hugging Face
+model and validating them against its PyTorch reference), one per converter backend
+(``[tflite]``, ``[openvino]``, ``[executorch]``, ``[coreml]``, each with ``[export]``) and
+``[serve]``. This is the one place that maps a runtime to the extra that makes and runs its
+files, and an extra to the modules it brings, so that a missing backend is a sentence with the
+install command, never an ImportError, and the default variant list is what this installation
+can make.
 """
 from __future__ import annotations
 
@@ -35,6 +38,8 @@ class Backend:
 
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
+    Backend("export", ("torch", "transformers", "optimum", "onnx"),
+            "making variants from a Hugging Face model, and validating them against its PyTorch reference"),
     Backend("tflite", ("tensorflow", "tf_keras", "ai_edge_litert", "ai_edge_quantizer", "onnx2tf"),
             "TensorFlow SavedModel and TFLite variants (onnx2tf, ai-edge-quantizer, LiteRT)", ONNX2TF_INSTALL),
     Backend("openvino", ("openvino", "nncf"), "OpenVINO IR variants (NNCF int8)"),
@@ -43,9 +48,10 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("serve", ("fastapi", "uvicorn", "httptools", "prometheus_client"), "edgeport serve (HTTP)"),
 )}
 
-# The extra that makes and runs each runtime's files; a runtime not named here is in the core.
+# The extra that runs each runtime's files (and, with [export], makes them); a runtime not named
+# here runs on the core (ONNX Runtime). The PyTorch reference runs on [export].
 RUNTIME_BACKEND = {"savedmodel": "tflite", "tflite": "tflite", "executorch": "executorch",
-                   "openvino": "openvino", "coreml": "coreml"}
+                   "openvino": "openvino", "coreml": "coreml", "torch": "export"}
 
 
 def missing_modules(backend: str) -> list[str]:
@@ -64,13 +70,24 @@ def backend_of(runtime: str) -> str | None:
 
 
 def missing_backend(runtime: str) -> str | None:
-    """Why files of ``runtime`` cannot be made here, with the install command; None when they can."""
+    """Why files of ``runtime`` cannot be run here, with the install command; None when they can."""
     backend = backend_of(runtime)
-    if backend is None or installed(backend):
+    return None if backend is None else missing_message(backend)
+
+
+def missing_message(backend: str) -> str | None:
+    """"needs the BACKEND backend (...): INSTALL COMMAND" when ``backend`` is not installed, else None."""
+    if installed(backend):
         return None
     b = BACKENDS[backend]
     return (f"needs the {backend} backend ({b.purpose}), which is not installed here (missing: "
             f"{', '.join(missing_modules(backend))}): {b.install}")
+
+
+def cannot_make(runtime: str) -> str | None:
+    """Why variants of ``runtime`` cannot be made here (every one needs [export], and its runtime's
+    backend to check and run it), with the install command; None when they can."""
+    return missing_message("export") or missing_backend(runtime)
 
 
 def report() -> list[dict[str, object]]:

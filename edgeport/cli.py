@@ -632,13 +632,14 @@ def cmd_backends(args: argparse.Namespace) -> int:
     from edgeport.backends import RUNTIME_BACKEND, report
 
     rows = report()
-    for row in rows:
-        row["variants"] = [n for n, spec in VARIANTS.items() if RUNTIME_BACKEND.get(spec.runtime) == row["backend"]]
+    for row in rows:  # the variants each backend makes; the core's runtime's (ONNX) are [export]'s
+        row["variants"] = [n for n, spec in VARIANTS.items()
+                           if RUNTIME_BACKEND.get(spec.runtime, "export") == row["backend"]]
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
-    core = [n for n, spec in VARIANTS.items() if spec.runtime not in RUNTIME_BACKEND]
-    print(f"core (always installed): {', '.join(core)}")
+    print("core (always installed): runs ONNX files; reports, the gate, edgeport.load; every variant is made "
+          "with [export]")
     for row in rows:
         state = "installed" if row["installed"] else f"not installed (missing {', '.join(row['missing'])})"
         print(f"{row['backend']}: {state}\n  {row['purpose']}"

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgeport import __version__
-from edgeport.backends import missing_backend
+from edgeport.backends import cannot_make, missing_message
 from edgeport.converters.atomic import atomic_path
 from edgeport.converters.checksums import artifact_sha256, sha256_file
 from edgeport.mobile_bundle import write_mobile_bundle
@@ -164,6 +164,9 @@ def export_model(
     folders are (``label_map``), give the held-out images labels, so the search can judge the
     accuracy drop too; without them it judges agreement only.
     """
+    needs = missing_message("export")
+    if needs:  # reading the model, and every converter, needs torch and transformers
+        raise ValueError(f"exporting {name} {needs}")
     if full_integer_activations not in FULL_INTEGER_ACTIVATIONS:
         raise ValueError(f"full_integer_activations must be one of {', '.join(FULL_INTEGER_ACTIVATIONS)}, "
                          f"not {full_integer_activations!r}")
@@ -238,7 +241,7 @@ def export_model(
             record.update(status="failed", error=f"needs {spec.requires}, which failed")
             log(f"[{name}]   skipped: {record['error']}")
             continue
-        backend = missing_backend(spec.runtime)
+        backend = cannot_make(spec.runtime)
         if backend:  # named, but this installation cannot make it: say how to install it, make the others
             record.update(status="failed", error=f"{spec.name} {backend}")
             log(f"[{name}]   failed: {record['error']}")
@@ -384,6 +387,9 @@ def validate_export(
     ``label_map`` maps evaluation folder names to labels (or "ignore"); ``subgroups`` says
     where the evaluation images' subgroups come from (per-subgroup figures and budgets).
     """
+    needs = missing_message("export")
+    if needs:  # every variant is judged against the PyTorch reference, run here
+        raise ValueError(f"validating {out_dir} {needs}")
     manifest = read_manifest(out_dir)
     project_dir = manifest_project_dir(out_dir, manifest)
     labels = manifest["labels"]

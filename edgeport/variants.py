@@ -290,9 +290,9 @@ DEFAULT_VARIANTS = [name for name, spec in VARIANTS.items() if spec.default]
 
 def default_variants() -> list[str]:
     """The default variants this installation can make: those whose backend (pip extra) is installed."""
-    from edgeport.backends import missing_backend
+    from edgeport.backends import cannot_make
 
-    return [name for name in DEFAULT_VARIANTS if missing_backend(VARIANTS[name].runtime) is None]
+    return [name for name in DEFAULT_VARIANTS if cannot_make(VARIANTS[name].runtime) is None]
 # Variants quantized with the calibration images, and those of them the precision search serves.
 CALIBRATED = {name for name, spec in VARIANTS.items() if spec.calibrated}
 SEARCHED = {name for name, spec in VARIANTS.items() if spec.searched}

@@ -69,8 +69,12 @@ def select_variant(model_dir: str | Path, variant: str | None = None) -> ServedM
     Raises ServeError when there is no report, when ``variant`` failed validation (or was not
     validated), when no variant passed, or when the artifact no longer matches the manifest.
     """
+    from edgeport.backends import missing_backend
     from edgeport.runtimes import unavailable_reason
     from edgeport.runtimes.machine import cpu_description
+
+    def cannot_run(runtime: str) -> str | None:  # this install lacks its backend, or this machine cannot run it
+        return missing_backend(runtime) or unavailable_reason(runtime)
 
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
@@ -82,7 +86,7 @@ def select_variant(model_dir: str | Path, variant: str | None = None) -> ServedM
     records = {v["name"]: v for v in manifest.get("variants", [])}
     rows = {v["name"]: v for v in report.get("variants", []) if v.get("name") != "pytorch"}
     passing = {n: r for n, r in rows.items() if status_of(r) == "passed" and n in records
-               and unavailable_reason(r.get("runtime", "")) is None}
+               and cannot_run(r.get("runtime", "")) is None}
     if variant is None:
         if not passing:
             raise ServeError(f"no variant passed its budget in {model_dir / 'report.json'}: "
@@ -101,7 +105,7 @@ def select_variant(model_dir: str | Path, variant: str | None = None) -> ServedM
     if status != "passed":
         raise ServeError(f"{variant} did not pass validation ({status}; see {model_dir / 'report.md'}): "
                          f"edgeport serves only validated variants; passing ones: {', '.join(passing) or 'none'}")
-    unavailable = unavailable_reason(row.get("runtime", ""))
+    unavailable = cannot_run(row.get("runtime", ""))
     if unavailable:
         raise ServeError(f"{variant} cannot run here: {unavailable}")
     record = records[variant]

@@ -21,7 +21,8 @@ def without_tflite(monkeypatch):
 
 def test_every_runtime_but_the_core_has_a_backend_and_every_backend_its_modules():
     runtimes = {spec.runtime for spec in VARIANTS.values()}
-    assert runtimes - set(backends.RUNTIME_BACKEND) == {"onnxruntime"}  # the core's ONNX variants
+    assert runtimes - set(backends.RUNTIME_BACKEND) == {"onnxruntime"}  # the core runs ONNX files
+    assert backends.backend_of("torch") == "export"  # the PyTorch reference
     assert set(backends.RUNTIME_BACKEND.values()) <= set(backends.BACKENDS)
     # here (the lock installs everything) every backend is installed
     assert all(row["installed"] and not row["missing"] for row in backends.report())
@@ -77,11 +78,12 @@ def test_backends_command(capsys, without_tflite):
     assert main(["backends"]) == 0
     out = capsys.readouterr().out
     assert "tflite: not installed" in out and "install: pip install 'edgeport[tflite]'" in out
-    assert "openvino: installed" in out and "core (always installed): onnx-fp32" in out
+    assert "openvino: installed" in out and "core (always installed)" in out
     assert main(["backends", "--json"]) == 0
     rows = {row["backend"]: row for row in json.loads(capsys.readouterr().out)}
     assert rows["tflite"]["installed"] is False and "tflite-int8" in rows["tflite"]["variants"]
     assert rows["serve"]["installed"] is True and rows["serve"]["variants"] == []
+    assert rows["export"]["variants"] == ["onnx-fp32", "onnx-fp16", "onnx-int8-dynamic", "onnx-int8-static"]
 
 
 def test_serve_without_the_serve_backend_says_how_to_install_it(monkeypatch, capsys, validated_tiny):
@@ -92,3 +94,31 @@ def test_serve_without_the_serve_backend_says_how_to_install_it(monkeypatch, cap
     monkeypatch.setattr("uvicorn.run", lambda *a, **k: pytest.fail("started a server without the serve backend"))
     assert main(["serve", str(validated_tiny)]) == 2
     assert "pip install 'edgeport[serve]'" in capsys.readouterr().err
+
+
+def test_without_the_export_backend_nothing_is_made_or_validated_and_the_message_says_why(monkeypatch, tiny_vit,
+                                                                                            exported_copy, faces_dir):
+    """A core-only install (serving, the gate, edgeport.load) asked to export or validate."""
+    from edgeport.config import RunSettings
+    from edgeport.model_source import resolve_source
+    from edgeport.pipeline import export_model, validate_export
+    from edgeport.variants import default_variants
+
+    real = backends.missing_modules
+    monkeypatch.setattr(backends, "missing_modules", lambda name: ["torch"] if name == "export" else real(name))
+    assert default_variants() == []
+    with pytest.raises(ValueError, match=r"pip install 'edgeport\[export\]'"):
+        export_model("tiny-vit", resolve_source(str(tiny_vit)), exported_copy, variants=["onnx-fp32"], images_dir=None)
+    with pytest.raises(ValueError, match=r"validating .* needs the export backend"):
+        validate_export(exported_copy, faces_dir, {}, RunSettings(), progress=False)
+
+
+def test_serving_picks_among_the_variants_this_install_can_run(without_tflite, validated_tiny):
+    """A serving install without [tflite] (issue #31's [serve]): the fastest variant it can run, and a
+    named TFLite variant refused with the install command."""
+    from edgeport.serving.selection import ServeError, select_variant
+
+    model = select_variant(validated_tiny)
+    assert model.runtime == "onnxruntime"
+    with pytest.raises(ServeError, match=r"cannot run here: .*pip install 'edgeport\[tflite\]'"):
+        select_variant(validated_tiny, "tflite-fp32")
