@@ -107,8 +107,8 @@ def _scratch_repository(root: Path, tiny_vit: Path, faces_dir: Path, calib_dir: 
                    capture_output=True)
     # two fast variants, so that the test stays short; the rest of the file is init's own
     config = (root / "edgeport.toml").read_text()
-    (root / "edgeport.toml").write_text(config.replace('[settings]\n', '[settings]\nvariants = ["onnx-fp32", '
-                                                                       '"onnx-fp16"]\nlatency_runs = 3\n', 1))
+    (root / "edgeport.toml").write_text(config.replace('[settings]\n', '[settings]\nvariants = ["onnx-fp32"]\n'
+                                                                       'latency_runs = 3\n', 1))
 
 
 def test_the_template_runs_in_a_users_repository(tiny_vit, faces_dir, calib_dir, tmp_path):
@@ -139,8 +139,8 @@ def test_the_template_runs_in_a_users_repository(tiny_vit, faces_dir, calib_dir,
     store.mkdir()
     config = root / "edgeport.toml"
     config.write_text(re.sub(r"max_abs_diff = [0-9.e-]+", "max_abs_diff = 1e-12", config.read_text()))
-    for shard in shards:
-        _run_job(export, root, store, env, {"shard": shard})
+    holder = int(reports[0].parts[-3].rsplit("-", 1)[1])  # the shard the model falls in (its name decides)
+    _run_job(export, root, store, env, {"shard": holder})
     assert _run_job(gate, root, store, env, {}) == [1]
     # ... and when a configured model has no report (its shard crashed before writing one): the
     # only report downloaded is another model's, passing
