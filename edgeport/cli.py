@@ -19,6 +19,7 @@ from edgeport.serving.settings import ServeSettings  # noqa: E402
 from edgeport.validation.subgroups import SubgroupSpec  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+CONFIG_DEFAULT = "./edgeport.toml in the working folder, else the defaults"  # every --config's default
 
 DESCRIPTION = """\
 Export a Hugging Face ViT image classifier to ONNX, TF SavedModel and TFLite, run every
@@ -83,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "all-int8 instead of raising their most sensitive layers until the held-out "
                         "calibration images meet the int8 budget (default: search, as the config's "
                         "precision_search = true)")
-    p.add_argument("--config", type=Path, help="config file (default: ./edgeport.toml in the working folder, else the defaults)")
+    p.add_argument("--config", type=Path, help=f"config file (default: {CONFIG_DEFAULT})")
     _add_export_options(p)
     p.add_argument("--no-progress", action="store_true", help="no heartbeat lines during long steps")
     p.set_defaults(func=cmd_export)
@@ -99,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("dir", type=Path, metavar="DIR", help="folder written by `edgeport export`")
     p.add_argument("--eval", type=Path, required=True, metavar="EVAL_DIR", help="evaluation set in class folders")
-    p.add_argument("--config", type=Path, help="config file with budgets (default: ./edgeport.toml in the working folder, else the defaults)")
+    p.add_argument("--config", type=Path, help=f"config file with budgets (default: {CONFIG_DEFAULT})")
     p.add_argument("--latency-runs", type=int, help="timed batch-1 runs per variant (default from config: 20)")
     p.add_argument("--label-map", action="append", default=[], metavar="FOLDER=LABEL",
                    help="read class folder FOLDER as LABEL, or FOLDER=ignore to leave it out (repeatable; "
@@ -131,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "ARTIFACTS/<name>/ and validate them on its eval folder. Exit 1 if any variant\n"
                     "of any model failed or missed its budget (the others are still produced).",
     )
-    p.add_argument("--config", type=Path, help="config file (default: ./edgeport.toml in the working folder, else the defaults)")
+    p.add_argument("--config", type=Path, help=f"config file (default: {CONFIG_DEFAULT})")
     p.add_argument("--out-root", type=Path, help="artifacts folder (default: from the config, 'artifacts')")
     p.add_argument("--eval", action="append", default=[], metavar="NAME=DIR",
                    help="evaluate model NAME on DIR instead of its configured eval folder (repeatable)")
@@ -165,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "folder was searched for reports, off for report.json files and model folders)")
     p.add_argument("--baseline", type=Path, metavar="OLD",
                    help="a report.json, or a folder holding report.json or <model>/report.json")
-    p.add_argument("--config", type=Path, help="config file with the margins (default: ./edgeport.toml in the working folder, else the defaults)")
+    p.add_argument("--config", type=Path, help=f"config file with the margins (default: {CONFIG_DEFAULT})")
     p.add_argument("--max-accuracy-regression", type=float, metavar="POINTS", help="override [gate]")
     p.add_argument("--max-agreement-regression", type=float, metavar="POINTS", help="override [gate]")
     p.set_defaults(func=cmd_gate)
@@ -181,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "defaults) on the same model, and time validation of a bundled model. Writes\n"
                     "OUT/bench.json and OUT/bench.md with every figure against its target.",
     )
-    p.add_argument("--config", type=Path, help="config file (default: ./edgeport.toml in the working folder, else the defaults)")
+    p.add_argument("--config", type=Path, help=f"config file (default: {CONFIG_DEFAULT})")
     p.add_argument("--out", type=Path, help="output folder (default: ARTIFACTS/bench; replaced)")
     p.add_argument("--arch", default="vit-b16", choices=["vit-b16", "tiny"], help="model to build (default vit-b16)")
     p.add_argument("--variants", help="comma-separated variants (default: all)")
@@ -213,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "OUT/matrix.json and the Markdown page (default docs/compatibility.md). A benchmark\n"
                     "command: about a minute per architecture on 2 cores.",
     )
-    p.add_argument("--config", type=Path, help="config file with budgets (default: ./edgeport.toml in the working folder, else the defaults)")
+    p.add_argument("--config", type=Path, help=f"config file with budgets (default: {CONFIG_DEFAULT})")
     p.add_argument("--out", type=Path, help="work folder (default: ARTIFACTS/matrix)")
     p.add_argument("--arch", help="comma-separated architectures (default: all)")
     p.add_argument("--variants", help="comma-separated variants (default: all)")
@@ -294,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-connections", type=int, default=ServeSettings.max_connections,
                    help="open connections per worker, at most; beyond: 503 and closed at once (default "
                         "%(default)s; keep it under the process's open-file limit)")
-    p.add_argument("--config", type=Path, help="config file for the thread count (default: ./edgeport.toml in the working folder, else the defaults)")
+    p.add_argument("--config", type=Path, help=f"config file for the thread count (default: {CONFIG_DEFAULT})")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
@@ -337,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pin", action="store_true",
                    help="let servers and load generator share every core (default: the load generator on the "
                         "last core, the servers on the others, with at most that many threads)")
-    p.add_argument("--config", type=Path, help="config file (default: ./edgeport.toml in the working folder, else the defaults)")
+    p.add_argument("--config", type=Path, help=f"config file (default: {CONFIG_DEFAULT})")
     p.set_defaults(func=cmd_bench_serve)
     p = sub.add_parser(
         "init", help="write a starter edgeport.toml in the current folder",
