@@ -31,24 +31,23 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /opt/edgeport
 
-# The lock before the code, so that a code change does not reinstall the wheels. Installed as
-# scripts/bootstrap-venv.sh does: --no-deps (the lock is complete), --ignore-requires-python
-# (onnx2tf declares Python>=3.12 yet works on 3.11; see requirements.lock), and torch's +cpu build
-# from the PyTorch CPU index (outside the project's machine image there is no /opt/wheels; PyPI's
-# torch is a multi-GB CUDA build). README.md is here because pyproject.toml names it as the readme.
+# `edgeport[serve]` only, with pip's own resolver: the HTTP stack, ONNX Runtime and LiteRT's
+# interpreter; no torch, transformers or TensorFlow (serving preprocesses from the steps the
+# manifest recorded). The lock as constraints pins every package that pulls in to the tested set
+# (tests/test_deploy_manifests.py checks that it names them all). To serve an OpenVINO variant,
+# install ".[serve-openvino]" instead. The code is copied before the install (pip builds the
+# project from it), so a code change reinstalls the wheels: about 13 s, not worth a second layer.
+# README.md is here because pyproject.toml names it as the readme. The folders pyproject.toml
+# installs as edgeport.*, and nothing else of the repository: serving reads no config file when
+# --threads is given, and never the evaluation images (report.json is enough).
 COPY requirements.lock pyproject.toml README.md ./
-RUN python -m pip install --upgrade pip==25.3 \
- && python -m pip install --no-deps --ignore-requires-python \
-        --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.lock
-
-# The folders pyproject.toml installs as edgeport.*, and nothing else of the repository: serving reads no
-# config file when --threads is given, and never the evaluation images (report.json is enough).
 COPY edgeport ./edgeport
 COPY converters ./converters
 COPY runtimes ./runtimes
 COPY validation ./validation
 COPY serving ./serving
-RUN python -m pip install --no-deps --no-build-isolation . \
+RUN python -m pip install --upgrade pip==25.3 \
+ && python -m pip install -c requirements.lock ".[serve]" \
  && rm -rf build ./*.egg-info
 
 # Numeric, so that Kubernetes' runAsNonRoot can verify it (it cannot check a user name). No home:

@@ -4,8 +4,9 @@ edgeport installs as a small core (runs ONNX files, reports, the gate, ``edgepor
 pip extras: ``[export]`` (torch, transformers, optimum: making variants from a Hugging Face
 model and validating them against its PyTorch reference), one per converter backend
 (``[tflite]``, ``[openvino]``, ``[executorch]``, ``[coreml]``, each with ``[export]``) and
-``[serve]``. This is the one place that maps a runtime to the extra that makes and runs its
-files, and an extra to the modules it brings, so that a missing backend is a sentence with the
+``[serve]`` (ONNX and TFLite; ``[serve-openvino]`` adds OpenVINO). This is the one place that maps
+a runtime to the extra that makes its files and to the modules that run them, and an extra to the
+modules it brings, so that a missing backend is a sentence with the
 install command, never an ImportError, and the default variant list is what this installation
 can make.
 """
@@ -45,18 +46,47 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("openvino", ("openvino", "nncf"), "OpenVINO IR variants (NNCF int8)"),
     Backend("executorch", ("executorch", "torchao"), "ExecuTorch .pte variants (XNNPACK, PT2E int8)"),
     Backend("coreml", ("coremltools",), "Core ML packages (made here, run on macOS)"),
-    Backend("serve", ("fastapi", "uvicorn", "httptools", "prometheus_client"), "edgeport serve (HTTP)"),
+    Backend("serve", ("fastapi", "uvicorn", "httptools", "prometheus_client"),
+            "edgeport serve (HTTP), with the LiteRT interpreter for TFLite variants; no torch or TensorFlow"),
+    Backend("serve-openvino", ("openvino",), "serving OpenVINO IR variants too (the OpenVINO runtime "
+            "alone, without NNCF or torch); with [serve]"),
 )}
 
-# The extra that runs each runtime's files (and, with [export], makes them); a runtime not named
-# here runs on the core (ONNX Runtime). The PyTorch reference runs on [export].
+# The extra that makes each runtime's variants (with [export]) and validates them; a runtime not
+# named here is made by [export] alone (ONNX). The PyTorch reference runs on [export].
 RUNTIME_BACKEND = {"savedmodel": "tflite", "tflite": "tflite", "executorch": "executorch",
                    "openvino": "openvino", "coreml": "coreml", "torch": "export"}
 
 
+@dataclass(frozen=True)
+class RuntimeNeeds:
+    """What running a runtime's files imports, and the smallest extra that brings it."""
+
+    modules: tuple[str, ...]
+    extra: str
+
+
+# Running a file needs much less than making it: LiteRT's interpreter runs .tflite files without
+# TensorFlow, and the OpenVINO runtime runs IR without NNCF or torch; so `edgeport[serve]` (and
+# `edgeport.load`) can run them from a small install. ONNX files run on the core.
+RUNTIME_NEEDS: dict[str, RuntimeNeeds] = {
+    "torch": RuntimeNeeds(("torch", "transformers"), "export"),
+    "tflite": RuntimeNeeds(("ai_edge_litert",), "serve"),
+    "openvino": RuntimeNeeds(("openvino",), "serve-openvino"),
+    "savedmodel": RuntimeNeeds(("tensorflow",), "tflite"),
+    "executorch": RuntimeNeeds(("executorch",), "executorch"),
+    "coreml": RuntimeNeeds(("coremltools",), "coreml"),
+}
+
+
 def missing_modules(backend: str) -> list[str]:
     """The modules of ``backend`` that cannot be imported here (empty: it is installed)."""
-    return [m for m in BACKENDS[backend].modules if importlib.util.find_spec(m) is None]
+    return absent(BACKENDS[backend].modules)
+
+
+def absent(modules: tuple[str, ...]) -> list[str]:
+    """Those of ``modules`` that cannot be imported here."""
+    return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
 def installed(backend: str) -> bool:
@@ -65,14 +95,23 @@ def installed(backend: str) -> bool:
 
 
 def backend_of(runtime: str) -> str | None:
-    """The extra ``runtime`` needs (None: the core has it)."""
+    """The extra that makes ``runtime``'s variants (None: [export] alone)."""
     return RUNTIME_BACKEND.get(runtime)
 
 
 def missing_backend(runtime: str) -> str | None:
     """Why files of ``runtime`` cannot be run here, with the install command; None when they can."""
-    backend = backend_of(runtime)
-    return None if backend is None else missing_message(backend)
+    needs = RUNTIME_NEEDS.get(runtime)
+    if needs is None:
+        return None
+    missing = absent(needs.modules)
+    if not missing:
+        return None
+    command = BACKENDS[needs.extra].install
+    maker = RUNTIME_BACKEND.get(runtime)
+    also = (f" (or {BACKENDS[maker].install} to make and validate its variants too)"
+            if maker and maker != needs.extra else "")
+    return f"needs {', '.join(missing)} to run its files, which is not installed here: {command}{also}"
 
 
 def missing_message(backend: str) -> str | None:
@@ -85,9 +124,19 @@ def missing_message(backend: str) -> str | None:
 
 
 def cannot_make(runtime: str) -> str | None:
-    """Why variants of ``runtime`` cannot be made here (every one needs [export], and its runtime's
-    backend to check and run it), with the install command; None when they can."""
-    return missing_message("export") or missing_backend(runtime)
+    """Why variants of ``runtime`` cannot be made here (every one needs [export], and the extra that
+    converts to its format and runs its files), with the install command; None when they can."""
+    maker = backend_of(runtime)
+    return missing_message("export") or (missing_message(maker) if maker else None)
+
+
+def runnable() -> list[str]:
+    """The runtimes whose files this installation, on this machine, can run (served, or loaded by
+    ``edgeport.load``): Core ML's, say, only on macOS."""
+    from edgeport.runtimes import unavailable_reason
+
+    return [r for r in ("onnxruntime", *RUNTIME_NEEDS) if r != "torch" and missing_backend(r) is None
+            and unavailable_reason(r) is None]
 
 
 def report() -> list[dict[str, object]]:

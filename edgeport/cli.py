@@ -630,7 +630,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_backends(args: argparse.Namespace) -> int:
     import json
 
-    from edgeport.backends import RUNTIME_BACKEND, report
+    from edgeport.backends import RUNTIME_BACKEND, report, runnable
 
     rows = report()
     for row in rows:  # the variants each backend makes; the core's runtime's (ONNX) are [export]'s
@@ -641,6 +641,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
         return EXIT_OK
     print("core (always installed): runs ONNX files; reports, the gate, edgeport.load; every variant is made "
           "with [export]")
+    print(f"runs files of: {', '.join(runnable())} (what edgeport serve and edgeport.load can run here)")
     for row in rows:
         state = "installed" if row["installed"] else f"not installed (missing {', '.join(row['missing'])})"
         print(f"{row['backend']}: {state}\n  {row['purpose']}"

@@ -3,7 +3,8 @@
 # environments, one per install a user would pick (`make check-install`; EXTRAS="export serve all").
 # In each: `pip check`, `edgeport --help`, `edgeport backends`; with [export] (and [tflite], [all])
 # also `edgeport export` + `validate` of the bundled gender-vit, from a folder outside the
-# repository; with [serve] (no torch) `edgeport serve` of that export (or artifacts/gender-vit):
+# repository; with [serve] or [serve-openvino] (no torch) `edgeport serve` of that export (or
+# artifacts/gender-vit), its fastest variant and its tflite-fp32:
 # time to ready, RSS, and whether torch/transformers/tensorflow are installed at all. Prints wall
 # time and site-packages size per install. Needs the package index (minutes, GBs for [all]); not
 # part of `make test`.
@@ -13,7 +14,8 @@ REPO=$(pwd)
 PYTHON=${PYTHON:-python3.11}
 EXTRAS=${EXTRAS:-export serve all}
 WORK=$(mktemp -d -t edgeport-install-XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+server=""
+trap '[ -z "$server" ] || kill "$server" 2>/dev/null; rm -rf "$WORK"' EXIT
 export USE_TF=0 HF_HUB_OFFLINE=1 TF_CPP_MIN_LOG_LEVEL=2 PIP_DISABLE_PIP_VERSION_CHECK=1
 
 echo "==> building the wheel"
@@ -29,7 +31,7 @@ for extra in $EXTRAS; do
     label=edgeport; [ "$extra" = core ] || label="edgeport[$extra]"
     start=$(date +%s)
     "$PYTHON" -m venv "$venv"
-    if [ "$extra" = core ] || [ "$extra" = serve ]; then  # no torch in these installs
+    if [ "$extra" = core ] || [ "${extra#serve}" != "$extra" ]; then  # no torch in these installs
         echo "==> $extra: fresh venv, pip install $label"
     else  # the machine's CPU build of torch first: the index's is a CUDA build of several GB
         echo "==> $extra: fresh venv, torch==2.13.0 (the machine's CPU build), then pip install $label"
@@ -46,12 +48,13 @@ for extra in $EXTRAS; do
     "$venv/bin/pip" check | sed 's/^/    pip check: /' || true
     (cd "$WORK" && "$venv/bin/edgeport" --help >/dev/null && echo "    edgeport --help: ok")
     (cd "$WORK" && "$venv/bin/edgeport" backends | sed 's/^/    /')
-    if [ "$extra" = serve ]; then
-        model="$WORK/gv-export"; [ -f "$model/report.json" ] || model="$REPO/artifacts/gender-vit"
-        echo "==> serve: edgeport serve $model (installed: $("$venv/bin/python" -c \
+    if [ "${extra#serve}" != "$extra" ]; then
+      model="$WORK/gv-export"; [ -f "$model/report.json" ] || model="$REPO/artifacts/gender-vit"
+      for variant in "" tflite-fp32; do  # the fastest that passed (an ONNX one), then a TFLite one
+        echo "==> $extra: edgeport serve $model ${variant:+--variant $variant} (installed: $("$venv/bin/python" -c \
             "import importlib.util as u; print([m for m in ('torch', 'transformers', 'tensorflow') if u.find_spec(m)] or 'no torch, transformers or tensorflow')"))"
         t0=$(date +%s.%N)
-        (cd "$WORK" && exec "$venv/bin/edgeport" serve "$model" --port 8971 --threads 1 \
+        (cd "$WORK" && exec "$venv/bin/edgeport" serve "$model" --port 8971 --threads 1 ${variant:+--variant $variant} \
             >"$WORK/serve.log" 2>&1) &
         server=$!
         until curl -sf http://127.0.0.1:8971/health >/dev/null; do sleep 0.05; kill -0 $server 2>/dev/null || break; done
@@ -60,14 +63,15 @@ for extra in $EXTRAS; do
             echo "    the server did not start; its log ends with:"; tail -5 "$WORK/serve.log" | sed 's/^/    /'
             kill $server 2>/dev/null || true; continue
         fi
-        image=$(ls "$REPO"/data/eval/gender/female/*.jpg | head -1)
+        images=("$REPO"/data/eval/gender/female/*.jpg); image=${images[0]}  # not ls | head: pipefail
         for _ in $(seq 50); do curl -s -o /dev/null --data-binary @"$image" -H 'Content-Type: image/jpeg' \
             http://127.0.0.1:8971/ || true; done
         pid=$server
         echo "    ready in ${ready} s; RSS after 50 requests $(( $(grep VmRSS /proc/$pid/status | awk '{print $2}') / 1024 )) MB"
         curl -s --data-binary @"$image" -H 'Content-Type: image/jpeg' http://127.0.0.1:8971/ | sed 's/^/    /'; echo
         kill $server; wait $server 2>/dev/null || true
-        continue
+      done
+      continue
     fi
     # export: its default variants (ONNX); tflite/all: the TFLite path, whose onnx2tf came without pip's resolver
     variants=""

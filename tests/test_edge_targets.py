@@ -82,19 +82,26 @@ def test_executorch_runs_in_xnnpack_and_openvino_picks_the_transformer_scheme(ed
     assert records["openvino-int8"]["settings"]["fake_quantize_ops"] > 0
 
 
-def test_validate_reports_the_new_runtimes(edge_export, faces_dir, tmp_path):
+@pytest.fixture(scope="module")
+def validated_edge(edge_export, faces_dir, tmp_path_factory):
+    """A copy of edge_export validated with its ONNX, ExecuTorch and OpenVINO variants; do not modify."""
     from edgeport.cli import main
 
     out, _ = edge_export
-    copy = tmp_path / "tiny-vit"
+    copy = tmp_path_factory.mktemp("validated-edge") / "tiny-vit"
     shutil.copytree(out, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["variants"] = [v for v in manifest["variants"] if v["name"] in ["onnx-fp32", *EDGE_VARIANTS]]
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    cfg = tmp_path / "lenient.toml"  # a random model cannot track the reference in int8: fp32 budgets stay
+    cfg = copy.parent / "lenient.toml"  # a random model cannot track the reference in int8: fp32 budgets stay
     cfg.write_text("[budgets.int8]\nmin_agreement = 0.0\nmax_accuracy_drop = 100.0\n")
     assert main(["validate", str(copy), "--eval", str(faces_dir), "--no-progress", "--config", str(cfg),
                  "--latency-runs", "2"]) == 0
+    return copy
+
+
+def test_validate_reports_the_new_runtimes(validated_edge):
+    copy = validated_edge
     report = json.loads((copy / "report.json").read_text())
     rows = {v["name"]: v for v in report["variants"]}
     assert {rows[n]["runtime"] for n in EDGE_VARIANTS} == {"executorch", "openvino"}
@@ -225,3 +232,15 @@ def test_openvino_keeps_plain_quantization_when_the_accuracy_control_returns_wor
     assert settings["fake_quantize_ops"] > 0  # the plain int8 file was written, not the broken one
     kept = run_openvino(tmp_path / "int8", holdout.inputs).argmax(1)
     assert np.mean(kept == holdout.reference_logits.argmax(1)) == search["rounds"][1]["agreement"]
+
+
+def test_an_openvino_variant_is_served_without_torch_transformers_or_tensorflow(monkeypatch, validated_edge,
+                                                                                 faces_dir):
+    """What `pip install 'edgeport[serve-openvino]'` runs: the OpenVINO runtime alone, no NNCF."""
+    from test_backends import HEAVY, serve_and_classify
+
+    image = next((faces_dir / "male").iterdir())
+    metadata, answer, imported = serve_and_classify(monkeypatch, validated_edge, "openvino-fp32", image)
+    assert metadata["variant"] == "openvino-fp32" and metadata["runtime"] == "openvino"
+    assert {row["label"] for row in answer} == {"female", "male"}
+    assert "openvino" in imported and not imported & HEAVY, sorted(imported & HEAVY)
