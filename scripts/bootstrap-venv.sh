@@ -18,16 +18,31 @@ if ! command -v "$PYTHON" >/dev/null 2>&1; then
     exit 1
 fi
 
-echo "==> creating $VENV from requirements.lock (first run takes a few minutes)"
+echo "==> creating $VENV from requirements.lock (first run takes a minute or two)"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 # A machine image of this project keeps a CPU build of torch in /opt/wheels; use it when present.
 # Elsewhere (CI runners, laptops) torch==2.13.0+cpu comes from the PyTorch CPU wheel index.
 find_links=(--extra-index-url https://download.pytorch.org/whl/cpu)
 [ -d /opt/wheels ] && find_links=(--find-links /opt/wheels)
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip==25.3
-# --no-deps: the lock is complete; --ignore-requires-python: see the comment in requirements.lock.
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-    --no-deps --ignore-requires-python "${find_links[@]}" -r requirements.lock
+# The lock is installed by uv when it can be had (pinned here like pip): it installs the 4.3 GB
+# set in about 17 s where pip takes 102 s on 2 cores (docs/decisions/bootstrap-uv.md); pip is
+# the fallback. --no-deps: the lock is complete. onnx2tf goes in by pip: it declares Python >= 3.12
+# (see the comment in requirements.lock), and uv has no --ignore-requires-python.
+if [ "${EDGEPORT_NO_UV:-}" != 1 ] \
+   && "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check uv==0.13.9 >/dev/null 2>&1; then
+    uv_links=("${find_links[@]}")
+    [ -d /opt/wheels ] || uv_links+=(--index-strategy unsafe-best-match)  # pins decide, not index order
+    grep -v '^onnx2tf==' requirements.lock > "$VENV/.lock-without-onnx2tf.txt"
+    "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" --no-deps "${uv_links[@]}" \
+        -r "$VENV/.lock-without-onnx2tf.txt"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python \
+        "$(grep '^onnx2tf==' requirements.lock)"
+else
+    # --ignore-requires-python: see the comment in requirements.lock.
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        --no-deps --ignore-requires-python "${find_links[@]}" -r requirements.lock
+fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 echo "$want" > "$STAMP"
 echo "==> $VENV ready"

@@ -22,7 +22,7 @@ def test_every_matrix_architecture_builds_and_its_processor_is_reproduced(arch, 
     assert json.loads((model / "config.json").read_text())["model_type"] == arch
 
 
-def test_matrix_on_deit_convnext_swin(calib_dir, faces_dir, tmp_path):
+def test_matrix_on_deit_and_convnext(calib_dir, faces_dir, tmp_path):
     import shutil
 
     from edgeport.validation.budgets import Budget
@@ -35,12 +35,12 @@ def test_matrix_on_deit_convnext_swin(calib_dir, faces_dir, tmp_path):
     budgets = {"fp32": Budget(min_agreement=1.0, max_abs_diff=1e-4)}
     opts = MatrixOptions(out_dir=tmp_path / "matrix", eval_dir=faces_dir, calibration_dir=calib_dir,
                          train_dir=train, variants=QUICK,
-                         archs=["deit", "convnext", "swin"], budgets=budgets,
+                         archs=["deit", "convnext"], budgets=budgets,  # a ViT with a crop, a CNN; all: make matrix
                          run_settings=RunSettings(runs=2, warmup=1), train_steps=5, train_images=16,
                          doc=tmp_path / "compatibility.md", progress=False, isolate=False)
     result = run_matrix(opts)
     rows = {row["arch"]: row for row in result["architectures"]}
-    assert list(rows) == ["deit", "convnext", "swin"]
+    assert list(rows) == ["deit", "convnext"]
     for arch, row in rows.items():
         assert "error" not in row, row
         assert row["training"]["steps"] == 5
@@ -56,7 +56,7 @@ def test_matrix_on_deit_convnext_swin(calib_dir, faces_dir, tmp_path):
     assert page == (tmp_path / "matrix" / "compatibility.md").read_text()
     for arch in rows:
         assert f"| {arch} | pass | pass | pass |" in page and f"## {arch}" in page
-    assert "9 of 9 architecture x variant cells pass" in page
+    assert "6 of 6 architecture x variant cells pass" in page
     assert json.loads((tmp_path / "matrix" / "matrix.json").read_text())["variants"] == QUICK
 
 
