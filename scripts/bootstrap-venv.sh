@@ -26,15 +26,17 @@ find_links=(--extra-index-url https://download.pytorch.org/whl/cpu)
 [ -d /opt/wheels ] && find_links=(--find-links /opt/wheels)
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip==25.3
 # The lock is installed by uv when it can be had (pinned here like pip): it installs the 4.3 GB
-# set in about 17 s where pip takes 102 s on 2 cores (docs/decisions/bootstrap-uv.md); pip is
-# the fallback. --no-deps: the lock is complete. onnx2tf goes in by pip: it declares Python >= 3.12
+# set in about 26 s where pip takes 102 s on 2 cores (docs/decisions/bootstrap-uv.md); pip is
+# the fallback. --compile-bytecode as pip does: where PYTHONDONTWRITEBYTECODE is set (this machine
+# image, many CI images) nothing would ever be cached, and every process started by the pipeline
+# and the tests would compile torch and TensorFlow again. --no-deps: the lock is complete. onnx2tf goes in by pip: it declares Python >= 3.12
 # (see the comment in requirements.lock), and uv has no --ignore-requires-python.
 if [ "${EDGEPORT_NO_UV:-}" != 1 ] \
    && "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check uv==0.13.9 >/dev/null 2>&1; then
     uv_links=("${find_links[@]}")
     [ -d /opt/wheels ] || uv_links+=(--index-strategy unsafe-best-match)  # pins decide, not index order
     grep -v '^onnx2tf==' requirements.lock > "$VENV/.lock-without-onnx2tf.txt"
-    "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" --no-deps "${uv_links[@]}" \
+    "$VENV/bin/uv" pip install --quiet --compile-bytecode --python "$VENV/bin/python" --no-deps "${uv_links[@]}" \
         -r "$VENV/.lock-without-onnx2tf.txt"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python \
         "$(grep '^onnx2tf==' requirements.lock)"
