@@ -69,7 +69,14 @@ def resolve_source(source: str, revision: str | None = None, base_dir: str | Pat
 
     Local folders must hold ``model.safetensors``; pickle weights (which can run code when
     loaded) are used only with ``allow_pickle``, which the manifest and report record.
+    Reading a model needs the [export] extra (transformers, huggingface_hub): without it, the
+    error is the install command, before anything is read.
     """
+    from edgeport.backends import missing_message
+
+    needs = missing_message("export")
+    if needs:
+        raise ModelSourceError(f"reading the Hugging Face model {source} {needs}")
     path = Path(source) if Path(source).is_absolute() else Path(base_dir) / source
     if path.is_dir():
         missing = [n for n in ("config.json", "preprocessor_config.json") if not (path / n).exists()]

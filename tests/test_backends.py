@@ -121,7 +121,8 @@ def test_serve_without_the_serve_backend_says_how_to_install_it(monkeypatch, cap
 
 
 def test_without_the_export_backend_nothing_is_made_or_validated_and_the_message_says_why(monkeypatch, tiny_vit,
-                                                                                            exported_copy, faces_dir):
+                                                                                            exported_copy, faces_dir,
+                                                                                            capsys):
     """A core-only install (serving, the gate, edgeport.load) asked to export or validate."""
     from edgeport.config import RunSettings
     from edgeport.model_source import resolve_source
@@ -135,6 +136,13 @@ def test_without_the_export_backend_nothing_is_made_or_validated_and_the_message
         export_model("tiny-vit", resolve_source(str(tiny_vit)), exported_copy, variants=["onnx-fp32"], images_dir=None)
     with pytest.raises(ValueError, match=r"validating .* needs the export backend"):
         validate_export(exported_copy, faces_dir, {}, RunSettings(), progress=False)
+    # the CLI: the install command, before the model is read (its config check imports transformers)
+    from edgeport.cli import main
+
+    monkeypatch.setattr("edgeport.model_source.check_image_classifier",
+                        lambda *a, **k: pytest.fail("read the model without the export backend"))
+    assert main(["export", str(tiny_vit), "--out", str(exported_copy.parent / "o")]) == 2
+    assert "pip install 'edgeport[export]'" in capsys.readouterr().err
 
 
 def test_serving_picks_among_the_variants_this_install_can_run(without_tflite, validated_tiny):
