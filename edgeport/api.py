@@ -43,7 +43,8 @@ def export(model: PathLike, *, out: PathLike | None = None, variants: Sequence[s
 
     ``model``: a model name from the config, a local Hugging Face model folder, or a hub id (with
     ``revision``, a commit to pin). ``variants``: default the model's from the config, else the
-    defaults the installed backends can make (``edgeport backends``). ``calibration``: real images
+    config's ``[settings] variants``, else the defaults the installed backends can make
+    (``edgeport backends``). ``calibration``: real images
     (any depth, disjoint from the evaluation set) for the int8 variants. A variant that fails is
     recorded as failed (``result.failed``) and the others are still made.
     """
@@ -54,7 +55,8 @@ def export(model: PathLike, *, out: PathLike | None = None, variants: Sequence[s
     name = str(model)
     entry = cfg.model(name)
     if entry is None:
-        entry = ModelEntry(name=Path(name.rstrip("/")).name, source=name, base_dir=Path.cwd(), revision=revision)
+        entry = ModelEntry(name=Path(name.rstrip("/")).name, source=name, base_dir=Path.cwd(), revision=revision,
+                           variants=list(cfg.variants))
     elif revision:
         entry = dataclasses.replace(entry, revision=revision)
     source = resolve_source(entry.source, entry.revision, entry.base_dir, allow_pickle=allow_pickle or entry.allow_pickle)

@@ -1,4 +1,5 @@
-"""The `edgeport` command line: export, validate, export-all, gate, bench, matrix, serve, bench-serve."""
+"""The `edgeport` command line: export, validate, export-all, gate, bench, matrix, init, backends, serve,
+bench-serve; built on edgeport.api where a Python call exists."""
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 CONFIG_DEFAULT = "./edgeport.toml in the working folder, else the defaults"  # every --config's default
 
 DESCRIPTION = """\
-Export a Hugging Face ViT image classifier to ONNX, TF SavedModel and TFLite, run every
-variant and the PyTorch reference on the same evaluation images, and gate on budgets.
+Export a Hugging Face image classifier to ONNX, TFLite and TF SavedModel (ExecuTorch, OpenVINO
+and Core ML on request), run every variant and the PyTorch reference on the same evaluation
+images, gate on budgets, hand the TFLite files to app teams and serve the validated file.
 
 Exit status: 0 all variants within budget, 1 a variant failed or missed its budget,
 2 bad input (config, model, evaluation folder)."""
@@ -58,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "export", help="convert one model to its variants",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Convert MODEL to ONNX / SavedModel / TFLite variants and write manifest.json.\n\n"
+        description="Convert MODEL to its variants (ONNX, TFLite, SavedModel; ExecuTorch, OpenVINO, Core ML on "
+                    "request) and write manifest.json.\n\n"
                     "MODEL is a model name from the config, a local Hugging Face model folder\n"
                     "(config.json, model.safetensors, preprocessor_config.json), or a hub id\n"
                     "with --revision.\n\nVariants:\n" + VARIANT_HELP,
@@ -80,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "run it) (default: the model's full_integer_activations in the config, else int8; "
                         "with int8, the precision search raises single ops to int16 where the budget needs it)")
     p.add_argument("--no-precision-search", action="store_true",
-                   help="make the calibrated int8 variants (onnx-int8-static, tflite-int8, tflite-int8-io) "
-                        "all-int8 instead of raising their most sensitive layers until the held-out "
+                   help="make the calibrated int8 variants (onnx-int8-static, tflite-int8, tflite-int8-io, "
+                        "executorch-int8; openvino-int8 gets plain NNCF quantization) all-int8 instead of "
+                        "raising their most sensitive layers until the held-out "
                         "calibration images meet the int8 budget (default: search, as the config's "
                         "precision_search = true)")
     p.add_argument("--config", type=Path, help=f"config file (default: {CONFIG_DEFAULT})")
@@ -695,8 +699,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             settings.max_queue = args.max_queue
         else:
             settings.max_queue = default_max_queue(model.latency_p50_ms, args.max_batch)
-            model.notes.append(f"at most {settings.max_queue} requests in progress (about {QUEUE_WAIT_S:g} s of work "
-                               f"at the validated p50 of {model.latency_p50_ms} ms; --max-queue to change)")
+            basis = (f"about {QUEUE_WAIT_S:g} s of work at the validated p50 of {model.latency_p50_ms:.2f} ms"
+                     if model.latency_p50_ms else "no validated latency")
+            model.notes.append(f"at most {settings.max_queue} requests in progress ({basis}; --max-queue to change)")
         if args.workers > 1:  # each worker process selects again (the same files) and loads its own runner
             settings.variant = model.variant
             os.environ[CONFIG_ENV] = settings_env(settings)

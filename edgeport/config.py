@@ -49,6 +49,9 @@ class Config:
     artifacts_dir: Path = field(default_factory=lambda: Path.cwd() / "artifacts")
     opset: int = 20
     gate: GateSettings = GateSettings()
+    # [settings] variants: every [[models]] entry's default, and the list for a model named on the
+    # command line that the config does not hold; not named: what the installed extras can make
+    variants: list[str] = field(default_factory=default_variants)
 
     def model(self, name: str) -> ModelEntry | None:
         return next((m for m in self.models if m.name == name), None)
@@ -109,6 +112,7 @@ def load_config(path: str | Path | None = None) -> Config:
         ),
         artifacts_dir=base / settings.get("artifacts", "artifacts"),
         opset=int(settings.get("opset", 20)),
+        variants=list(default_list),
         gate=GateSettings(
             max_accuracy_regression=float(gate_table.get("max_accuracy_regression", 0.5)),
             max_agreement_regression=float(gate_table.get("max_agreement_regression", 0.5)),

@@ -56,7 +56,7 @@ def test_a_missing_backend_names_its_install_command(without_tflite):
     assert backends.cannot_make("openvino") is None
 
 
-def test_the_default_variants_are_what_the_installed_backends_make(without_tflite, tmp_path):
+def test_the_default_variants_are_what_the_installed_backends_make(without_tflite, tmp_path, monkeypatch):
     from edgeport.config import load_config
     from edgeport.variants import default_variants
 
@@ -69,6 +69,15 @@ def test_the_default_variants_are_what_the_installed_backends_make(without_tflit
     assert load_config(config).models[0].variants == made
     config.write_text('[settings]\nvariants = ["onnx-fp32", "tflite-fp32"]\n[[models]]\nname = "m"\nsource = "models/m"\n')
     assert load_config(config).models[0].variants == ["onnx-fp32", "tflite-fp32"]
+    # ... and so does a model named on the command line that the config does not hold
+    import edgeport.api
+    import edgeport.pipeline
+
+    seen = {}
+    monkeypatch.setattr(edgeport.pipeline, "export_model", lambda *a, **k: seen.update(k))
+    monkeypatch.setattr("edgeport.model_source.resolve_source", lambda *a, **k: None)
+    edgeport.api.export("some/folder", out=tmp_path / "o", config=config)
+    assert seen["variants"] == ["onnx-fp32", "tflite-fp32"]
 
 
 def test_a_named_variant_whose_backend_is_missing_fails_and_the_others_are_made(without_tflite, exported_copy,

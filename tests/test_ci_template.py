@@ -20,6 +20,7 @@ import yaml
 from conftest import REPO
 
 TEMPLATE = REPO / "deploy" / "ci" / "github-workflow.yml"
+LAST_STDERR: list[str] = []  # what each `run:` step wrote to stderr, in order
 
 
 def _expand(text: str, matrix: dict[str, object]) -> str:
@@ -88,7 +89,7 @@ def _run_job(job: dict, repo: Path, store: Path, env: dict[str, str], matrix: di
             # checked, not run: every line installs from the variables the template pins
             for line in command.strip().splitlines():
                 assert line.startswith("python -m pip install "), line
-            assert '"$EDGEPORT"' in command and "make " not in command
+            assert re.search(r'"\$EDGEPORT(_CORE)?"', command) and "make " not in command
             continue
         assert "make " not in command, "the template must call the edgeport CLI, not a Makefile"
         proc = subprocess.run(["bash", "-e", "-c", command], cwd=cwd, env=env, capture_output=True, text=True,
@@ -96,6 +97,7 @@ def _run_job(job: dict, repo: Path, store: Path, env: dict[str, str], matrix: di
         assert step.get("continue-on-error") or proc.returncode == 0 or command.startswith("edgeport gate"), \
             f"{step.get('name')}: exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
         statuses.append(proc.returncode)
+        LAST_STDERR.append(proc.stderr)
     return statuses
 
 
@@ -132,7 +134,13 @@ def test_the_template_runs_in_a_users_repository(tiny_vit, faces_dir, calib_dir,
     assert (reports[0].parent / "manifest.json").is_file()
     gate = workflow["jobs"]["gate"]
     assert gate["needs"] == "export" and gate["if"] == "always()"
-    assert _run_job(gate, root, store, env, {}) == [0]
+    # the gate job installs the core alone (no extras); gating imports nothing the core lacks
+    assert re.fullmatch(r"edgeport==[\d.]+", workflow["env"]["EDGEPORT_CORE"])
+    assert '"$EDGEPORT_CORE"' in next(s["run"] for s in gate["steps"] if "pip install" in s.get("run", ""))
+    assert _run_job(gate, root, store, {**env, "PYTHONPROFILEIMPORTTIME": "1"}, {}) == [0]
+    imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in LAST_STDERR[-1].splitlines()
+                if line.startswith("import time:") and "|" in line}
+    assert "edgeport" in imported and not imported & {"torch", "transformers", "tensorflow", "optimum", "onnx"}
 
     # the same workflow fails the build when a budget is missed ...
     shutil.rmtree(store)
