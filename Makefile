@@ -8,7 +8,7 @@ export USE_TF := 0
 export HF_HUB_OFFLINE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv test-deps export-all gate test bench bench-serve matrix serve check-install train-models clean help
+.PHONY: venv test-deps export-all gate test bench bench-serve matrix serve check-install train-models docs clean help
 
 help:
 	@echo "make export-all   export + validate every model in $(CONFIG) into artifacts/ (EXPORT_ARGS=\"--shard 2/4\": CI runner 2 of 4)"
@@ -19,6 +19,7 @@ help:
 	@echo "make bench-serve  load-test edgeport serve against a hand-written PyTorch server (BENCH_SERVE_ARGS=...)"
 	@echo "make serve        serve a validated model over HTTP on 127.0.0.1:8080 (SERVE_ARGS=\"artifacts/NAME ...\")"
 	@echo "make check-install build the wheel, pip-install it into fresh venvs (core, [serve], [all]) and try each (EXTRAS=...)"
+	@echo "make docs         regenerate docs/cli.md from the CLI parser, and docs/images/report.png from artifacts/gender-vit/report.html"
 	@echo "make train-models retrain the bundled models (needs ../shared/datasets; see training/README.md)"
 	@echo "make clean        remove artifacts/ outputs"
 
@@ -71,6 +72,12 @@ train-models: venv
 	$(PY) -m training.evaluate --recipe training/recipes/gender.toml --model models/gender-vit
 	$(PY) -m training.train_vit --recipe training/recipes/emotion.toml --out models/emotion-vit
 	$(PY) -m training.evaluate --recipe training/recipes/emotion.toml --model models/emotion-vit
+
+# docs/cli.md from the argparse parser (tests/test_cli_reference.py fails when it is stale), and the
+# README's screenshot of report.html (skipped, with a message, without the report or a Chromium).
+docs: venv
+	$(PY) -m edgeport.cli_reference docs/cli.md
+	$(PY) -m edgeport.report_screenshot --skip-missing artifacts/gender-vit/report.html docs/images/report.png
 
 clean:
 	rm -rf artifacts/*/

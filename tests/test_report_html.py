@@ -4,19 +4,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 
 import pytest
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from edgeport.report_screenshot import CHROMIUM_FLAGS, find_chromium
 
 
 def _chromium() -> str:
-    exe = os.environ.get("EDGEPORT_CHROMIUM") or next(
-        (shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-         if shutil.which(b)), None)
+    exe = find_chromium()
     if exe is None:
         if os.environ.get("EDGEPORT_SKIP_BROWSER") == "1":
             pytest.skip("EDGEPORT_SKIP_BROWSER=1")
