@@ -14,10 +14,12 @@ say 224 whatever their processor does); without it, ``config.image_size``.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 from edgeport.converters.atomic import atomic_path
+from edgeport.converters.onnx_batch import check_batch
 from edgeport.converters.onnx_rewrites import average_pools_as_global
 from edgeport.converters.quiet import quiet
 
@@ -39,7 +41,6 @@ def export_onnx(
     which optimum export config was used.
     """
     import onnx
-    from onnx.tools import update_model_dims
     from optimum.exporters.onnx import main_export
     from transformers import AutoConfig
 
@@ -52,6 +53,7 @@ def export_onnx(
     channels = getattr(config, "num_channels", 3)
 
     custom, settings = _onnx_config_for(config)
+    shape = (channels, height, width)
     with tempfile.TemporaryDirectory(prefix="edgeport-onnx-") as tmp, _quiet():
         try:
             main_export(
@@ -68,8 +70,34 @@ def export_onnx(
             settings["exporter"] = "optimum (TorchScript)"
         except Exception as exc:  # e.g. MobileViTV2: TorchScript cannot export nn.Fold (col2im)
             why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-            model = _export_with_dynamo(source, revision, opset, (1, channels, height, width))
+            model = _export_with_dynamo(source, revision, opset, shape)
             settings.update(exporter="torch.onnx dynamo", exporter_fallback_reason=f"optimum failed: {why}")
+        checked = Path(tmp) / "checked.onnx"
+        onnx.save(_finish(model, shape, config.num_labels, settings), str(checked))
+        # The batch axis is declared dynamic; a TorchScript trace can still have baked its batch
+        # into a Reshape. Then torch.export, which refuses to specialize a declared dynamic axis,
+        # gets a second chance; a file that still cannot take any batch is pinned to batch 1 by
+        # the pipeline's check (converters.onnx_batch), which runs on every ONNX variant.
+        _, problem = check_batch(checked)
+        if problem and settings["exporter"] != "torch.onnx dynamo":
+            try:
+                redone = _finish(_export_with_dynamo(source, revision, opset, shape), shape, config.num_labels,
+                                 settings)
+                onnx.save(redone, str(checked))
+                settings.update(exporter="torch.onnx dynamo",
+                                exporter_fallback_reason=f"optimum's file cannot take any batch: {problem}")
+            except Exception as exc:  # keep optimum's file: the pipeline pins it to batch 1
+                settings["dynamo_reexport_failed"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        with atomic_path(out_path) as tmp_path:
+            shutil.copyfile(checked, tmp_path)
+    return settings
+
+
+def _finish(model, shape: tuple[int, int, int], num_labels: int, settings: dict):
+    """The exported graph as edgeport ships it: input (batch, C, H, W) with only the batch
+    symbolic, output (batch, num_labels), shapes inferred, checked."""
+    import onnx
+    from onnx.tools import update_model_dims
 
     # The dynamo exporter also lists the weights in value_info; onnxruntime's quantizers rewrite
     # some weights (Gemm -> MatMul transposes B) and then fail on the stale shape ("Inferred
@@ -78,26 +106,23 @@ def export_onnx(
     kept = [v for v in model.graph.value_info if v.name not in initializers]
     del model.graph.value_info[:]
     model.graph.value_info.extend(kept)
-    pools = average_pools_as_global(model, (1, channels, height, width))  # see converters.onnx_rewrites
+    pools = average_pools_as_global(model, (1, *shape))  # see converters.onnx_rewrites
     if pools:
         settings["average_pools_as_global"] = pools
     model = update_model_dims.update_inputs_outputs_dims(
-        model,
-        {"pixel_values": ["batch_size", channels, height, width]},
-        {"logits": ["batch_size", config.num_labels]},
-    )
+        model, {"pixel_values": ["batch_size", *shape]}, {"logits": ["batch_size", num_labels]})
     model = onnx.shape_inference.infer_shapes(model)
     onnx.checker.check_model(model)
-    with atomic_path(out_path) as tmp_path:
-        onnx.save(model, str(tmp_path))
-    return settings
+    return model
 
 
-def _export_with_dynamo(source: str, revision: str | None, opset: int, shape: tuple[int, ...]):
+def _export_with_dynamo(source: str, revision: str | None, opset: int, shape: tuple[int, int, int]):
     """The model's logits exported by PyTorch's own (torch.export-based) ONNX exporter.
 
     The fallback when optimum's TorchScript export fails: torch.export traces ops that the
-    TorchScript exporter has no symbolic for (MobileViTV2's nn.Fold). Batch stays dynamic.
+    TorchScript exporter has no symbolic for (MobileViTV2's nn.Fold). Batch stays dynamic: the
+    example has 2 images, since torch.export specializes an axis whose example size is 1 (a
+    batch-1 example baked the batch into SigLIP's reshapes).
     """
     import torch
 
@@ -105,8 +130,8 @@ def _export_with_dynamo(source: str, revision: str | None, opset: int, shape: tu
 
     batch = torch.export.Dim("batch_size", min=1, max=4096)
     with torch.inference_mode(False), torch.no_grad():
-        program = torch.onnx.export(logits_module(source, revision), (torch.zeros(shape),), dynamo=True, opset_version=opset,
-                                    input_names=["pixel_values"], output_names=["logits"],
+        program = torch.onnx.export(logits_module(source, revision), (torch.zeros((2, *shape)),), dynamo=True,
+                                    opset_version=opset, input_names=["pixel_values"], output_names=["logits"],
                                     dynamic_shapes={"pixel_values": {0: batch}}, verbose=False)
     return program.model_proto
 

@@ -98,6 +98,12 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in [
     Architecture("van", "VanConfig", dict(image_size=32, hidden_sizes=[16, 32], depths=[1, 1], mlp_ratios=[2, 2],
                                            patch_sizes=[7, 3], strides=[4, 2]),
                  "ConvNextImageProcessor", dict(size={"shortest_edge": 32}, crop_pct=0.875)),
+    # SigLIP: its classifier reads the vision tower only; the text tower is part of the config.
+    Architecture("siglip", "SiglipConfig", dict(vision_config=dict(_VIT_LIKE),
+                                                 text_config=dict(hidden_size=32, num_hidden_layers=1,
+                                                                  num_attention_heads=2, intermediate_size=64,
+                                                                  vocab_size=100)),
+                 "SiglipImageProcessor", dict(size={"height": 32, "width": 32})),
 ]}
 
 

@@ -1,6 +1,7 @@
 """Where a model comes from: a local Hugging Face directory, or a hub id at a pinned revision."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -12,6 +13,9 @@ from edgeport.converters.checksums import sha256_file
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 WEIGHTS = "model.safetensors"
+# What save_pretrained writes for a model larger than its max_shard_size: the index (which tensor
+# is in which file) and model-0000K-of-0000N.safetensors. transformers loads either layout.
+SHARD_INDEX = "model.safetensors.index.json"
 
 
 class ModelSourceError(ValueError):
@@ -29,12 +33,14 @@ class ModelSource:
 
     @property
     def weights_file(self) -> Path | None:
-        """The local weights file (safetensors, else the opted-in pickle), or None for hub ids."""
+        """The local weights file (safetensors, the shard index, else the opted-in pickle), or None
+        for hub ids."""
         if not self.local:
             return None
         folder = Path(self.location)
-        if (folder / WEIGHTS).exists():
-            return folder / WEIGHTS
+        for name in (WEIGHTS, SHARD_INDEX):
+            if (folder / name).exists():
+                return folder / name
         pickles = _pickle_files(folder)
         return folder / pickles[0] if pickles else None
 
@@ -46,17 +52,48 @@ class ModelSource:
             info["allow_pickle"] = True
         if not self.local:
             cached = _hub_cached(self.location, WEIGHTS, self.revision)
+            index = None if cached else _hub_cached(self.location, SHARD_INDEX, self.revision)
             if cached:  # the weights the export read, when they are in the cache already
                 info["weights_file"] = WEIGHTS
                 info["weights_sha256"] = sha256_file(cached)
+            elif index:
+                shards = [_hub_cached(self.location, name, self.revision) for name in shard_names(index)]
+                if all(shards):
+                    info.update(_sharded(index, shards))
         if self.local:
             cfg = json.loads((Path(self.location) / "config.json").read_text())
             info["random_weights"] = bool(cfg.get("edgeport_random_weights", False))
             weights = self.weights_file
             info["weights_file"] = weights.name
-            info["weights_format"] = "safetensors" if weights.name == WEIGHTS else "pickle (--allow-pickle)"
-            info["weights_sha256"] = sha256_file(weights)
+            if weights.name == SHARD_INDEX:
+                info.update(_sharded(weights, [weights.parent / name for name in shard_names(weights)]))
+            else:
+                info["weights_format"] = "safetensors" if weights.name == WEIGHTS else "pickle (--allow-pickle)"
+                info["weights_sha256"] = sha256_file(weights)
         return info
+
+
+def shard_names(index: Path) -> list[str]:
+    """The shard files a safetensors index names (its weight_map's values), sorted."""
+    try:
+        weight_map = json.loads(Path(index).read_text())["weight_map"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelSourceError(f"{index} is not a safetensors shard index (no weight_map): {exc}") from None
+    names = sorted(set(weight_map.values()))
+    unsafe = [n for n in names if Path(n).name != n or not n.endswith(".safetensors")]
+    if not names or unsafe:
+        raise ModelSourceError(f"{index}: its weight_map must name .safetensors files in the same folder, "
+                               f"not {unsafe or 'nothing'}")
+    return names
+
+
+def _sharded(index: Path, shards: list[Path]) -> dict[str, Any]:
+    """A sharded checkpoint's provenance: each shard's sha256, and one sha256 over the index and
+    all of them, which changes when any file does (the export's reuse key reads it)."""
+    files = [{"file": Path(s).name, "sha256": sha256_file(s)} for s in shards]
+    listing = f"{SHARD_INDEX} {sha256_file(index)}\n" + "".join(f"{f['file']} {f['sha256']}\n" for f in files)
+    return {"weights_file": SHARD_INDEX, "weights_format": f"safetensors, {len(files)} shards",
+            "weights_shards": files, "weights_sha256": hashlib.sha256(listing.encode()).hexdigest()}
 
 
 def _pickle_files(folder: Path) -> list[str]:
@@ -86,6 +123,13 @@ def resolve_source(source: str, revision: str | None = None, base_dir: str | Pat
                 "with save_pretrained() into that folder"
             )
         check_image_classifier(path / "config.json")
+        if (path / SHARD_INDEX).exists() and not (path / WEIGHTS).exists():
+            missing = [n for n in shard_names(path / SHARD_INDEX) if not (path / n).is_file()]
+            if missing:
+                raise ModelSourceError(f"{path / SHARD_INDEX} names {len(missing)} shard(s) that are not in {path}: "
+                                       f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}; copy every "
+                                       "file save_pretrained wrote")
+            return ModelSource(str(path.resolve()), revision, local=True)
         if not (path / WEIGHTS).exists():
             pickles = _pickle_files(path)
             if pickles and allow_pickle:
@@ -94,7 +138,8 @@ def resolve_source(source: str, revision: str | None = None, base_dir: str | Pat
                     "convert them once in a trusted environment with "
                     "model.save_pretrained(dir, safe_serialization=True), or pass --allow-pickle if you "
                     "trust this file (the report records it).") if pickles else ""
-            raise ModelSourceError(f"{path / WEIGHTS} not found: edgeport loads safetensors weights only.{hint}")
+            raise ModelSourceError(f"{path / WEIGHTS} not found (nor a sharded {SHARD_INDEX}): edgeport loads "
+                                   f"safetensors weights only.{hint}")
         return ModelSource(str(path.resolve()), revision, local=True)
     if HUB_ID.match(source) and not source.startswith((".", "/")):
         if not revision:

@@ -24,6 +24,7 @@ from edgeport.stage import StageResult, run_stage, run_stage_in_process, save_co
 from edgeport.variants import (CALIBRATED, FULL_INTEGER_ACTIVATIONS, SEARCHED, TFLITE_CALIBRATED, VARIANTS,
                                ExportContext, resolve_variants)
 from edgeport.runtimes.tflite_runner import tflite_io_details
+from edgeport.converters.onnx_batch import BatchCheckError, ensure_any_batch_or_pin
 from edgeport.validation.budgets import Budget, budget_for
 from edgeport.validation.dataset import IMAGE_EXTENSIONS, load_eval_arrays, open_image, scan_eval_set
 from edgeport.validation.harness import RunSettings, Variant, validate
@@ -273,6 +274,13 @@ def export_model(
                 record["settings"] = stage.settings
             if spec.runtime == "tflite":
                 record["io"] = tflite_io_details(str(out_dir / spec.filename))
+            if spec.runtime == "onnxruntime":  # a dynamic batch is run at two sizes, not assumed
+                try:
+                    record.update(ensure_any_batch_or_pin(out_dir / spec.filename, spec.precision))
+                except BatchCheckError as exc:
+                    record.update(status="failed", error=f"{spec.name}: {exc}")
+                if record.get("batch_note"):
+                    log(f"[{name}]   {spec.filename} {record['batch_note']}")
             record["sha256"] = artifact_sha256(out_dir / spec.filename)
             log(f"[{name}]   wrote {spec.filename} in {record['seconds']:.1f} s, "
                 f"peak {stage.peak_rss_bytes / 2**30:.2f} GiB")

@@ -1,6 +1,8 @@
 """ONNX Runtime, CPU execution provider."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from edgeport.runtimes.base import Runner, RunnerError
@@ -35,4 +37,19 @@ class OnnxRuntimeRunner(Runner):
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         feed = batch.astype(np.float16) if self._input_type == "tensor(float16)" else batch
-        return self._session.run(None, {self._input_name: feed})[0]
+        try:
+            return self._session.run(None, {self._input_name: feed})[0]
+        except Exception as exc:  # onnxruntime's own exception types, with its C++ source location
+            raise RunnerError(f"onnxruntime failed on a batch of {len(batch)}: {ort_message(exc)}") from None
+
+
+def ort_message(exc: BaseException) -> str:
+    """onnxruntime's error as one sentence: the node and what went wrong, without the error code,
+    the C++ source location and the function signature it carries (for reports and logs)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    node = re.search(r"running (\w+) node\. Name:'([^']*)'", text)
+    message = text.split("Status Message: ", 1)[-1]
+    message = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", message)
+    message = re.sub(r"^/\S+:\d+ \S+?\(.*?\) ", "", message)  # the source location and signature
+    message = re.sub(r"^[^.]* was false\. ", "", message)  # the failed C++ condition
+    return ((f"{node.group(1)} node {node.group(2)!r}: " if node else "") + message)[:300]
