@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "for models whose int8 activations miss the agreement budget; int8-only NPUs cannot "
                         "run it) (default: the model's full_integer_activations in the config, else int8; "
                         "with int8, the precision search raises single ops to int16 where the budget needs it)")
+    p.add_argument("--input-size", metavar="HxW", type=_input_size,
+                   help="the input size, for a model whose image processor does not fix one (a shortest-edge "
+                        "resize without a crop): the exported files take HxW, and the app resizes to it "
+                        "(default: the model's input_size in the config)")
     p.add_argument("--no-precision-search", action="store_true",
                    help="make the calibrated int8 variants (onnx-int8-static, tflite-int8, tflite-int8-io, "
                         "executorch-int8; openvino-int8 gets plain NNCF quantization) all-int8 instead of "
@@ -387,6 +391,16 @@ def _add_export_options(p: argparse.ArgumentParser) -> None:
                         "config). Recorded in the manifest and report")
 
 
+def _input_size(text: str) -> tuple[int, int]:
+    """--input-size HxW."""
+    from edgeport.config import parse_input_size
+
+    try:
+        return parse_input_size(text, "--input-size")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config)
 
@@ -399,7 +413,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                         config=_config(args), force=args.force,
                         full_integer_activations=args.full_integer_activations,
                         precision_search=False if args.no_precision_search else None,
-                        allow_pickle=args.allow_pickle, progress=not args.no_progress)
+                        allow_pickle=args.allow_pickle, progress=not args.no_progress, input_size=args.input_size)
     print(f"manifest: {result.out_dir / 'manifest.json'}")
     return EXIT_FAILED if result.failed else EXIT_OK
 
@@ -514,7 +528,7 @@ def cmd_export_all(args: argparse.Namespace) -> int:
                               force=args.force, full_integer_activations=m.full_integer_activations,
                               project_dir=m.base_dir, progress=not args.no_progress,
                               budgets=cfg.budgets_for(m), label_map=m.label_map,
-                              precision_search=m.precision_search)
+                              precision_search=m.precision_search, input_size=m.input_size)
         report = validate_export(root / m.name, eval_dir, cfg.budgets_for(m), cfg.run,
                                  progress=not args.no_progress, label_map=m.label_map, subgroups=m.subgroups)
         if result.failed or not _passed(report, cfg):

@@ -38,6 +38,7 @@ class ModelEntry:
     full_integer_activations: str = "int8"  # tflite-int8/-io activations: "int8" or "int16" (16x8)
     precision_search: bool = True  # raise sensitive layers until the int8 budgets are met (held-out images)
     subgroups: SubgroupSpec | None = None  # where the evaluation images' subgroups come from ([models.subgroups])
+    input_size: tuple[int, int] | None = None  # (H, W) for a processor that does not fix one (input_size = [H, W])
 
 
 @dataclass
@@ -123,7 +124,8 @@ def load_config(path: str | Path | None = None) -> Config:
     for i, raw in enumerate(data.get("models", [])):
         where = f"{path} [[models]] #{i + 1}"
         _check_keys(raw, {"name", "source", "revision", "eval", "calibration", "variants", "budgets",
-                          "allow_pickle", "label_map", "full_integer_activations", "precision_search", "subgroups"}, where)
+                          "allow_pickle", "label_map", "full_integer_activations", "precision_search", "subgroups",
+                          "input_size"}, where)
         for key in ("name", "source"):
             if not raw.get(key):
                 raise ConfigError(f"{where}: '{key}' is required")
@@ -144,8 +146,22 @@ def load_config(path: str | Path | None = None) -> Config:
             full_integer_activations=_activations(raw.get("full_integer_activations", "int8"), where),
             precision_search=_boolean(raw.get("precision_search", True), "precision_search", where),
             subgroups=_subgroups(raw.get("subgroups"), f"{where} subgroups", base),
+            input_size=parse_input_size(raw["input_size"], where) if "input_size" in raw else None,
         ))
     return cfg
+
+
+def parse_input_size(value: object, where: str) -> tuple[int, int]:
+    """``[H, W]`` (the config) or ``"HxW"`` (the command line) as (H, W); a ConfigError otherwise."""
+    parts = value.lower().split("x") if isinstance(value, str) else value
+    try:
+        height, width = (int(v) for v in parts)  # type: ignore[union-attr]
+        if height > 0 and width > 0 and all(not isinstance(v, float) or v.is_integer() for v in parts):
+            return height, width
+    except (TypeError, ValueError):
+        pass
+    raise ConfigError(f"{where}: input_size must be two positive integers, [H, W] in the config or HxW on the "
+                      f"command line (for example [224, 224] or 224x224), not {value!r}")
 
 
 def _activations(value: object, where: str) -> str:

@@ -72,7 +72,9 @@ def write_mobile_bundle(out_dir: Path, manifest: dict[str, Any], report: dict[st
             "source": {k: manifest["source"].get(k) for k in ("id", "path", "revision", "weights_sha256", "random_weights")
                        if k in manifest["source"]},
             "labels": labels,
-            "preprocessing": preprocessing_spec(manifest["preprocessing"]),
+            "preprocessing": {**preprocessing_spec(manifest["preprocessing"]),
+                              **({"input_size_fixed_at_export": manifest["input_size"]}
+                                 if manifest.get("input_size") else {})},
             "output": {"kind": "logits", "shape": [1, len(labels)],
                        "to_probabilities": "softmax over the last axis; argmax gives the label index in labels.txt"},
             "evaluation": {"images": report.get("eval_set", {}).get("images"),
@@ -426,6 +428,10 @@ def model_card(model: dict[str, Any]) -> str:
         "## Input",
         "",
         _input_steps(pre) + " ",
+        *([f"This model's own image processor does not fix an input size (its output follows the image's "
+           f"shape); the export fixed it at {pre['input_size_fixed_at_export'][1]}x"
+           f"{pre['input_size_fixed_at_export'][0]} (width x height, `input_size` in the config), so the app "
+           "must resize every image to exactly that, as above. ", ""] if pre.get("input_size_fixed_at_export") else []),
         "The int8-io file takes int8 instead: quantize x with the input scale and zero point in `model.json` "
         "(`q = round(x / scale) + zero_point`, clamped to -128..127).",
         "",

@@ -28,7 +28,7 @@ from edgeport.converters.onnx_batch import BatchCheckError, ensure_any_batch_or_
 from edgeport.validation.budgets import Budget, budget_for
 from edgeport.validation.dataset import IMAGE_EXTENSIONS, load_eval_arrays, open_image, scan_eval_set
 from edgeport.validation.harness import RunSettings, Variant, validate
-from edgeport.validation.preprocess import Preprocessing
+from edgeport.validation.preprocess import Preprocessing, fix_input_size
 from edgeport.validation.report import build_report, failure_lines, not_validated_lines, write_reports
 from edgeport.validation.status import status_of
 from edgeport.validation.subgroups import SubgroupSpec, assign
@@ -134,6 +134,7 @@ def export_model(
     budgets: dict[str, Budget] | None = None,
     precision_search: bool = True,
     label_map: dict[str, str] | None = None,
+    input_size: tuple[int, int] | None = None,
 ) -> ExportResult:
     """Produce every requested variant of ``source`` under ``out_dir`` and write manifest.json.
 
@@ -164,6 +165,10 @@ def export_model(
     search. The calibration folder's class folders, mapped to labels as the evaluation
     folders are (``label_map``), give the held-out images labels, so the search can judge the
     accuracy drop too; without them it judges agreement only.
+
+    ``input_size`` (H, W) fixes the input of a model whose processor does not (a shortest-edge
+    resize without a crop): the copy of its processor file beside the artifacts resizes to it,
+    and the manifest records it (validation.preprocess.fix_input_size).
     """
     needs = missing_message("export")
     if needs:  # reading the model, and every converter, needs torch and transformers
@@ -185,6 +190,7 @@ def export_model(
     previous = {} if force else _previous_records(out_dir)
     copy_model_metadata(source, out_dir)
     labels = read_labels(out_dir / "config.json")
+    resized = bool(input_size) and fix_input_size(out_dir / "preprocessor_config.json", input_size)
     preprocessing = Preprocessing.from_file(out_dir / "preprocessor_config.json")
     images = sample_images(images_dir or calibration_dir) if (images_dir or calibration_dir) else []
     work_dir = out_dir / ".work"
@@ -213,6 +219,7 @@ def export_model(
         "source": described,
         "labels": labels,
         "preprocessing": preprocessing.to_dict(),
+        **({"input_size": [preprocessing.height, preprocessing.width]} if resized else {}),
         "variants": [],
         "stages": stages,
         "export_seconds": None,
@@ -231,6 +238,8 @@ def export_model(
         recipe = spec.recipe + (f"/{full_integer_activations}" if spec.name in TFLITE_CALIBRATED else "")
         if spec.name in SEARCHED:  # what the search aims at decides the file
             recipe += f"/search={json.dumps(targets[spec.name], sort_keys=True) if precision_search else 'off'}"
+        if resized:  # the input size decides every file
+            recipe += f"/input={preprocessing.height}x{preprocessing.width}"
         key = _inputs_key(f"{spec.name}@{recipe}", described, opset,
                           calib_sha if spec.name in CALIBRATED else None,
                           records[spec.requires].get("inputs_key") if spec.requires else None)

@@ -15,6 +15,8 @@ behaviour these steps do not reproduce is refused with the difference, never run
 """
 from __future__ import annotations
 
+import json
+
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -157,6 +159,40 @@ def _center_crop(x: np.ndarray, height: int, width: int) -> np.ndarray:
     return x[top:top + height, left:left + width]
 
 
+VARYING_SIZE = "a shortest-edge resize without a centre crop gives inputs of varying shape"
+
+
+def fix_input_size(config_path: Path, input_size: tuple[int, int]) -> bool:
+    """Make the processor file at ``config_path`` (a copy beside the artifacts, never the model's
+    own) resize to ``input_size`` (H, W), when the processor does not fix a size itself.
+
+    Returns True when the file was rewritten. A processor that fixes a size already is left as
+    it is when the sizes agree, and refused when they differ: ``input_size`` is for processors
+    whose output shape follows the image's (a shortest-edge resize and no crop: TextNet's).
+    The rewritten file is read by the model's own processor class like any other, and its
+    steps checked against that class's output (``from_file``), so the app resizes as
+    transformers would at that size.
+    """
+    height, width = (int(v) for v in input_size)
+    if height <= 0 or width <= 0:
+        raise PreprocessingError(f"input size {height}x{width}: both sides must be positive")
+    try:
+        fixed = from_processor(load_processor(config_path), where=str(config_path))
+    except PreprocessingError as exc:
+        if VARYING_SIZE not in str(exc):
+            raise
+    else:
+        if (fixed.height, fixed.width) != (height, width):
+            raise PreprocessingError(
+                f"{config_path}: its processor already gives {fixed.height}x{fixed.width} inputs; input_size "
+                f"({height}x{width}) is for processors that do not fix one (a shortest-edge resize without a crop)")
+        return False
+    data = json.loads(Path(config_path).read_text())
+    data["size"] = {"height": height, "width": width}
+    Path(config_path).write_text(json.dumps(data, indent=2) + "\n")
+    return True
+
+
 def load_processor(config_path: Path) -> Any:
     """The model's own (slow, PIL-based) image processor class, from its folder."""
     from transformers import AutoImageProcessor
@@ -189,8 +225,9 @@ def _standard(p: Any, where: str) -> dict[str, Any]:
     if crop:
         return {**fields, "do_center_crop": True, "height": int(crop["height"]), "width": int(crop["width"])}
     if "resize_to" not in fields:
-        raise PreprocessingError(f"{where}: a shortest-edge resize without a centre crop gives inputs of varying "
-                                 "shape; a static-shape export needs a fixed size")
+        raise PreprocessingError(f"{where}: {VARYING_SIZE}; a static-shape export needs a fixed size: give the "
+                                 "model one (input_size = [H, W] on the model in edgeport.toml, or --input-size HxW), "
+                                 "which the app then resizes to")
     return {**fields, "height": fields["resize_to"][0], "width": fields["resize_to"][1]}
 
 
