@@ -510,8 +510,9 @@ def cmd_export_all(args: argparse.Namespace) -> int:
     plans = []
     for m in models:
         eval_dir = overrides.get(m.name, m.eval_dir)
-        if eval_dir is None or not eval_dir.is_dir():
-            raise FileNotFoundError(f"model {m.name!r}: evaluation folder not found: {eval_dir}")
+        if eval_dir is None or not (eval_dir.is_dir() or (eval_dir.suffix.lower() == ".csv" and eval_dir.is_file())):
+            raise FileNotFoundError(f"model {m.name!r}: evaluation folder (or a multi-label model's label CSV) "
+                                    f"not found: {eval_dir}")
         source = resolve_source(m.source, m.revision, m.base_dir, allow_pickle=args.allow_pickle or m.allow_pickle)
         if source.local:  # class folders that match no label: an error now, not after the export
             from edgeport.model_source import read_labels

@@ -27,6 +27,7 @@ from typing import Any
 
 from edgeport.converters.atomic import atomic_path
 from edgeport import __version__
+from edgeport.model_source import is_multi_label
 from edgeport.converters.checksums import artifact_sha256, sha256_file
 from edgeport.validation.harness import artifact_size
 
@@ -52,6 +53,7 @@ def write_mobile_bundle(out_dir: Path, manifest: dict[str, Any], report: dict[st
     if not wanted:
         return None
     results = {v["name"]: v for v in report.get("variants", [])}
+    multi_label = is_multi_label(out_dir / "config.json")
     final = out_dir / BUNDLE
     # built in a hidden sibling and renamed in whole: a reader never sees a half-written bundle
     with atomic_path(final, directory=True) as tmp:
@@ -76,7 +78,10 @@ def write_mobile_bundle(out_dir: Path, manifest: dict[str, Any], report: dict[st
                               **({"input_size_fixed_at_export": manifest["input_size"]}
                                  if manifest.get("input_size") else {})},
             "output": {"kind": "logits", "shape": [1, len(labels)],
-                       "to_probabilities": "softmax over the last axis; argmax gives the label index in labels.txt"},
+                       "to_probabilities": ("sigmoid of each logit (multi-label: every label whose probability is "
+                                            "above 0.5 applies, as validated)" if multi_label else
+                                            "softmax over the last axis; argmax gives the label index in labels.txt"),
+                       "multi_label": multi_label},
             "evaluation": {"images": report.get("eval_set", {}).get("images"),
                            "reference_accuracy": report.get("reference", {}).get("accuracy"),
                            "latency_measured_on": (report.get("machine") or {}).get("model"),
@@ -438,7 +443,9 @@ def model_card(model: dict[str, Any]) -> str:
         "## Output",
         "",
         f"`[1, {len(model['labels'])}]` logits (int8 for the int8-io file: `logit = (q - zero_point) * scale`). "
-        "Softmax gives probabilities; the argmax is the index into `labels.txt`.",
+        + ("A multi-label model: the sigmoid of each logit is that label's probability, and every label above "
+           "0.5 applies (the threshold it was validated at)." if model["output"].get("multi_label") else
+           "Softmax gives probabilities; the argmax is the index into `labels.txt`."),
         "",
         "Labels and normalization are **not embedded as TFLite metadata**. tflite-support has no release "
         "for this toolchain, and MediaPipe's metadata writer does not import from its wheel. Read them from "

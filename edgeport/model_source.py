@@ -214,6 +214,11 @@ def copy_model_metadata(source: ModelSource, out_dir: Path) -> None:
             shutil.copyfile(hf_hub_download(source.location, name, revision=source.revision), out_dir / name)
 
 
+def is_multi_label(config_json: Path) -> bool:
+    """Whether a Hugging Face config is a multi-label classifier (problem_type), scored by sigmoid."""
+    return json.loads(Path(config_json).read_text()).get("problem_type") == "multi_label_classification"
+
+
 def read_labels(config_json: Path) -> list[str]:
     """Labels in output order, from a Hugging Face config's ``id2label``."""
     cfg = json.loads(config_json.read_text())

@@ -1,6 +1,7 @@
 """Export one model to its variants, then validate them: the two halves of every command."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -18,7 +19,7 @@ from edgeport.backends import cannot_make, missing_message
 from edgeport.converters.atomic import atomic_path
 from edgeport.converters.checksums import artifact_sha256, sha256_file
 from edgeport.mobile_bundle import write_mobile_bundle
-from edgeport.model_source import ModelSource, copy_model_metadata, read_labels
+from edgeport.model_source import ModelSource, copy_model_metadata, is_multi_label, read_labels
 from edgeport.portable import absolute_from, relative_path, scrub, scrub_prefixes
 from edgeport.stage import StageResult, run_stage, run_stage_in_process, save_context
 from edgeport.variants import (CALIBRATED, FULL_INTEGER_ACTIVATIONS, SEARCHED, TFLITE_CALIBRATED, VARIANTS,
@@ -26,6 +27,7 @@ from edgeport.variants import (CALIBRATED, FULL_INTEGER_ACTIVATIONS, SEARCHED, T
 from edgeport.runtimes.tflite_runner import tflite_io_details
 from edgeport.converters.onnx_batch import BatchCheckError, ensure_any_batch_or_pin
 from edgeport.validation.budgets import Budget, budget_for
+from edgeport.validation.metrics import MULTI_LABEL_THRESHOLD
 from edgeport.validation.dataset import IMAGE_EXTENSIONS, load_eval_arrays, open_image, scan_eval_set
 from edgeport.validation.harness import RunSettings, Variant, validate
 from edgeport.validation.preprocess import Preprocessing, fix_input_size
@@ -43,7 +45,14 @@ def log(msg: str) -> None:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Every image file under ``folder`` (recursively, sorted, hidden files excluded)."""
+    """Every image file under ``folder`` (recursively, sorted, hidden files excluded), or every
+    image a multi-label evaluation CSV names."""
+    if folder.suffix.lower() == ".csv" and folder.is_file():
+        import csv
+
+        with open(folder, newline="", encoding="utf-8-sig") as handle:
+            named = [folder.parent / (row.get("file") or "").strip() for row in csv.DictReader(handle)]
+        return sorted(p for p in named if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
@@ -418,8 +427,18 @@ def validate_export(
             f"{len(shared)} evaluation image(s) in {eval_dir} were used to calibrate the int8 variants "
             f"(e.g. {shared[0].name}): evaluate on images disjoint from the calibration set"
         )
+    multi_label = is_multi_label(out_dir / "config.json")
+    if eval_set.multi_label and not multi_label:
+        raise ValueError(f"{eval_dir} is a label CSV, which is for multi-label models; {manifest['model']} is not one "
+                         "(its config's problem_type is not multi_label_classification): evaluate it on class folders")
+    if multi_label and not eval_set.multi_label:  # class folders: each image has exactly its folder's label
+        eval_set.multi_label = True
+        eval_set.samples = [dataclasses.replace(s, label=-1, targets=(s.label,)) for s in eval_set.samples]
     preprocess = Preprocessing.from_file(out_dir / "preprocessor_config.json")
     inputs, y, paths = load_eval_arrays(eval_set, preprocess, progress=progress)
+    if multi_label and subgroups is not None:
+        log(f"[{manifest['model']}] subgroups are judged on single-label models only; left out for this multi-label one")
+        subgroups = None
     assignment = assign(subgroups, paths, eval_set.root) if subgroups is not None else None
     src = manifest["source"]
     location = reference_location(project_dir, src["path"]) if src.get("path") else src["id"]
@@ -446,6 +465,7 @@ def validate_export(
             "skipped_files": [{"path": s.path, "reason": s.reason} for s in eval_set.skipped],
             "folders": eval_set.folder_to_label,
             "ignored_folders": eval_set.ignored_folders,
+            **({"multi_label": True, "threshold": MULTI_LABEL_THRESHOLD} if multi_label else {}),
         },
         reference=ref,
         variants=results,

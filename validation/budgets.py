@@ -85,6 +85,12 @@ class Budget:
                 failures.append(Failure(metric, value, limit, ">="))
             elif kind == "max" and not value <= limit:
                 failures.append(Failure(metric, value, limit, "<="))
+        if self.min_agreement is not None:  # a multi-label model: every label's decisions, not only the mean
+            for label, row in (metrics.get("per_label") or {}).items():
+                if not row["agreement"] >= self.min_agreement:
+                    failures.append(Failure("label_agreement", row["agreement"], self.min_agreement, ">=",
+                                            f"on label {label!r}: its thresholded decisions agree with the "
+                                            f"reference's on {row['agreement'] * 100:.2f}% of the images"))
         if self.max_accuracy_drop is not None and reference_accuracy is not None:
             # rounded: 71.25% - 70.25% is 1.0000000000000142 points in floats, and 1 point is within "<= 1"
             drop = round((reference_accuracy - metrics["accuracy"]) * 100.0, 9)

@@ -1,4 +1,6 @@
-"""Evaluation sets in class folders (``EVAL/CLASS/*.jpg``), read once and preprocessed once.
+"""Evaluation sets, read once and preprocessed once: class folders (``EVAL/CLASS/*.jpg``), or for
+a multi-label model a CSV manifest (``file,labels``: a path relative to the CSV's folder, and the
+labels that apply, separated by ``;``).
 
 A file that cannot be used is reported by name with a reason and counted, never a crash.
 """
@@ -23,7 +25,8 @@ class LabelMappingError(ValueError):
 @dataclass(frozen=True)
 class Sample:
     path: Path
-    label: int
+    label: int  # the class index; -1 for a multi-label sample
+    targets: tuple[int, ...] | None = None  # a multi-label sample's label indices (possibly none)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class EvalSet:
     skipped: list[Skipped] = field(default_factory=list)
     folder_to_label: dict[str, str] = field(default_factory=dict)
     ignored_folders: list[str] = field(default_factory=list)  # left out by the label mapping
+    multi_label: bool = False  # read from a label CSV: each sample has any number of labels
 
 
 IGNORE = "ignore"
@@ -81,9 +85,15 @@ def map_folders_to_labels(folders: Iterable[str], labels: Sequence[str],
     return mapping
 
 
+LABEL_SEPARATOR = ";"
+
+
 def scan_eval_set(root: str | Path, labels: Sequence[str], label_map: dict[str, str] | None = None) -> EvalSet:
-    """List the images under ``root/CLASS/``; raise before any work if a folder matches no label."""
+    """List the images under ``root/CLASS/`` (or those a label CSV names: ``scan_label_csv``);
+    raise before any work if a folder or a label matches no label of the model."""
     root = Path(root)
+    if root.suffix.lower() == ".csv" and root.is_file():
+        return scan_label_csv(root, labels, label_map)
     if not root.is_dir():
         raise FileNotFoundError(f"evaluation folder not found: {root}")
     folders = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
@@ -108,6 +118,49 @@ def scan_eval_set(root: str | Path, labels: Sequence[str], label_map: dict[str, 
                 result.skipped.append(Skipped(rel, f"not an image extension ({path.suffix or 'none'})"))
             else:
                 result.samples.append(Sample(path, index))
+    return result
+
+
+def scan_label_csv(csv_path: str | Path, labels: Sequence[str], label_map: dict[str, str] | None = None) -> EvalSet:
+    """The images a multi-label evaluation manifest names: a CSV with a ``file`` column (relative to
+    the CSV's folder) and a ``labels`` column (the labels that apply, separated by ``;``, empty for
+    none). Label names match the model's case-insensitively, through ``label_map`` first ("ignore"
+    drops a name). Unknown label names stop the run before any work; a missing or unreadable file
+    is skipped with its reason."""
+    import csv
+
+    csv_path = Path(csv_path)
+    root = csv_path.parent
+    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"file", "labels"} - set(reader.fieldnames or [])
+        if missing:
+            raise LabelMappingError(f"{csv_path}: needs the columns file and labels (missing: "
+                                    f"{', '.join(sorted(missing))}); one row per image: file,labels with the "
+                                    f"labels separated by '{LABEL_SEPARATOR}'")
+        rows = list(reader)
+    names = {name.strip() for row in rows for name in (row["labels"] or "").split(LABEL_SEPARATOR) if name.strip()}
+    try:  # the same rules as class folder names
+        mapping = map_folders_to_labels(names, labels, label_map)
+    except LabelMappingError as exc:
+        raise LabelMappingError(f"{csv_path}: " + str(exc).replace("class folder(s)", "label name(s)").replace(
+            "rename the folders to the labels", "use the model's label names")) from None
+    result = EvalSet(root=root, labels=list(labels), multi_label=True,
+                     folder_to_label={name: labels[i] for name, i in mapping.items()},
+                     ignored_folders=sorted(names - set(mapping)))
+    for number, row in enumerate(rows, 2):
+        rel = (row["file"] or "").strip()
+        path = root / rel
+        targets = tuple(sorted({mapping[n.strip()] for n in (row["labels"] or "").split(LABEL_SEPARATOR)
+                                if n.strip() in mapping}))
+        if not rel:
+            result.skipped.append(Skipped(f"{csv_path.name}:{number}", "no file named"))
+        elif not path.is_file():
+            result.skipped.append(Skipped(rel, f"not found (named on line {number} of {csv_path.name})"))
+        elif path.suffix.lower() not in IMAGE_EXTENSIONS:
+            result.skipped.append(Skipped(rel, f"not an image extension ({path.suffix or 'none'})"))
+        else:
+            result.samples.append(Sample(path, -1, targets))
     return result
 
 
@@ -155,8 +208,9 @@ def load_eval_arrays(
 ) -> tuple[np.ndarray, np.ndarray, list[Path]]:
     """Decode and preprocess every sample once.
 
-    Returns (inputs N x C x H x W float32, labels N, paths N). Files that fail are moved
-    to ``eval_set.skipped`` with the reason.
+    Returns (inputs N x C x H x W float32, labels, paths N): labels are N class indices, or for
+    a multi-label set N x L (0 or 1 per label). Files that fail are moved to ``eval_set.skipped``
+    with the reason.
     """
     from tqdm import tqdm
 
@@ -167,7 +221,12 @@ def load_eval_arrays(
         except ValueError as exc:
             eval_set.skipped.append(Skipped(str(sample.path.relative_to(eval_set.root)), str(exc)))
             continue
-        labels.append(sample.label)
+        if eval_set.multi_label:
+            hot = np.zeros(len(eval_set.labels), dtype=np.int64)
+            hot[list(sample.targets or ())] = 1
+            labels.append(hot)
+        else:
+            labels.append(sample.label)
         paths.append(sample.path)
     if not arrays:
         raise ValueError(f"no usable images in {eval_set.root} ({len(eval_set.skipped)} skipped)")

@@ -95,6 +95,8 @@ class VariantResult:
             "failures": [f.to_dict() for f in self.failures]
             + ([{"metric": "error", "value": None, "budget": None, "op": "", "message": self.error}]
                if self.error else []),
+            **({"per_label": m["per_label"], "logit_max_abs_diff": m.get("logit_max_abs_diff")}
+               if m.get("multi_label") else {}),
         }
 
 

@@ -47,12 +47,23 @@ def latency_summary(seconds: np.ndarray) -> dict[str, float]:
     return {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90))}
 
 
+MULTI_LABEL_THRESHOLD = 0.5  # a label applies when its sigmoid probability exceeds this
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Per-label probabilities of a multi-label model (float64)."""
+    return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+
+
 def compare(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray, names: list[str]) -> dict:
-    """Every accuracy and parity metric of one variant against the reference."""
+    """Every accuracy and parity metric of one variant against the reference. ``labels``: N class
+    indices, or N x L (0/1) for a multi-label evaluation set (``compare_multi_label``)."""
     if logits.shape != reference.shape:
         raise ValueError(f"output shape {logits.shape} differs from the reference's {reference.shape}")
     if not np.all(np.isfinite(logits)):
         raise ValueError("output holds NaN or infinite values")
+    if labels.ndim == 2:
+        return compare_multi_label(logits, reference, labels, names)
     max_d, mean_d = abs_diff(logits, reference)
     return {
         "accuracy": accuracy(logits, labels),
@@ -61,6 +72,31 @@ def compare(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray, names
         "max_abs_diff": max_d,
         "mean_abs_diff": mean_d,
         "cosine": cosine(logits, reference),
+    }
+
+
+def compare_multi_label(logits: np.ndarray, reference: np.ndarray, targets: np.ndarray, names: list[str]) -> dict:
+    """The metrics of ``compare`` for a multi-label model, where each label is its own yes/no
+    decision (sigmoid probability > 0.5), as the Hugging Face pipeline scores such a model:
+    ``accuracy`` is the share of (image, label) decisions that match the targets, ``agreement``
+    the share that match the reference's decisions, ``max_abs_diff``/``mean_abs_diff`` compare
+    probabilities (what an app reads), ``per_class_accuracy`` is per label, and ``per_label``
+    holds each label's agreement and max abs probability difference."""
+    probs, ref_probs = sigmoid(logits), sigmoid(reference)
+    decided, ref_decided = probs > MULTI_LABEL_THRESHOLD, ref_probs > MULTI_LABEL_THRESHOLD
+    diff = np.abs(probs - ref_probs)
+    correct = decided == targets.astype(bool)
+    return {
+        "accuracy": float(np.mean(correct)),
+        "per_class_accuracy": {name: float(np.mean(correct[:, i])) for i, name in enumerate(names)},
+        "agreement": float(np.mean(decided == ref_decided)),
+        "max_abs_diff": float(diff.max()),
+        "mean_abs_diff": float(diff.mean()),
+        "cosine": cosine(logits, reference),
+        "logit_max_abs_diff": abs_diff(logits, reference)[0],
+        "per_label": {name: {"agreement": float(np.mean(decided[:, i] == ref_decided[:, i])),
+                             "max_abs_diff": float(diff[:, i].max())} for i, name in enumerate(names)},
+        "multi_label": True,
     }
 
 
