@@ -53,11 +53,14 @@ class ExportContext:
         images = self.require_calibration()
         if not self.precision_search:
             return images, None, None
+        from edgeport.model_source import is_multi_label
+
         calib, held = split_holdout(len(images))
+        multi_label = is_multi_label(self.out_dir / "config.json")
         labels = None
-        if self.calibration_labels is not None and (self.calibration_labels[held] >= 0).all():
+        if self.calibration_labels is not None and (self.calibration_labels[held] >= 0).all() and not multi_label:
             labels = self.calibration_labels[held]
-        holdout = Holdout(images[held], reference(images[held]), labels)
+        holdout = Holdout(images[held], reference(images[held]), labels, multi_label=multi_label)
         return images[calib], holdout, Target.from_dict(self.int8_targets.get(variant))
 
 

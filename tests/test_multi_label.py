@@ -137,3 +137,17 @@ def test_every_label_is_held_to_the_agreement_budget():
     failures = Budget(min_agreement=0.97).check(metrics, None)
     assert [(f.metric, f.detail.split(":")[0]) for f in failures] == [("label_agreement", "on label 'hat'")]
     assert metrics["accuracy"] == pytest.approx(295 / 300)  # against the targets the reference gives
+
+
+def test_the_precision_search_judges_a_multi_label_file_on_every_label():
+    """A label that flips on some images leaves the top-1 class alone: the search must see it."""
+    from edgeport.converters.precision_search import Holdout, Target
+
+    reference = np.tile([2.0, -2.0, 3.0], (10, 1))
+    moved = reference.copy()
+    moved[:2, 1] = 1.0  # "glasses" now applies to two images; the top-1 label is still "hat"
+    images = np.zeros((10, 1), np.float32)
+    assert Holdout(images, reference).judge(moved, Target(0.5, None))["agreement"] == 1.0
+    multi = Holdout(images, reference, multi_label=True)
+    assert multi.judge(moved, Target(0.5, None))["agreement"] == 0.8
+    assert multi.judge_stream(iter([moved[:5], moved[5:]]), Target(0.99, None))["passed"] is False
