@@ -23,6 +23,7 @@ class Architecture:
     model_class: str | None = None  # None: AutoModelForImageClassification's choice
     note: str = ""
     train_lr: float = 2e-3  # the matrix's short training; Swinv2 learns nothing at 2e-3 (50.7%), 60.8% at 5e-4
+    input_size: tuple[int, int] | None = None  # (H, W) for a processor that fixes none (export's input_size)
     family: str = field(default="", compare=False)
 
 
@@ -30,6 +31,7 @@ _VIT_LIKE = dict(image_size=32, patch_size=8, hidden_size=48, num_hidden_layers=
                  intermediate_size=96)
 _CROP_32 = dict(size={"height": 40, "width": 40}, crop_size={"height": 32, "width": 32})
 _SHORT_CROP_32 = dict(size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32})
+_TEXT_TOWER = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=100)
 
 ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in [
     Architecture("vit", "ViTConfig", _VIT_LIKE, "ViTImageProcessor", dict(size={"height": 32, "width": 32})),
@@ -104,7 +106,83 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in [
                                                                   num_attention_heads=2, intermediate_size=64,
                                                                   vocab_size=100)),
                  "SiglipImageProcessor", dict(size={"height": 32, "width": 32})),
+    # --- The rest of transformers 4.57.6's image classifiers (MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES). The
+    # types that cannot be built or read here are in LEFT_OUT below, with the reason; tests/test_matrix.py checks
+    # that every type of that map is in one of the two.
+    Architecture("bit", "BitConfig", dict(embedding_size=16, hidden_sizes=[32, 64], depths=[1, 1], num_groups=4,
+                                           layer_type="preactivation", global_padding="same",
+                                           embedding_dynamic_padding=True),
+                 "BitImageProcessor", _SHORT_CROP_32),
+    Architecture("clip", "CLIPConfig", dict(vision_config=dict(_VIT_LIKE), text_config=_TEXT_TOWER, projection_dim=16),
+                 "CLIPImageProcessor", _SHORT_CROP_32,
+                 note="the classifier reads the vision tower only; the text tower is part of the config"),
+    Architecture("metaclip_2", "MetaClip2Config", dict(vision_config=dict(_VIT_LIKE), text_config=_TEXT_TOWER,
+                                                        projection_dim=16),
+                 "CLIPImageProcessor", _SHORT_CROP_32,
+                 note="the classifier reads the vision tower only; the text tower is part of the config"),
+    # depth[i] > i: transformers 4.57.6's CvtStage indexes its depth[i] drop-path rates by the stage number
+    Architecture("cvt", "CvtConfig", dict(embed_dim=[16, 32, 48], num_heads=[1, 2, 3], depth=[1, 2, 3]),
+                 "ConvNextImageProcessor", dict(size={"shortest_edge": 32}, crop_pct=0.875)),
+    Architecture("dinov2_with_registers", "Dinov2WithRegistersConfig",
+                 dict(image_size=32, patch_size=8, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+                      mlp_ratio=2, num_register_tokens=2),
+                 "BitImageProcessor", _SHORT_CROP_32),  # AutoImageProcessor maps no class to it: DINOv2's
+    # hidden_size: the with-teacher class sizes its heads by config.hidden_size, which EfficientFormerConfig lacks
+    Architecture("efficientformer", "EfficientFormerConfig",
+                 dict(image_size=64, depths=[1, 1, 1, 1], hidden_sizes=[16, 24, 32, 48], hidden_size=48, dim=48,
+                      key_dim=8, attention_ratio=2, resolution=2, num_attention_heads=2, num_meta3d_blocks=1,
+                      mlp_expansion_ratio=2),
+                 "EfficientFormerImageProcessor", dict(size={"shortest_edge": 72},
+                                                       crop_size={"height": 64, "width": 64}),
+                 model_class="EfficientFormerForImageClassificationWithTeacher",
+                 note="with-teacher head: logits are the mean of the class and distillation heads"),
+    Architecture("hgnet_v2", "HGNetV2Config", dict(embedding_size=16, stem_channels=[3, 16, 16], hidden_sizes=[32, 48],
+                                                    depths=[1, 1], stage_in_channels=[16, 32],
+                                                    stage_mid_channels=[16, 16], stage_out_channels=[32, 48],
+                                                    stage_num_blocks=[1, 1], stage_downsample=[False, True],
+                                                    stage_light_block=[False, True], stage_kernel_size=[3, 5],
+                                                    stage_numb_of_layers=[2, 2], use_learnable_affine_block=True),
+                 "BitImageProcessor", _SHORT_CROP_32,
+                 note="transformers maps no image processor to hgnet_v2; this one resizes the shorter side and "
+                      "crops, as PaddleClas's evaluation does"),
+    Architecture("hiera", "HieraConfig", dict(embed_dim=16, image_size=[64, 64], depths=[1, 1, 1, 1],
+                                               num_heads=[1, 1, 2, 2], mlp_ratio=2.0),
+                 "BitImageProcessor", dict(size={"shortest_edge": 72}, crop_size={"height": 64, "width": 64})),
+    Architecture("ijepa", "IJepaConfig", _VIT_LIKE, "ViTImageProcessor", dict(size={"height": 32, "width": 32})),
+    Architecture("swiftformer", "SwiftFormerConfig", dict(image_size=64, depths=[1, 1, 1, 1],
+                                                           embed_dims=[16, 16, 32, 32]),
+                 "ViTImageProcessor", dict(size={"height": 64, "width": 64})),
+    # TextNet's processor resizes the shorter side without a crop: the export is given an input size
+    Architecture("textnet", "TextNetConfig", dict(image_size=[64, 64], stem_out_channels=16,
+                                                   hidden_sizes=[16, 16, 32, 48, 64],
+                                                   conv_layer_kernel_sizes=[[[3, 3]], [[3, 3], [1, 3]],
+                                                                            [[3, 3], [3, 1]], [[3, 3]]],
+                                                   conv_layer_strides=[[1], [2, 1], [2, 1], [2]]),
+                 "TextNetImageProcessor", dict(size={"shortest_edge": 64}), input_size=(64, 64),
+                 note="its processor resizes the shorter side (rounded up to 32) without a crop, so the export "
+                      "fixes the input at 64x64 (input_size)"),
 ]}
+
+
+# The image-classification types of transformers 4.57.6 that the registry above does not build, and why.
+LEFT_OUT: dict[str, str] = {
+    "dinat": "Its neighbourhood attention needs the natten package, which the lock does not hold.",
+    "nat": "Its neighbourhood attention needs the natten package, which the lock does not hold.",
+    "timm_wrapper": "It wraps a timm model and needs the timm package, which the lock does not hold.",
+    "imagegpt": "It classifies sequences of colour-cluster ids (input_ids from ImageGPTImageProcessor), "
+                "not pixel_values.",
+    "shieldgemma2": "It is a Gemma 3 vision-language model scoring an image against policy prompts: its logits "
+                    "are the Yes/No tokens' and it needs the prompts' input_ids beside pixel_values.",
+    "siglip2": "Its processor (NaFlex) turns an image into a variable number of patches with an attention "
+               "mask and spatial shapes, which the classifier takes instead of a fixed-size image tensor.",
+    "perceiver": "PerceiverImageProcessor centre-crops the original image (a square scaled by size/crop_size) "
+                 "before resizing it, a step order edgeport's resize-then-crop preprocessing does not have.",
+    "donut-swin": "DonutImageProcessor letterboxes: a shortest-edge resize, a second resize (thumbnail) to fit "
+                  "the size, then padding to it, steps edgeport's preprocessing does not have.",
+    "vit_hybrid": "transformers 4.57.6 can neither build it from a config (its _init_weights zeroes a mask token "
+                  "the classifier lacks) nor reload a saved one (model_type 'vit-hybrid' is not its auto map's "
+                  "'vit_hybrid').",
+}
 
 
 def make_model(arch: str, out_dir: str | Path, *, labels: tuple[str, ...] = ("female", "male"),

@@ -214,9 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "matrix", help="export and validate a small model of every supported architecture -> docs/compatibility.md",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="For every architecture in edgeport/architectures.py (ViT, DeiT, BEiT, Swin v1/v2, ConvNeXt\n"
-                    "v1/v2, MobileViT v1/v2, ResNet, EfficientNet, DINOv2, MobileNetV1/V2, LeViT, RegNet, PoolFormer,\n"
-                    "PVT v1/v2, Data2Vec-Vision, ViT-MSN, SegFormer, FocalNet, VAN): build a\n"
+        description="For every architecture in edgeport/architectures.py (every image-classification model\n"
+                    "type transformers maps, but those its LEFT_OUT names with a reason): build a\n"
                     "small model, train it briefly on real faces (seeded) so its outputs spread like a real\n"
                     "model's, export every variant, validate it with the config's budgets, and write\n"
                     "OUT/matrix.json and the Markdown page (default docs/compatibility.md). A benchmark\n"

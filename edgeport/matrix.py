@@ -49,25 +49,25 @@ class MatrixOptions:
 
 
 def train_quickly(model_dir: Path, train_dir: Path, *, steps: int, max_images: int, seed: int = 0,
-                  batch: int = 32, lr: float = 2e-3) -> dict[str, Any]:
+                  batch: int = 32, lr: float = 2e-3, input_size: tuple[int, int] | None = None) -> dict[str, Any]:
     """Fine-tune the model in ``model_dir`` on real images for ``steps`` steps; save it in place.
 
     Seeded and deterministic on one machine: the images are an evenly spaced sample of
-    ``train_dir``'s class folders, read through the model's own preprocessing.
+    ``train_dir``'s class folders, read through the model's own preprocessing (at ``input_size``,
+    as the export will read them, for a processor that fixes no size).
     """
     import torch
     import transformers
 
     from edgeport.model_source import read_labels
     from edgeport.validation.dataset import load_eval_arrays, scan_eval_set
-    from edgeport.validation.preprocess import Preprocessing
 
     labels = read_labels(model_dir / "config.json")
     eval_set = scan_eval_set(train_dir, labels)
     if len(eval_set.samples) > max_images:  # an even spread over the sorted list keeps every class
         step = len(eval_set.samples) / max_images
         eval_set.samples = [eval_set.samples[int(i * step)] for i in range(max_images)]
-    pre = Preprocessing.from_file(model_dir / "preprocessor_config.json")
+    pre = _preprocessing(model_dir, input_size)
     x, y, _ = load_eval_arrays(eval_set, pre, progress=False)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -97,6 +97,21 @@ def train_quickly(model_dir: Path, train_dir: Path, *, steps: int, max_images: i
     return info
 
 
+def _preprocessing(model_dir: Path, input_size: tuple[int, int] | None) -> Any:
+    """The model's preprocessing; with ``input_size``, that of a copy of its processor file fixed to it."""
+    import tempfile
+
+    from edgeport.validation.preprocess import Preprocessing, fix_input_size
+
+    if not input_size:
+        return Preprocessing.from_file(model_dir / "preprocessor_config.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "preprocessor_config.json"
+        shutil.copyfile(model_dir / "preprocessor_config.json", copy)
+        fix_input_size(copy, input_size)
+        return Preprocessing.from_file(copy)
+
+
 def run_matrix(opts: MatrixOptions) -> dict[str, Any]:
     """Build, (train,) export and validate every architecture; write matrix.json and the page."""
     from edgeport.bench import machine_info
@@ -124,13 +139,15 @@ def run_matrix(opts: MatrixOptions) -> dict[str, Any]:
             model_dir = make_model(arch, folder / "model")
             if opts.train_dir:
                 row["training"] = train_quickly(model_dir, opts.train_dir, steps=opts.train_steps,
-                                                max_images=opts.train_images, lr=spec.train_lr)
+                                                max_images=opts.train_images, lr=spec.train_lr,
+                                                input_size=spec.input_size)
                 log(f"matrix:   trained in {row['training']['seconds']} s (loss {row['training']['final_loss']})")
             t0 = time.perf_counter()
             exported = export_model(arch, resolve_source(str(model_dir)), folder / "export", variants=opts.variants,
                                     images_dir=None, calibration_dir=opts.calibration_dir, eval_dir=opts.eval_dir,
                                     project_dir=opts.project_dir, progress=opts.progress, isolate=opts.isolate,
-                                    budgets=opts.budgets)  # the int8 search aims at the budgets validated below
+                                    budgets=opts.budgets,  # the int8 search aims at the budgets validated below
+                                    input_size=spec.input_size)
             row["export_seconds"] = round(time.perf_counter() - t0, 1)
             report = validate_export(folder / "export", opts.eval_dir, opts.budgets or {}, opts.run_settings,
                                      progress=opts.progress)

@@ -43,6 +43,9 @@ CASES = [
     ("PoolFormerImageProcessor", dict(size={"height": 48, "width": 40}, crop_size={"height": 32, "width": 32})),
     ("PvtImageProcessor", {}),
     ("SegformerImageProcessor", dict(size={"height": 64, "width": 64})),
+    ("CLIPImageProcessor", {}),  # CLIP, MetaCLIP 2: shortest edge 224 -> crop 224, bicubic, CLIP mean/std
+    ("EfficientFormerImageProcessor", dict(size={"shortest_edge": 72}, crop_size={"height": 64, "width": 64})),
+    ("TextNetImageProcessor", dict(size={"height": 40, "width": 48})),  # both sides rounded up to 32: 64x64
 ]
 
 
@@ -132,4 +135,10 @@ def test_grayscale_becomes_three_channels():
 
 def test_missing_config_names_the_file(tmp_path):
     with pytest.raises(PreprocessingError, match="preprocessor_config.json not found"):
+        Preprocessing.from_file(tmp_path / "preprocessor_config.json")
+
+
+def test_a_processor_without_an_image_size_is_refused_by_name(tmp_path):
+    transformers.Siglip2ImageProcessor().save_pretrained(tmp_path)  # patches up to a budget, no image size
+    with pytest.raises(PreprocessingError, match="Siglip2ImageProcessor has no image size"):
         Preprocessing.from_file(tmp_path / "preprocessor_config.json")

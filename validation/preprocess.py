@@ -8,8 +8,8 @@ steps, not the processor object, are what edgeport runs, because they must be wr
 for the mobile hand-off and every runtime must get byte-identical input.
 
 What differs between processor classes (ConvNeXt's ``crop_pct``, LeViT's 256/224 resize,
-MobileViT's BGR order, EfficientNet's offset) lives in ``PROCESSOR_RULES``, one small entry
-per class. Every ``Preprocessing`` made from a model is checked against the processor itself
+MobileViT's BGR order, EfficientNet's offset, TextNet's sides rounded up to 32) lives in
+``PROCESSOR_RULES``, one small entry per class. Every ``Preprocessing`` made from a model is checked against the processor itself
 on two synthetic images (portrait and landscape) before it is used: a processor whose
 behaviour these steps do not reproduce is refused with the difference, never run wrong.
 """
@@ -220,6 +220,9 @@ def _size(size: dict, where: str) -> dict[str, Any]:
 
 def _standard(p: Any, where: str) -> dict[str, Any]:
     """resize (either size form) -> optional centre crop to crop_size: most processors."""
+    if not isinstance(getattr(p, "size", None), dict):  # e.g. SigLIP2's: patches up to a budget, no image size
+        raise PreprocessingError(f"{where}: {type(p).__name__} has no image size to resize to; this processor is "
+                                 "not supported")
     fields = _size(p.size, where)
     crop = getattr(p, "crop_size", None) if getattr(p, "do_center_crop", False) else None
     if crop:
@@ -278,12 +281,26 @@ def _efficientnet(p: Any, where: str) -> dict[str, Any]:
     return fields
 
 
+def _textnet(p: Any, where: str) -> dict[str, Any]:
+    """TextNet: both resized sides are rounded up to a multiple of ``size_divisor`` (32), so a
+    ``{height, width}`` size (an input_size) of 40x48 gives 64x64 inputs. Its default, a
+    shortest-edge size without a crop, gives varying shapes and is refused as for any class."""
+    fields = _standard(p, where)
+    if "resize_to" in fields:
+        h, w = (-(-side // p.size_divisor) * p.size_divisor for side in fields["resize_to"])
+        fields["resize_to"] = (h, w)
+        if not fields.get("do_center_crop"):
+            fields["height"], fields["width"] = h, w
+    return fields
+
+
 PROCESSOR_RULES: dict[str, Callable[[Any, str], dict[str, Any]]] = {
     "ConvNextImageProcessor": _convnext,
     "LevitImageProcessor": _levit,
     "PoolFormerImageProcessor": _poolformer,
     "MobileViTImageProcessor": _mobilevit,
     "EfficientNetImageProcessor": _efficientnet,
+    "TextNetImageProcessor": _textnet,
     # The rest (ViT, DeiT, BEiT, Bit/DINOv2, MobileNetV1/V2, ...) follow _standard; the parity
     # check below refuses any class for which that is not true.
 }
