@@ -39,7 +39,8 @@ def _opcode_index(model, builtin: int) -> int:
     code = s.OperatorCodeT()
     code.builtinCode = builtin
     code.deprecatedBuiltinCode = min(builtin, 127)
-    code.version = 1
+    # the first version TFLite registers (BROADCAST_TO starts at 2)
+    code.version = 2 if builtin == s.BuiltinOperator.BROADCAST_TO else 1
     model.operatorCodes.append(code)
     return len(model.operatorCodes) - 1
 
@@ -307,3 +308,108 @@ def reciprocal_sqrt(data: bytes) -> tuple[bytes, int]:
     if not rewritten:
         return data, 0
     return _save(model), rewritten
+
+
+def integer_forms(data: bytes) -> tuple[bytes, dict[str, int]]:
+    """Ops that ai-edge-quantizer 0.10 cannot make integer, spelled with ops it can; exact in
+    float. Returns (model, how many of each were rewritten).
+
+    - SHAPE of a tensor whose shape is static is a constant: folded (Hiera's attention reshapes
+      read shapes; the quantizer left SHAPE reading float, so the file was not full-integer).
+    - REDUCE_MAX(x) = -REDUCE_MIN(-x), with MULs by -1 (Hiera's mask-unit max pooling).
+    - TILE over axes of size 1 is BROADCAST_TO (SwiftFormer's attention repeats a (1, 1, C) row).
+    """
+    s = _schema()
+    model = _load(data)
+    counts = {"shapes_as_constants": 0, "reduce_max_as_negated_min": 0, "tile_as_broadcast_to": 0}
+    minus_one: dict[int, int] = {}  # subgraph -> the -1 constant's tensor
+    for g, graph in enumerate(model.subgraphs):
+        # every shape inside is fixed when the inputs' are (onnx2tf still marks inner axes -1)
+        static_inputs = all(_static_shape(graph.tensors[int(i)]) for i in graph.inputs)
+        operators = []
+        for op in graph.operators:
+            kind = _builtin(model, op)
+            if kind == s.BuiltinOperator.SHAPE and static_inputs and \
+                    all(int(d) > 0 for d in graph.tensors[op.inputs[0]].shape):
+                out = graph.tensors[op.outputs[0]]
+                dtype = np.int64 if out.type == s.TensorType.INT64 else np.int32
+                out.buffer = _add_buffer(model, np.asarray(graph.tensors[op.inputs[0]].shape, dtype=dtype))
+                counts["shapes_as_constants"] += 1
+                continue  # the op goes; its output is now a constant
+            if kind == s.BuiltinOperator.REDUCE_MAX and graph.tensors[op.inputs[0]].type == s.TensorType.FLOAT32:
+                if g not in minus_one:
+                    minus_one[g] = _add_tensor(model, graph, "edgeport/minus_one", [], s.TensorType.FLOAT32,
+                                               np.asarray(-1.0, dtype=np.float32))
+                x, out = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
+                negated = _add_tensor(model, graph, f"{_name(x)}/edgeport_negated", list(x.shape), x.type)
+                smallest = _add_tensor(model, graph, f"{_name(out)}/edgeport_min_of_negated", list(out.shape), out.type)
+                operators.append(_mul(model, [op.inputs[0], minus_one[g]], negated))
+                op.opcodeIndex = _opcode_index(model, s.BuiltinOperator.REDUCE_MIN)
+                op.inputs = [negated, *op.inputs[1:]]
+                original_out = op.outputs[0]
+                op.outputs = [smallest]
+                operators.append(op)
+                operators.append(_mul(model, [smallest, minus_one[g]], original_out))
+                counts["reduce_max_as_negated_min"] += 1
+                continue
+            if kind == s.BuiltinOperator.TILE and len(op.inputs) == 2:
+                multiples = _integer_constant(model, graph.tensors[op.inputs[1]])
+                x = graph.tensors[op.inputs[0]]
+                if multiples is not None and static_inputs and all(
+                        m == 1 or d == 1 for m, d in zip(multiples.tolist(), list(x.shape))):
+                    shape = np.asarray([d * m for d, m in zip(list(x.shape), multiples.tolist())], dtype=np.int32)
+                    target = _add_tensor(model, graph, f"{_name(x)}/edgeport_broadcast_shape", [len(shape)],
+                                         s.TensorType.INT32, shape)
+                    op.opcodeIndex = _opcode_index(model, s.BuiltinOperator.BROADCAST_TO)
+                    op.inputs = [op.inputs[0], target]
+                    op.builtinOptionsType = s.BuiltinOptions.NONE
+                    op.builtinOptions = None
+                    counts["tile_as_broadcast_to"] += 1
+            operators.append(op)
+        graph.operators = operators
+        _drop_unused_tensors(model, g)
+    if not any(counts.values()):
+        return data, counts
+    return _save(model), counts
+
+
+def _static_shape(tensor) -> bool:
+    signature = tensor.shapeSignature if tensor.shapeSignature is not None else tensor.shape
+    return tensor.shape is not None and all(int(d) >= 0 for d in signature) and all(int(d) > 0 for d in tensor.shape)
+
+
+def _name(tensor) -> str:
+    name = tensor.name
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def _integer_constant(model, tensor) -> np.ndarray | None:
+    s = _schema()
+    buf = model.buffers[tensor.buffer] if tensor.buffer < len(model.buffers) else None
+    if buf is None or buf.data is None or len(buf.data) == 0:
+        return None
+    dtype = {s.TensorType.INT32: np.int32, s.TensorType.INT64: np.int64}.get(tensor.type)
+    return None if dtype is None else np.frombuffer(bytes(np.asarray(buf.data, dtype=np.uint8)), dtype=dtype)
+
+
+def _add_tensor(model, graph, name: str, shape: list[int], dtype: int, value: np.ndarray | None = None) -> int:
+    """A new tensor in ``graph`` (a constant when ``value`` is given); returns its index."""
+    s = _schema()
+    tensor = s.TensorT()
+    tensor.name = name
+    tensor.shape = [int(d) for d in shape]
+    tensor.type = dtype
+    tensor.buffer = _add_buffer(model, value) if value is not None else 0  # buffer 0: the empty one
+    graph.tensors.append(tensor)
+    return len(graph.tensors) - 1
+
+
+def _mul(model, inputs: list[int], output: int):
+    s = _schema()
+    op = s.OperatorT()
+    op.opcodeIndex = _opcode_index(model, s.BuiltinOperator.MUL)
+    op.inputs = list(inputs)
+    op.outputs = [output]
+    op.builtinOptionsType = s.BuiltinOptions.MulOptions
+    op.builtinOptions = s.MulOptionsT()
+    return op

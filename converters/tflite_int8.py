@@ -50,7 +50,7 @@ import numpy as np
 from edgeport.converters.ai_edge_quantize import CALIBRATION_METHOD, quantize_tflite
 from edgeport.converters.atomic import atomic_path
 from edgeport.converters.precision_search import Holdout, Target, search_precision
-from edgeport.converters.tflite_graph import reciprocal_sqrt
+from edgeport.converters.tflite_graph import integer_forms, reciprocal_sqrt
 
 SENSITIVITY_IMAGES = 16  # held-out images each op's added error is measured on (at most)
 
@@ -143,12 +143,15 @@ def convert_tflite_int8(tflite_fp32: str | Path, out_path: str | Path, calibrati
         # unchanged (99.0% on its subset). With int16 activations emotion-vit's files agreed on
         # 99.1% with DIV and 98.3% with RSQRT, so 16x8 keeps the DIV.
         source, rsqrt = reciprocal_sqrt(source)
+    # SHAPE, REDUCE_MAX and TILE spelled with ops the quantizer makes integer (exact in float:
+    # converters.tflite_graph.integer_forms); without it Hiera and SwiftFormer had no full-integer file
+    source, rewrites = integer_forms(source)
     divisors = runtime_divisor_ops(source)
     search = None
     with tempfile.TemporaryDirectory(prefix="edgeport-int8-") as scratch:
         src = Path(tflite_fp32)
-        if rsqrt:
-            src = Path(scratch) / "model_rsqrt.tflite"
+        if rsqrt or any(rewrites.values()):
+            src = Path(scratch) / "model_rewritten.tflite"
             src.write_bytes(source)
         rounds = itertools.count()
         info: dict = {}
@@ -195,6 +198,7 @@ def convert_tflite_int8(tflite_fp32: str | Path, out_path: str | Path, calibrati
     settings["int16_divisor_ops"] = len(divisors)
     settings["int16_ops"] = raised
     settings["reciprocal_sqrt"] = rsqrt
+    settings["integer_forms"] = {k: v for k, v in rewrites.items() if v}
     if search is not None:
         settings["precision_search"] = search.to_dict(holdout, target, "int16 activations")
     return settings
