@@ -174,7 +174,8 @@ def run_matrix(opts: MatrixOptions) -> dict[str, Any]:
     (opts.out_dir / "matrix.json").write_text(json.dumps(result, indent=2) + "\n")
     page = render_markdown(result)
     (opts.out_dir / "compatibility.md").write_text(page)
-    if opts.doc:
+    if opts.doc:  # outside this repository, docs/ may not exist yet: the run must not fail at its end
+        opts.doc.parent.mkdir(parents=True, exist_ok=True)
         opts.doc.write_text(page)
     return result
 

@@ -74,7 +74,7 @@ def test_matrix_on_deit_and_convnext(calib_dir, faces_dir, tmp_path):
                          train_dir=train, variants=QUICK,
                          archs=["deit", "convnext"], budgets=budgets,  # a ViT with a crop, a CNN; all: make matrix
                          run_settings=RunSettings(runs=2, warmup=1), train_steps=5, train_images=16,
-                         doc=tmp_path / "compatibility.md", progress=False, isolate=False)
+                         doc=tmp_path / "docs" / "compatibility.md", progress=False, isolate=False)
     result = run_matrix(opts)
     rows = {row["arch"]: row for row in result["architectures"]}
     assert list(rows) == ["deit", "convnext"]
@@ -89,7 +89,7 @@ def test_matrix_on_deit_and_convnext(calib_dir, faces_dir, tmp_path):
     # DeiT's processor crops 32 out of 40: the export takes the processor's size, not config.image_size
     manifest = json.loads((tmp_path / "matrix" / "deit" / "export" / "manifest.json").read_text())
     assert manifest["preprocessing"]["do_center_crop"] and manifest["preprocessing"]["height"] == 32
-    page = (tmp_path / "compatibility.md").read_text()
+    page = (tmp_path / "docs" / "compatibility.md").read_text()  # docs/ made by the run
     assert page == (tmp_path / "matrix" / "compatibility.md").read_text()
     for arch in rows:
         assert f"| {arch} | pass | pass | pass |" in page and f"## {arch}" in page
