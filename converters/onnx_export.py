@@ -65,6 +65,10 @@ def export_onnx(
                 device="cpu",
                 do_validation=False,  # edgeport validates every variant on real images itself
                 custom_onnx_configs=custom,
+                # traced at the size the file is pinned to: a trace at optimum's default 64x64
+                # bakes size-dependent values (BiT's "SAME" padding) that are wrong at any other
+                # size; BiT's 32x32 onnx-fp32 was 0.15 off PyTorch (2.15 trained) that way
+                height=height, width=width, num_channels=channels,
             )
             model = onnx.load(os.path.join(tmp, "model.onnx"))
             settings["exporter"] = "optimum (TorchScript)"
