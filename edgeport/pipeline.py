@@ -28,7 +28,7 @@ from edgeport.runtimes.tflite_runner import tflite_io_details
 from edgeport.converters.onnx_batch import BatchCheckError, ensure_any_batch_or_pin
 from edgeport.validation.budgets import Budget, budget_for
 from edgeport.validation.metrics import MULTI_LABEL_THRESHOLD
-from edgeport.validation.dataset import IMAGE_EXTENSIONS, load_eval_arrays, open_image, scan_eval_set
+from edgeport.validation.dataset import IMAGE_EXTENSIONS, load_eval_arrays, open_image, read_label_csv, scan_eval_set
 from edgeport.validation.harness import RunSettings, Variant, validate
 from edgeport.validation.preprocess import Preprocessing, fix_input_size
 from edgeport.validation.report import build_report, failure_lines, not_validated_lines, write_reports
@@ -48,10 +48,7 @@ def list_images(folder: Path) -> list[Path]:
     """Every image file under ``folder`` (recursively, sorted, hidden files excluded), or every
     image a multi-label evaluation CSV names."""
     if folder.suffix.lower() == ".csv" and folder.is_file():
-        import csv
-
-        with open(folder, newline="", encoding="utf-8-sig") as handle:
-            named = [folder.parent / (row.get("file") or "").strip() for row in csv.DictReader(handle)]
+        named = [folder.parent / (row["file"] or "").strip() for row in read_label_csv(folder)]
         return sorted(p for p in named if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")

@@ -121,16 +121,10 @@ def scan_eval_set(root: str | Path, labels: Sequence[str], label_map: dict[str, 
     return result
 
 
-def scan_label_csv(csv_path: str | Path, labels: Sequence[str], label_map: dict[str, str] | None = None) -> EvalSet:
-    """The images a multi-label evaluation manifest names: a CSV with a ``file`` column (relative to
-    the CSV's folder) and a ``labels`` column (the labels that apply, separated by ``;``, empty for
-    none). Label names match the model's case-insensitively, through ``label_map`` first ("ignore"
-    drops a name). Unknown label names stop the run before any work; a missing or unreadable file
-    is skipped with its reason."""
+def read_label_csv(csv_path: Path) -> list[dict[str, str]]:
+    """The rows of a label CSV (``file``, ``labels``); a LabelMappingError when a column is missing."""
     import csv
 
-    csv_path = Path(csv_path)
-    root = csv_path.parent
     with open(csv_path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         missing = {"file", "labels"} - set(reader.fieldnames or [])
@@ -138,7 +132,18 @@ def scan_label_csv(csv_path: str | Path, labels: Sequence[str], label_map: dict[
             raise LabelMappingError(f"{csv_path}: needs the columns file and labels (missing: "
                                     f"{', '.join(sorted(missing))}); one row per image: file,labels with the "
                                     f"labels separated by '{LABEL_SEPARATOR}'")
-        rows = list(reader)
+        return list(reader)
+
+
+def scan_label_csv(csv_path: str | Path, labels: Sequence[str], label_map: dict[str, str] | None = None) -> EvalSet:
+    """The images a multi-label evaluation manifest names: a CSV with a ``file`` column (relative to
+    the CSV's folder) and a ``labels`` column (the labels that apply, separated by ``;``, empty for
+    none). Label names match the model's case-insensitively, through ``label_map`` first ("ignore"
+    drops a name). Unknown label names stop the run before any work; a missing or unreadable file
+    is skipped with its reason."""
+    csv_path = Path(csv_path)
+    root = csv_path.parent
+    rows = read_label_csv(csv_path)
     names = {name.strip() for row in rows for name in (row["labels"] or "").split(LABEL_SEPARATOR) if name.strip()}
     try:  # the same rules as class folder names
         mapping = map_folders_to_labels(names, labels, label_map)
