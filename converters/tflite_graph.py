@@ -54,12 +54,15 @@ def _builtin(model, op) -> int:
 
 
 def _constant(model, tensor) -> np.ndarray | None:
-    """The float32 constant held by ``tensor``, or None when it is computed at run time."""
+    """The constant held by a float32, int32 or int64 ``tensor`` (shaped as the tensor), or None
+    when it is computed at run time or of another type."""
     s = _schema()
+    dtype = {s.TensorType.FLOAT32: np.float32, s.TensorType.INT32: np.int32,
+             s.TensorType.INT64: np.int64}.get(tensor.type)
     buf = model.buffers[tensor.buffer] if tensor.buffer < len(model.buffers) else None
-    if buf is None or buf.data is None or len(buf.data) == 0 or tensor.type != s.TensorType.FLOAT32:
+    if dtype is None or buf is None or buf.data is None or len(buf.data) == 0:
         return None
-    return np.frombuffer(bytes(np.asarray(buf.data, dtype=np.uint8)), dtype=np.float32).reshape(tensor.shape)
+    return np.frombuffer(bytes(np.asarray(buf.data, dtype=np.uint8)), dtype=dtype).reshape(tensor.shape)
 
 
 def _add_buffer(model, array: np.ndarray) -> int:
@@ -353,7 +356,7 @@ def integer_forms(data: bytes) -> tuple[bytes, dict[str, int]]:
                 counts["reduce_max_as_negated_min"] += 1
                 continue
             if kind == s.BuiltinOperator.TILE and len(op.inputs) == 2:
-                multiples = _integer_constant(model, graph.tensors[op.inputs[1]])
+                multiples = _constant(model, graph.tensors[op.inputs[1]])
                 x = graph.tensors[op.inputs[0]]
                 if multiples is not None and static_inputs and all(
                         m == 1 or d == 1 for m, d in zip(multiples.tolist(), list(x.shape))):
@@ -381,15 +384,6 @@ def _static_shape(tensor) -> bool:
 def _name(tensor) -> str:
     name = tensor.name
     return name.decode() if isinstance(name, bytes) else str(name)
-
-
-def _integer_constant(model, tensor) -> np.ndarray | None:
-    s = _schema()
-    buf = model.buffers[tensor.buffer] if tensor.buffer < len(model.buffers) else None
-    if buf is None or buf.data is None or len(buf.data) == 0:
-        return None
-    dtype = {s.TensorType.INT32: np.int32, s.TensorType.INT64: np.int64}.get(tensor.type)
-    return None if dtype is None else np.frombuffer(bytes(np.asarray(buf.data, dtype=np.uint8)), dtype=dtype)
 
 
 def _add_tensor(model, graph, name: str, shape: list[int], dtype: int, value: np.ndarray | None = None) -> int:
