@@ -275,6 +275,11 @@ def reciprocal_sqrt(data: bytes) -> tuple[bytes, int]:
     an integer file, a channel whose variance rounds to zero makes that SQRT zero, and TFLite's
     integer DIV aborts the process ("data[i] != zero_point": MobileViTV2's GroupNorm on real
     images). RSQRT is the same value in float, and its integer kernel saturates instead.
+
+    An L2 normalization (``F.normalize``: SwiftFormer's attention) divides a tensor, not 1, by
+    its norm, often through a clamp and a broadcast: DIV(x, MUL(MAXIMUM(SQRT(s), eps), ones)).
+    That becomes MUL(x, MUL(MINIMUM(RSQRT(s), 1/eps), ones)): each op between the SQRT and the
+    DIV is replaced by its reciprocal form (see ``_reciprocal_chain``).
     """
     s = _schema()
     model = _load(data)
@@ -290,12 +295,21 @@ def reciprocal_sqrt(data: bytes) -> tuple[bytes, int]:
         for div in graph.operators:
             if _builtin(model, div) != s.BuiltinOperator.DIV or len(div.inputs) != 2:
                 continue
+            if getattr(div.builtinOptions, "fusedActivationFunction", 0):
+                continue
             one = _constant(model, graph.tensors[div.inputs[0]])
             sqrt = producers.get(div.inputs[1])
-            if one is None or not np.all(one == 1.0) or one.size != 1 or sqrt is None \
-                    or _builtin(model, sqrt) != s.BuiltinOperator.SQRT or readers.get(div.inputs[1]) != [div]:
+            if one is None or not np.all(one == 1.0) or one.size != 1:
+                chain = _reciprocal_chain(model, graph, div.inputs[1], producers, readers, div)
+                if chain is None:
+                    continue
+                _invert_chain(model, graph, chain)
+                div.opcodeIndex = _opcode_index(model, s.BuiltinOperator.MUL)
+                div.builtinOptionsType = s.BuiltinOptions.MulOptions
+                div.builtinOptions = s.MulOptionsT()
+                rewritten += 1
                 continue
-            if getattr(div.builtinOptions, "fusedActivationFunction", 0):
+            if sqrt is None or _builtin(model, sqrt) != s.BuiltinOperator.SQRT or readers.get(div.inputs[1]) != [div]:
                 continue
             if rsqrt is None:
                 rsqrt = _opcode_index(model, s.BuiltinOperator.RSQRT)
@@ -311,6 +325,63 @@ def reciprocal_sqrt(data: bytes) -> tuple[bytes, int]:
     if not rewritten:
         return data, 0
     return _save(model), rewritten
+
+
+def _reciprocal_chain(model, graph, tensor: int, producers: dict[int, Any], readers: dict[int, list],
+                      reader) -> list | None:
+    """The ops from a SQRT to ``reader`` along ``tensor`` when 1/``tensor`` can be computed by
+    turning the SQRT into RSQRT and each op after it into its reciprocal form, else None.
+
+    Allowed between them: RELU (the identity on a square root, and on its reciprocal), MAXIMUM
+    with a positive constant c (1/max(a, c) = min(1/a, 1/c)), MUL by a nonzero constant k
+    (1/(a k) = (1/a)(1/k)) and RESHAPE. Every tensor on the way must be read by the next op only,
+    so that no other reader sees the reciprocal.
+    """
+    s = _schema()
+    chain = []
+    for _ in range(8):
+        if readers.get(tensor) != [reader]:
+            return None
+        op = producers.get(tensor)
+        if op is None or getattr(op.builtinOptions, "fusedActivationFunction", 0):
+            return None
+        kind = _builtin(model, op)
+        chain.append(op)
+        if kind == s.BuiltinOperator.SQRT:
+            return chain
+        if kind in (s.BuiltinOperator.RELU, s.BuiltinOperator.RESHAPE):
+            tensor = op.inputs[0]
+        elif kind in (s.BuiltinOperator.MAXIMUM, s.BuiltinOperator.MUL) and len(op.inputs) == 2:
+            constants = [_constant(model, graph.tensors[i]) for i in op.inputs]
+            if sum(c is not None for c in constants) != 1:
+                return None
+            c = constants[0] if constants[0] is not None else constants[1]
+            if graph.tensors[op.inputs[0 if constants[0] is not None else 1]].type != s.TensorType.FLOAT32 \
+                    or not np.all(np.isfinite(c)) or np.any(c <= 0 if kind == s.BuiltinOperator.MAXIMUM else c == 0):
+                return None
+            tensor = op.inputs[1] if constants[0] is not None else op.inputs[0]
+        else:
+            return None
+        reader = op
+    return None
+
+
+def _invert_chain(model, graph, chain: list) -> None:
+    """Rewrite the ops ``_reciprocal_chain`` returned so that they compute the reciprocal."""
+    s = _schema()
+    for op in chain:
+        kind = _builtin(model, op)
+        if kind == s.BuiltinOperator.SQRT:
+            op.opcodeIndex = _opcode_index(model, s.BuiltinOperator.RSQRT)
+        elif kind in (s.BuiltinOperator.MAXIMUM, s.BuiltinOperator.MUL):
+            index = next(i for i in op.inputs if _constant(model, graph.tensors[i]) is not None)
+            c = graph.tensors[index]
+            # a new tensor, as the constant may be shared with ops outside the chain
+            inverse = _add_tensor(model, graph, f"{_name(c)}/edgeport_reciprocal", list(c.shape), c.type,
+                                  (1.0 / _constant(model, c)).astype(np.float32))
+            op.inputs = [inverse if i == index else i for i in op.inputs]
+            if kind == s.BuiltinOperator.MAXIMUM:
+                op.opcodeIndex = _opcode_index(model, s.BuiltinOperator.MINIMUM)
 
 
 def integer_forms(data: bytes) -> tuple[bytes, dict[str, int]]:

@@ -102,12 +102,15 @@ def test_matrix_on_deit_and_convnext(calib_dir, faces_dir, tmp_path):
     ("levit", "tflite-fp32", "hard_swish_fused", 64),
     ("efficientnet", "onnx-fp32", "average_pools_as_global", 32),
     ("hiera", "tflite-int8", "integer_forms.reduce_max_as_negated_min", 64),
-    ("swiftformer", "tflite-int8", "integer_forms.tile_as_broadcast_to", 64)])
+    # and F.normalize's DIV(x, clamped norm) as MUL(x, RSQRT): the trained SwiftFormer's integer
+    # DIV aborted ("data[i] != zero_point")
+    ("swiftformer", "tflite-int8", "integer_forms.tile_as_broadcast_to,reciprocal_sqrt", 64)])
 def test_full_integer_files_are_made_after_the_rewrites(arch, step, setting, size, calib_dir, faces_dir, tmp_path):
     """ResNet's MaxPool padding constant and LeViT's spelled-out HardSwish kept them from full integer;
     EfficientNet's kernel-larger-than-input AveragePool was computed wrong by onnxruntime and TFLite;
     Hiera's SHAPE and REDUCE_MAX and SwiftFormer's TILE have no integer form in ai-edge-quantizer
-    (converters.tflite_graph.integer_forms)."""
+    (converters.tflite_graph.integer_forms); SwiftFormer's L2 normalization divides by a computed
+    norm (converters.tflite_graph.reciprocal_sqrt)."""
     import numpy as np
 
     from edgeport.model_source import resolve_source
@@ -121,10 +124,11 @@ def test_full_integer_files_are_made_after_the_rewrites(arch, step, setting, siz
                           precision_search=False, isolate=False)  # the rewrites are under test here, not the search
     assert result.failed == [], result.manifest
     record = next(v for v in result.manifest["variants"] if v["name"] == step)
-    value = record["settings"]
-    for key in setting.split("."):
-        value = value[key]
-    assert value >= 1
+    for path in setting.split(","):
+        value = record["settings"]
+        for key in path.split("."):
+            value = value[key]
+        assert value >= 1, path
     full = next(v for v in result.manifest["variants"] if v["name"] == "tflite-int8")
     assert full["settings"]["float_compute_ops"] == []
     batch = np.random.default_rng(0).standard_normal((2, 3, size, size)).astype(np.float32)
@@ -133,6 +137,15 @@ def test_full_integer_files_are_made_after_the_rewrites(arch, step, setting, siz
         expected = ref.infer(batch)
         for runner in (lite, onnx):  # the rewrites are exact
             assert float(np.abs(runner.infer(batch) - expected).max()) < 1e-4
+    if "reciprocal_sqrt" in setting:  # applied to the int8 step's float source: the same outputs in float
+        from edgeport.converters.tflite_graph import reciprocal_sqrt
+
+        rewritten, count = reciprocal_sqrt((out / "model_fp32.tflite").read_bytes())
+        assert count == record["settings"]["reciprocal_sqrt"]
+        rewritten_path = tmp_path / "rewritten.tflite"
+        rewritten_path.write_bytes(rewritten)
+        with runner_class("tflite")(str(rewritten_path)) as lite:
+            assert float(np.abs(lite.infer(batch) - expected).max()) < 1e-4
 
 
 def test_static_int8_survives_failed_symbolic_shape_inference_and_leaves_no_litter(calib_dir, faces_dir,
