@@ -19,6 +19,7 @@ from edgeport.converters.atomic import atomic_path
 from edgeport.converters.checksums import sha256_file
 from edgeport.converters.child_process import measure_command
 from edgeport.converters.onnx_rewrites import expand_reduce_l2
+from edgeport.runtimes.onnxruntime_runner import UNSAFE_OPTIMIZERS
 
 # The file name onnx2tf looks for before it tries to download its sample.
 ONNX2TF_SAMPLE_NAME = "calibration_image_sample_data_20x128x128x3_float32.npy"
@@ -80,7 +81,8 @@ def simplify_to_batch1(onnx_path: Path, out_path: Path) -> Path:
     standard ONNX ops (constant folding, no-op elimination). It replaced onnx-simplifier
     here: on ViT-B/16 it takes about 10 s, against 50-110 s for onnx-simplifier.
     MatMulAddFusion is turned off: on 3-D activations it turns each Linear into
-    Reshape + Gemm + Reshape, which onnx2tf would carry into the TFLite file as extra ops.
+    Reshape + Gemm + Reshape, which onnx2tf would carry into the TFLite file as extra ops;
+    so are the fusions that change results (runtimes.onnxruntime_runner.UNSAFE_OPTIMIZERS).
     """
     import onnx
     import onnxruntime as ort
@@ -98,7 +100,7 @@ def simplify_to_batch1(onnx_path: Path, out_path: Path) -> Path:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.optimized_model_filepath = str(out_path)
         ort.InferenceSession(str(fixed), options, providers=["CPUExecutionProvider"],
-                             disabled_optimizers=["MatMulAddFusion"])
+                             disabled_optimizers=["MatMulAddFusion", *UNSAFE_OPTIMIZERS])
     finally:
         fixed.unlink(missing_ok=True)
     folded = onnx.load(str(out_path))

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeport.converters.atomic import atomic_path
-from edgeport.runtimes.onnxruntime_runner import ort_message
+from edgeport.runtimes.onnxruntime_runner import UNSAFE_OPTIMIZERS, ort_message
 
 CHECK_BATCH = 3  # odd, and above the 1 and 2 that exporters trace with
 # Per precision: how far one image's output may move between batch 1 and batch 3, relative to the
@@ -101,4 +101,5 @@ def _session(path: str | Path):
     opts = ort.SessionOptions()
     opts.log_severity_level = 4  # a failure is returned as a sentence, not logged
     opts.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=UNSAFE_OPTIMIZERS)

@@ -31,6 +31,7 @@ import numpy as np
 
 from edgeport.converters.atomic import atomic_path
 from edgeport.converters.precision_search import FLAT_RANKING_MAX, Holdout, SearchResult, Target, search_precision
+from edgeport.runtimes.onnxruntime_runner import UNSAFE_OPTIMIZERS
 
 OP_TYPES = ["MatMul", "Gemm", "Conv"]
 SENSITIVITY_IMAGES = 64  # held-out images each layer's cost is measured on (at most)
@@ -115,7 +116,8 @@ def iter_onnx(model, inputs: np.ndarray, batch: int = 16) -> Iterator[np.ndarray
     options = ort.SessionOptions()
     options.log_severity_level = 3
     source = str(model) if isinstance(model, (str, Path)) else model.SerializeToString()
-    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=UNSAFE_OPTIMIZERS)
     name = session.get_inputs()[0].name
     for i in range(0, len(inputs), batch):
         yield session.run(None, {name: np.ascontiguousarray(inputs[i:i + batch], np.float32)})[0]

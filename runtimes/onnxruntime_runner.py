@@ -7,6 +7,15 @@ import numpy as np
 
 from edgeport.runtimes.base import Runner, RunnerError
 
+# onnxruntime graph optimizations that change results, off in every session edgeport opens.
+# Pad_Fusion folds a constant zero Pad into the next MaxPool's pads, which MaxPool treats as
+# -inf: a window of negative values then yields its maximum instead of the padded 0
+# (onnxruntime PR 18136 fuses without checking the pad value; onnx-optimizer has the same
+# fold, onnx/optimizer PR 318). BiT's "SAME" max pool is such a Pad + MaxPool; once the input
+# shape is fixed the pads are constants and the fold fires: 7.8e-4 off on random inputs, and
+# the TFLite files made from the folded copy were 0.22 off on real faces.
+UNSAFE_OPTIMIZERS = ["Pad_Fusion"]
+
 
 class OnnxRuntimeRunner(Runner):
     """Runs an ``.onnx`` file whose single input is NCHW pixel values."""
@@ -22,7 +31,8 @@ class OnnxRuntimeRunner(Runner):
         opts.log_severity_level = 3
         try:
             self._session = ort.InferenceSession(
-                str(self.path), sess_options=opts, providers=["CPUExecutionProvider"]
+                str(self.path), sess_options=opts, providers=["CPUExecutionProvider"],
+                disabled_optimizers=UNSAFE_OPTIMIZERS,
             )
         except Exception as exc:  # ORT raises its own exception types
             raise RunnerError(f"onnxruntime: cannot load {self.path}: {exc}") from exc
