@@ -2,8 +2,8 @@
 Core ML, validated against the PyTorch reference.
 
 The Python API (``edgeport.api``): ``export``, ``validate`` (a ``Report``), ``gate`` (a
-``GateResult``), ``load`` (a ``Classifier`` over the validated variant) and ``init`` (a starter
-``edgeport.toml``). They are imported on
+``GateResult``), ``load`` (a ``Classifier`` over the validated variant), ``init`` (a starter
+``edgeport.toml``) and ``distill`` (an edge-sized student of a teacher model). They are imported on
 first use, so that ``import edgeport`` stays light.
 """
 from __future__ import annotations
@@ -18,11 +18,11 @@ __version__ = "0.1.0"
 # every step's log for kernels edgeport never uses (PT2E quantization is pure Python).
 _logging.getLogger("torchao").setLevel(_logging.ERROR)
 
-__all__ = ["__version__", "export", "validate", "gate", "load", "init", "Report", "GateResult"]
+__all__ = ["__version__", "export", "validate", "gate", "load", "init", "distill", "Report", "GateResult"]
 _API = set(__all__) - {"__version__"}
 
 if TYPE_CHECKING:
-    from edgeport.api import GateResult, Report, export, gate, init, load, validate
+    from edgeport.api import GateResult, Report, distill, export, gate, init, load, validate
 
 
 def __getattr__(name: str) -> Any:

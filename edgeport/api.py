@@ -10,6 +10,7 @@
     classifier = edgeport.load("artifacts/gender-vit")        # the fastest variant that passed
     classifier("face.jpg")                                    # [{"label": "female", "score": 0.93}, ...]
     edgeport.init("models/my-model")                          # a starter ./edgeport.toml
+    student = edgeport.distill("gender-vit", images="faces/", out="models/gender-student")
 
 `edgeport export`, `validate` and `gate` are built on these functions (``edgeport.cli``); the
 config file is optional everywhere: ``config=None`` reads ``./edgeport.toml`` when there is one,
@@ -28,6 +29,7 @@ from edgeport.config import Config, ConfigError, ModelEntry, load_config
 
 if TYPE_CHECKING:
     from edgeport.classifier import Classifier
+    from edgeport.distillation.run import DistillResult
     from edgeport.pipeline import ExportResult
     from edgeport.validation.subgroups import SubgroupSpec
 
@@ -231,6 +233,56 @@ def init(model: str = "models/my-model", folder: PathLike = ".", *, name: str | 
 
     return write_starter_config(model, folder, force=force, name=name, revision=revision, eval_dir=eval,
                                 calibration_dir=calibration)
+
+
+def distill(teacher: str, *, images: PathLike, out: PathLike | None = None, student: str | None = None,
+            input_size: int | None = None, eval: PathLike | None = None,  # noqa: A002
+            config: PathLike | Config | None = None, revision: str | None = None, allow_pickle: bool = False,
+            max_steps: int | None = None, minutes: float | None = None, seed: int = 0,
+            cache: PathLike | None = None, latency_variants: Sequence[str] | None = None, force: bool = False,
+            progress: bool = True) -> DistillResult:
+    """Distill ``teacher`` into an edge-sized student, written to ``out`` as a Hugging Face model
+    folder (config.json with the teacher's labels, model.safetensors, preprocessor_config.json)
+    with ``distill.json`` and ``distill.md`` beside it.
+
+    ``teacher``: what ``export`` accepts (a config model name, a local folder, a hub id with
+    ``revision``). ``images``: images of the deployment domain, any depth; when they sit in
+    folders named like the teacher's labels, the labels are learned too. ``student``: a preset
+    (``edgeport.distillation.students.PRESETS``) or a transformers ``config.json`` (default: the
+    largest preset with at most a quarter of the teacher's parameters), at ``input_size`` (default:
+    the teacher's). ``eval``: class folders to compare teacher and student on (default: the
+    teacher's eval from the config), judged by the config's ``[budgets.distill]``.
+    ``max_steps``, ``minutes``: the training budget (default 4000 steps, 15 minutes). The
+    teacher's outputs are cached by content (``cache``, default ``~/.cache/edgeport``); a killed
+    run resumes from its last checkpoint; a rerun with the same inputs and settings reuses the
+    student unless ``force``. ``latency_variants``: what both are exported to and timed on
+    (default onnx-fp32 and tflite-fp32 where installed; ``[]`` to skip).
+    """
+    from edgeport.distillation.run import DEFAULT_LATENCY_VARIANTS, TrainSettings, distill_model
+    from edgeport.model_source import resolve_source
+    from edgeport.variants import default_variants
+
+    cfg = _config(config)
+    entry = cfg.model(str(teacher))
+    if entry is None:
+        entry = ModelEntry(name=Path(str(teacher).rstrip("/")).name, source=str(teacher), base_dir=Path.cwd(),
+                           revision=revision)
+    elif revision:
+        entry = dataclasses.replace(entry, revision=revision)
+    source = resolve_source(entry.source, entry.revision, entry.base_dir,
+                            allow_pickle=allow_pickle or entry.allow_pickle)
+    defaults = TrainSettings()
+    settings = dataclasses.replace(defaults, seed=seed,
+                                   max_steps=defaults.max_steps if max_steps is None else int(max_steps),
+                                   minutes=defaults.minutes if minutes is None else float(minutes))
+    if latency_variants is None:  # those this installation can make
+        latency_variants = [v for v in DEFAULT_LATENCY_VARIANTS if v in default_variants()]
+    out_dir = Path(out) if out else cfg.artifacts_dir / f"{entry.name}-student"
+    return distill_model(source, entry.name, Path(images), out_dir, student=student, input_size=input_size,
+                         eval_dir=Path(eval) if eval else entry.eval_dir, subgroups=entry.subgroups,
+                         budget=cfg.budgets_for(entry).get("distill"), settings=settings,
+                         cache_dir=Path(cache) if cache else None, latency_variants=tuple(latency_variants),
+                         threads=cfg.run.threads, label_map=entry.label_map, force=force, progress=progress)
 
 
 def load(folder: PathLike, variant: str | None = None, *, threads: int | None = None) -> Classifier:

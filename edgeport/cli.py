@@ -366,6 +366,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser(
+        "distill", help="distill a model too big for the device into an edge-sized student, then compare the two",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train an edge-sized student to reproduce TEACHER's outputs on your images, and write it\n"
+                    "to OUT as an ordinary Hugging Face model folder (config.json with the teacher's labels,\n"
+                    "model.safetensors, preprocessor_config.json), which `edgeport export`, `validate`, the\n"
+                    "gate, the mobile bundle and `serve` take like any model.\n\n"
+                    "TEACHER is what `export` takes: a model name from the config, a local model folder, or a\n"
+                    "hub id with --revision. --images: images of the deployment domain, any depth; if they sit\n"
+                    "in folders named like the teacher's labels, the labels are learned too. The teacher's\n"
+                    "outputs are computed once and cached by content; training stops when the agreement with\n"
+                    "the teacher on held-out images stops improving, or at --max-steps or --minutes; a killed\n"
+                    "run resumes from its last checkpoint; a rerun with the same inputs reuses the student.\n\n"
+                    "OUT/distill.json and distill.md compare teacher and student on --eval (accuracy,\n"
+                    "agreement, per subgroup as in validate), their parameters, file sizes and latency on\n"
+                    "--latency-variants measured in turns, and judge the student by [budgets.distill]\n"
+                    "(default: max_accuracy_drop 2, min_agreement 0.9, max_subgroup_drop 4).\n\n"
+                    "Students (--student; default: the largest with at most a quarter of the teacher's\n"
+                    "parameters):\n" + "\n".join(f"  {name:<19} {preset.description}"
+                                                    for name, preset in _student_presets().items()) +
+                    "\n\nExit status: 0 within budget (or no evaluation set), 1 over budget, 2 bad input.",
+    )
+    p.add_argument("teacher", metavar="TEACHER")
+    p.add_argument("--images", type=Path, required=True,
+                   help="folder of images to distill on (any depth; class folders named like the labels add them)")
+    p.add_argument("--out", type=Path, help="student model folder (default: ARTIFACTS/<teacher>-student)")
+    p.add_argument("--student", help="a preset (listed above) or a transformers config.json (default: sized from "
+                                     "the teacher)")
+    p.add_argument("--input-size", type=int, metavar="N",
+                   help="the student's square input side in pixels (default: the teacher's)")
+    p.add_argument("--eval", type=Path, help="class folders to compare teacher and student on (default: the "
+                                             "teacher's eval from the config)")
+    p.add_argument("--max-steps", type=int, help="training steps at most (default 4000)")
+    p.add_argument("--minutes", type=float, help="training time at most, in minutes (default 15)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the initialization and the batches "
+                                                       "(default 0)")
+    p.add_argument("--cache", type=Path, help="teacher-output cache folder (default: $EDGEPORT_CACHE or "
+                                              "~/.cache/edgeport)")
+    p.add_argument("--latency-variants", default=None,
+                   help="comma-separated variants both models are exported to and timed on, or 'none' "
+                        "(default: onnx-fp32,tflite-fp32, those installed)")
+    p.add_argument("--revision", help="hub commit of the teacher (required for hub ids)")
+    p.add_argument("--allow-pickle", action="store_true", help="accept a teacher with only pickle weights "
+                                                               "(trusted files only)")
+    p.add_argument("--force", action="store_true", help="train again even if OUT holds the student of these inputs")
+    p.add_argument("--config", type=Path, help=f"config file (default: {CONFIG_DEFAULT})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser(
         "backends", help="which optional backends (pip extras) are installed, and how to add the others",
         description="List edgeport's optional backends, one pip extra each: whether it is installed here, the\n"
                     "variants it makes, and the command that installs it. The default variant list of\n"
@@ -630,6 +679,36 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     print(f"matrix: {len(archs) - len(failed)} of {len(archs)} architectures pass every variant"
           + (f"; not all: {', '.join(failed)}" if failed else "") + f" ({doc or opts.out_dir / 'compatibility.md'})")
     return EXIT_OK
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from edgeport import api
+
+    latency = None
+    if args.latency_variants is not None:
+        latency = [] if args.latency_variants.strip().lower() == "none" else \
+            [v.strip() for v in args.latency_variants.split(",") if v.strip()]
+        unknown = [v for v in latency if v not in VARIANTS]
+        if unknown:
+            raise ValueError(f"--latency-variants: unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    result = api.distill(args.teacher, images=args.images, out=args.out, student=args.student,
+                         input_size=args.input_size, eval=args.eval, config=_config(args), revision=args.revision,
+                         allow_pickle=args.allow_pickle, max_steps=args.max_steps, minutes=args.minutes,
+                         seed=args.seed, cache=args.cache, latency_variants=latency, force=args.force,
+                         progress=not args.no_progress)
+    report = result.report
+    if not report.get("judged"):
+        print("distill: no evaluation set (--eval, or the teacher's eval in the config): the student is not judged")
+        return EXIT_OK
+    for failure in report["failures"]:
+        print(f"distill: over budget: {failure['message']}")
+    return EXIT_OK if result.passed else EXIT_FAILED
+
+
+def _student_presets() -> dict:
+    from edgeport.distillation.students import PRESETS
+
+    return PRESETS
 
 
 def cmd_init(args: argparse.Namespace) -> int:
