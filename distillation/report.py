@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeport.model_source import DISTILL_REPORT
+
 
 def measure_latency(files: dict[str, tuple[str, Path]], samples: dict[str, np.ndarray], *, threads: int,
                     runs: int = 30, warmup: int = 3) -> dict[str, float]:
@@ -97,5 +99,5 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 def write_report(report: dict[str, Any], folder: Path) -> None:
     """``distill.json`` and ``distill.md`` into ``folder``."""
-    (folder / "distill.json").write_text(json.dumps(report, indent=2) + "\n")
+    (folder / DISTILL_REPORT).write_text(json.dumps(report, indent=2) + "\n")
     (folder / "distill.md").write_text(render_markdown(report))

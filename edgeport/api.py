@@ -63,6 +63,7 @@ def export(model: PathLike, *, out: PathLike | None = None, variants: Sequence[s
                            variants=list(cfg.variants))
     elif revision:
         entry = dataclasses.replace(entry, revision=revision)
+    distill_first(entry, cfg, progress=progress)  # a [models.distill] student is made before its export
     source = resolve_source(entry.source, entry.revision, entry.base_dir, allow_pickle=allow_pickle or entry.allow_pickle)
     calibration_dir = Path(calibration) if calibration else entry.calibration_dir
     images_dir = Path(images) if images else (None if calibration_dir else entry.eval_dir)
@@ -258,14 +259,29 @@ def distill(teacher: str, *, images: PathLike, out: PathLike | None = None, stud
     student unless ``force``. ``latency_variants``: what both are exported to and timed on
     (default onnx-fp32 and tflite-fp32 where installed; ``[]`` to skip).
     """
+    cfg = _config(config)
+    return _distill(cfg, str(teacher), images=Path(images), out=Path(out) if out else None, student=student,
+                    input_size=input_size, eval_dir=Path(eval) if eval else None, revision=revision,
+                    allow_pickle=allow_pickle, max_steps=max_steps, minutes=minutes, seed=seed,
+                    cache=Path(cache) if cache else None, latency_variants=latency_variants, force=force,
+                    progress=progress)
+
+
+def _distill(cfg: Config, teacher: str, *, images: Path, out: Path | None, student: str | None,
+             input_size: int | None, eval_dir: Path | None, revision: str | None = None, allow_pickle: bool = False,
+             max_steps: int | None = None, minutes: float | None = None, seed: int = 0, cache: Path | None = None,
+             latency_variants: Sequence[str] | None = None, force: bool = False, progress: bool = True,
+             judged_as: ModelEntry | None = None, base_dir: Path | None = None) -> DistillResult:
+    """``distill`` for a teacher named as on the command line (a config model, a folder relative to
+    ``base_dir``, a hub id); ``judged_as``: the student's own config entry, whose evaluation set,
+    subgroups and ``[budgets.distill]`` judge it (default: the teacher's)."""
     from edgeport.distillation.run import DEFAULT_LATENCY_VARIANTS, TrainSettings, distill_model
     from edgeport.model_source import resolve_source
     from edgeport.variants import default_variants
 
-    cfg = _config(config)
-    entry = cfg.model(str(teacher))
+    entry = cfg.model(teacher)
     if entry is None:
-        entry = ModelEntry(name=Path(str(teacher).rstrip("/")).name, source=str(teacher), base_dir=Path.cwd(),
+        entry = ModelEntry(name=Path(teacher.rstrip("/")).name, source=teacher, base_dir=base_dir or Path.cwd(),
                            revision=revision)
     elif revision:
         entry = dataclasses.replace(entry, revision=revision)
@@ -277,12 +293,25 @@ def distill(teacher: str, *, images: PathLike, out: PathLike | None = None, stud
                                    minutes=defaults.minutes if minutes is None else float(minutes))
     if latency_variants is None:  # those this installation can make
         latency_variants = [v for v in DEFAULT_LATENCY_VARIANTS if v in default_variants()]
-    out_dir = Path(out) if out else cfg.artifacts_dir / f"{entry.name}-student"
-    return distill_model(source, entry.name, Path(images), out_dir, student=student, input_size=input_size,
-                         eval_dir=Path(eval) if eval else entry.eval_dir, subgroups=entry.subgroups,
-                         budget=cfg.budgets_for(entry).get("distill"), settings=settings,
-                         cache_dir=Path(cache) if cache else None, latency_variants=tuple(latency_variants),
-                         threads=cfg.run.threads, label_map=entry.label_map, force=force, progress=progress)
+    judge = judged_as or entry
+    return distill_model(source, entry.name, images, out or cfg.artifacts_dir / f"{entry.name}-student",
+                         student=student, input_size=input_size, eval_dir=eval_dir or judge.eval_dir,
+                         subgroups=judge.subgroups, budget=cfg.budgets_for(judge).get("distill"), settings=settings,
+                         cache_dir=cache, latency_variants=tuple(latency_variants), threads=cfg.run.threads,
+                         label_map=judge.label_map, force=force, progress=progress)
+
+
+def distill_first(entry: ModelEntry, cfg: Config, *, progress: bool = True) -> DistillResult | None:
+    """For a config model with ``[models.distill]``: distill its teacher into its ``source`` folder
+    (reused while the inputs and settings are unchanged), before it is exported. None otherwise."""
+    spec = entry.distill
+    if spec is None:
+        return None
+    out = entry.base_dir / entry.source
+    return _distill(cfg, spec.teacher, images=spec.images, out=out, student=spec.student,
+                    input_size=spec.input_size, eval_dir=None, revision=spec.revision, max_steps=spec.max_steps,
+                    minutes=spec.minutes, seed=spec.seed, latency_variants=spec.latency_variants, progress=progress,
+                    judged_as=entry, base_dir=entry.base_dir)
 
 
 def load(folder: PathLike, variant: str | None = None, *, threads: int | None = None) -> Classifier:

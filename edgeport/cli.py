@@ -561,6 +561,12 @@ def cmd_export_all(args: argparse.Namespace) -> int:
         if eval_dir is None or not (eval_dir.is_dir() or (eval_dir.suffix.lower() == ".csv" and eval_dir.is_file())):
             raise FileNotFoundError(f"model {m.name!r}: evaluation folder (or a multi-label model's label CSV) "
                                     f"not found: {eval_dir}")
+        if m.distill is not None:  # its source folder is made by distilling first, below
+            if not m.distill.images.is_dir():
+                raise FileNotFoundError(f"model {m.name!r}: [models.distill] images folder not found: "
+                                        f"{m.distill.images}")
+            plans.append((m, None, eval_dir))
+            continue
         source = resolve_source(m.source, m.revision, m.base_dir, allow_pickle=args.allow_pickle or m.allow_pickle)
         if source.local:  # class folders that match no label: an error now, not after the export
             from edgeport.model_source import read_labels
@@ -571,6 +577,11 @@ def cmd_export_all(args: argparse.Namespace) -> int:
 
     failed = []
     for m, source, eval_dir in plans:
+        if source is None:
+            from edgeport import api
+
+            api.distill_first(m, cfg, progress=not args.no_progress)
+            source = resolve_source(m.source, m.revision, m.base_dir)
         result = export_model(m.name, source, root / m.name, variants=m.variants,
                               images_dir=None if m.calibration_dir else eval_dir,
                               calibration_dir=m.calibration_dir, eval_dir=eval_dir, opset=cfg.opset,

@@ -25,6 +25,22 @@ class ConfigError(ValueError):
     """The configuration file is malformed; the message names the file and the key."""
 
 
+@dataclass(frozen=True)
+class DistillSpec:
+    """``[models.distill]``: the model's ``source`` folder is made by distilling ``teacher`` first
+    (``edgeport distill``; once, reused while its inputs and settings are unchanged)."""
+
+    teacher: str  # a model name of this config, a local folder (relative to the config), or a hub id
+    images: Path
+    student: str | None = None  # a preset, or a config.json (relative to the config); None: sized from the teacher
+    input_size: int | None = None
+    revision: str | None = None  # the teacher's, for a hub id
+    max_steps: int | None = None
+    minutes: float | None = None
+    seed: int = 0
+    latency_variants: tuple[str, ...] | None = None  # None: onnx-fp32 and tflite-fp32, where installed
+
+
 @dataclass
 class ModelEntry:
     name: str
@@ -41,6 +57,7 @@ class ModelEntry:
     precision_search: bool = True  # raise sensitive layers until the int8 budgets are met (held-out images)
     subgroups: SubgroupSpec | None = None  # where the evaluation images' subgroups come from ([models.subgroups])
     input_size: tuple[int, int] | None = None  # (H, W) for a processor that does not fix one (input_size = [H, W])
+    distill: DistillSpec | None = None  # made by distilling a teacher first ([models.distill])
 
 
 @dataclass
@@ -127,7 +144,7 @@ def load_config(path: str | Path | None = None) -> Config:
         where = f"{path} [[models]] #{i + 1}"
         _check_keys(raw, {"name", "source", "revision", "eval", "calibration", "variants", "budgets",
                           "allow_pickle", "label_map", "full_integer_activations", "precision_search", "subgroups",
-                          "input_size"}, where)
+                          "input_size", "distill"}, where)
         for key in ("name", "source"):
             if not raw.get(key):
                 raise ConfigError(f"{where}: '{key}' is required")
@@ -149,6 +166,7 @@ def load_config(path: str | Path | None = None) -> Config:
             precision_search=_boolean(raw.get("precision_search", True), "precision_search", where),
             subgroups=_subgroups(raw.get("subgroups"), f"{where} subgroups", base),
             input_size=parse_input_size(raw["input_size"], where) if "input_size" in raw else None,
+            distill=_distill(raw.get("distill"), f"{where} distill", base),
         ))
     return cfg
 
@@ -182,6 +200,32 @@ def _subgroups(table: object, where: str, base: Path) -> SubgroupSpec | None:
         return SubgroupSpec.from_dict(table, where=where, base_dir=base)
     except SubgroupError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _distill(table: object, where: str, base: Path) -> DistillSpec | None:
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table ([models.distill]), not {table!r}")
+    _check_keys(table, {"teacher", "images", "student", "input_size", "revision", "max_steps", "minutes", "seed",
+                        "latency_variants"}, where)
+    for key in ("teacher", "images"):
+        if not table.get(key):
+            raise ConfigError(f"{where}: '{key}' is required")
+    student = table.get("student")
+    if student and (student.endswith(".json") or "/" in student):  # a config file, relative to this config
+        student = str(base / student)
+    try:
+        return DistillSpec(teacher=str(table["teacher"]), images=base / table["images"], student=student or None,
+                           input_size=int(table["input_size"]) if "input_size" in table else None,
+                           revision=table.get("revision") or None,
+                           max_steps=int(table["max_steps"]) if "max_steps" in table else None,
+                           minutes=float(table["minutes"]) if "minutes" in table else None,
+                           seed=int(table.get("seed", 0)),
+                           latency_variants=tuple(_variants(table["latency_variants"], where))
+                           if "latency_variants" in table else None)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _boolean(value: object, key: str, where: str) -> bool:

@@ -13,6 +13,7 @@ from edgeport.converters.checksums import sha256_file
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 WEIGHTS = "model.safetensors"
+DISTILL_REPORT = "distill.json"  # a student's verdict against its teacher (edgeport distill)
 # What save_pretrained writes for a model larger than its max_shard_size: the index (which tensor
 # is in which file) and model-0000K-of-0000N.safetensors. transformers loads either layout.
 SHARD_INDEX = "model.safetensors.index.json"
@@ -203,7 +204,8 @@ def _hub_cached(repo_id: str, filename: str, revision: str | None) -> Path | Non
 
 
 def copy_model_metadata(source: ModelSource, out_dir: Path) -> None:
-    """Copy config.json and preprocessor_config.json next to the artifacts."""
+    """Copy config.json and preprocessor_config.json next to the artifacts, and a distilled
+    student's distill.json (its verdict against its teacher) when the local folder has one."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "preprocessor_config.json"):
         if source.local:
@@ -212,6 +214,11 @@ def copy_model_metadata(source: ModelSource, out_dir: Path) -> None:
             from huggingface_hub import hf_hub_download
 
             shutil.copyfile(hf_hub_download(source.location, name, revision=source.revision), out_dir / name)
+    distilled = Path(source.location) / DISTILL_REPORT if source.local else None
+    if distilled is not None and distilled.is_file():
+        shutil.copyfile(distilled, out_dir / DISTILL_REPORT)
+    else:  # a folder exported before from another model must not keep its verdict
+        (out_dir / DISTILL_REPORT).unlink(missing_ok=True)
 
 
 def is_multi_label(config_json: Path) -> bool:

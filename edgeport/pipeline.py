@@ -19,7 +19,8 @@ from edgeport.backends import cannot_make, missing_message
 from edgeport.converters.atomic import atomic_path
 from edgeport.converters.checksums import artifact_sha256, sha256_file
 from edgeport.mobile_bundle import write_mobile_bundle
-from edgeport.model_source import ModelSource, copy_model_metadata, is_multi_label, read_labels
+from edgeport.distillation.summary import distillation_summary
+from edgeport.model_source import DISTILL_REPORT, ModelSource, copy_model_metadata, is_multi_label, read_labels
 from edgeport.portable import absolute_from, relative_path, scrub, scrub_prefixes
 from edgeport.stage import StageResult, run_stage, run_stage_in_process, save_context
 from edgeport.variants import (CALIBRATED, FULL_INTEGER_ACTIVATIONS, SEARCHED, TFLITE_CALIBRATED, VARIANTS,
@@ -485,6 +486,11 @@ def validate_export(
         if search:  # what the precision search raised, measured on held-out calibration images
             v["precision_search"] = {k: search[k] for k in ("raised_to", "raised", "candidates", "holdout_images",
                                                             "passed_on_holdout", "seconds", "tool") if k in search}
+    distilled = out_dir / DISTILL_REPORT
+    if distilled.is_file():  # a student made by `edgeport distill`: judged against its teacher as well
+        report["distillation"] = distillation_summary(json.loads(distilled.read_text()), budgets.get("distill"))
+        if report["distillation"]["failures"]:  # lost too much against its teacher: the model fails
+            report["passed"] = False
     report = scrub(report, scrub_prefixes([out_dir, project_dir]))  # paths inside error texts
     json_path, md_path = write_reports(report, out_dir)
     _print_summary(report, json_path, md_path)

@@ -191,3 +191,55 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(case, message, tiny_vit,
     errors = [line for line in run.stderr.splitlines() if line.startswith("edgeport: error:")]
     assert len(errors) == 1 and message in errors[0], run.stderr
     assert not out.exists() and not list(tmp_path.glob(".student*"))
+
+
+def test_a_config_student_is_distilled_before_export_all_and_gated(tiny_vit, images, faces_dir, tmp_path):
+    """[models.distill]: export-all distills first (once), exports and validates the student,
+    report.json carries its verdict against the teacher, and the gate applies [budgets.distill]."""
+    from edgeport.cli import main
+
+    config = tmp_path / "edgeport.toml"
+    config.write_text(f"""
+[settings]
+artifacts = "artifacts"
+variants = ["onnx-fp32"]
+latency_runs = 3
+
+[budgets.distill]
+max_accuracy_drop = -100.0   # cannot be met: the gate must fail on it
+
+[[models]]
+name = "student"
+source = "students/student"
+eval = "{faces_dir}"
+
+[models.distill]
+teacher = "{tiny_vit}"
+images = "{images}"
+student = "mobilenet_v2-0.35"
+input_size = 32
+max_steps = 16
+latency_variants = []
+""")
+    os.environ["EDGEPORT_CACHE"] = str(tmp_path / "cache")
+    try:
+        code = main(["export-all", "--config", str(config), "--no-progress"])
+    finally:
+        del os.environ["EDGEPORT_CACHE"]
+    assert code == 1
+    student = tmp_path / "students" / "student"
+    assert (student / "model.safetensors").exists() and (student / "distill.json").exists()
+    report = json.loads((tmp_path / "artifacts" / "student" / "report.json").read_text())
+    assert report["variants"][0]["passed"] and not report["passed"]
+    distillation = report["distillation"]
+    assert distillation["teacher"] == "tiny-vit" and distillation["student_preset"] == "mobilenet_v2-0.35"
+    assert [f["metric"] for f in distillation["failures"]] == ["accuracy_drop_points"]
+    assert main(["gate", str(tmp_path / "artifacts" / "student"), "--config", str(config)]) == 1
+    config.write_text(config.read_text().replace("max_accuracy_drop = -100.0", "max_accuracy_drop = 100.0"))
+    key = json.loads((student / "distill.json").read_text())["key"]
+    os.environ["EDGEPORT_CACHE"] = str(tmp_path / "cache")
+    try:
+        assert main(["export-all", "--config", str(config), "--no-progress"]) == 0
+    finally:
+        del os.environ["EDGEPORT_CACHE"]
+    assert json.loads((student / "distill.json").read_text())["key"] == key  # not distilled again

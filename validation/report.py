@@ -8,7 +8,7 @@ from typing import Any
 from edgeport.converters.atomic import atomic_path
 from edgeport.runtimes.machine import cpu_description
 from edgeport.validation.harness import VariantResult
-from edgeport.validation.report_html import render_html
+from edgeport.validation.report_html import distillation_budget_text, distillation_rows, render_html
 from edgeport.validation.status import status_of, status_rank
 from edgeport.validation.report_subgroups import subgroup_markdown
 
@@ -87,6 +87,44 @@ def failure_lines(report: dict[str, Any]) -> list[str]:
     for v in report["variants"]:
         for f in v["failures"]:
             lines.append(f"{report['model']}/{v['name']}: {f['message']}")
+    for f in (report.get("distillation") or {}).get("failures") or []:  # a student that misses its teacher budget
+        lines.append(f"{report['model']}/distillation: {f['message']}")
+    return lines
+
+
+def distillation_markdown(report: dict[str, Any]) -> list[str]:
+    """report.md's section on a student made by `edgeport distill` (empty for any other model)."""
+    d = report.get("distillation")
+    if not d:
+        return []
+    preset = d.get("student_preset")
+    lines = ["", f"## Distilled from {d['teacher']}", "",
+             f"This model is a student of `{d['teacher']}`, "
+             + (f"preset `{preset}`" if preset else "from a user config")
+             + "." + (" Latency: batch-1 p50 of both, measured in turns in one run." if d.get("latency") else ""), "",
+             "| | teacher | student | student / teacher |", "|---|---:|---:|---:|"]
+    lines += [f"| {' | '.join(_cell(c) for c in row)} |" for row in distillation_rows(report)]
+    failures = d.get("failures") or []
+    if failures:
+        lines += ["", f"**Misses its distillation budget** ({distillation_budget_text(report)}):", ""]
+        lines += [f"- {f['message']}" for f in failures]
+    elif not d.get("judged"):
+        lines += ["", "Not judged: no evaluation set at distill time."]
+    else:
+        lines += ["", f"Within its distillation budget ({distillation_budget_text(report)})."]
+    worst = d.get("worst_subgroups") or []
+    if worst:
+        lines += ["", "Worst subgroups (the student's largest accuracy loss against the teacher; * too small to judge):",
+                  "", "| subgroup | images | student | teacher | drift (points, 95% CI) | agreement |",
+                  "|---|---:|---|---|---|---|"]
+        for r in worst:
+            ci = r.get("drift_ci")
+            drift = "–" if r.get("drift_points") is None else f"{r['drift_points']:+.2f}"
+            group = f"{r['attribute']}={r['value']}{'' if r.get('judged', True) else ' *'}"
+            lines.append(f"| {_cell(group)} | {r['images']} | {_pct(r.get('accuracy'))} | "
+                         f"{_pct(r.get('reference_accuracy'))} | {drift}"
+                         f"{f' ({ci[0]:+.1f} to {ci[1]:+.1f})' if ci else ''} | {_pct(r.get('agreement'))} |")
+    lines += ["", f"Full distillation report: `{d.get('report') or 'distill.md'}` (beside the artifacts)."]
     return lines
 
 
@@ -119,7 +157,8 @@ STATUS_CELL = {"passed": "pass", "failed": "**FAIL**", "not validated": "not val
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    """A compact summary: status line, one table (failures first), then the failure list."""
+    """A compact summary: status line, one table (failures first), a distilled student's comparison
+    with its teacher, then the failure list."""
     src = report["source"]
     ev = report["eval_set"]
     status = "PASSED" if report["passed"] else "FAILED"
@@ -150,6 +189,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     if wide:
         lines += ["", f"{', '.join(wide)}: int16 activations, int8 weights (TFLite 16x8, integer-only; "
                       "`full_integer_activations` in the config). int8-only accelerators cannot run them."]
+    lines += distillation_markdown(report)
     unchecked = [v for v in report["variants"] if status_of(v) == "not validated"]
     if unchecked:
         lines += ["", "## Not validated on this machine", ""]
@@ -172,6 +212,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         if ev["skipped"] > 50:
             lines.append(f"- … and {ev['skipped'] - 50} more (see report.json)")
     return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    """Text for one Markdown table cell (a '|' in it would start a new cell)."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _pct(x: float | None) -> str:

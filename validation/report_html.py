@@ -1,5 +1,6 @@
 """report.html: one self-contained page (no scripts, no network) with the table and three plots
-(and, when the evaluation set has subgroups, a subgroup x variant heat map of the drift).
+(and, when the evaluation set has subgroups, a subgroup x variant heat map of the drift; for a
+student made by `edgeport distill`, a teacher-vs-student table after the variant table).
 
 Plots: latency against accuracy drift for every variant, per-class accuracy drift, and
 size per variant. They are drawn as inline SVG by this module rather than with a plotting
@@ -68,12 +69,92 @@ edgeport {e(str(report.get('edgeport_version', '')))}.</p>
 <tbody>
 {chr(10).join(rows)}
 </tbody></table>
+{distillation_html(report)}
 <figure id="latency-vs-drift"><figcaption>Latency (batch 1, p50) against accuracy drift</figcaption>{scatter_latency_drift(report)}</figure>
 <figure id="size"><figcaption>Size per variant</figcaption>{bars_size(report)}</figure>
 <figure id="per-class-drift"><figcaption>Accuracy drift per class (points)</figcaption>{per_class_drift(report)}</figure>
 {subgroup_heatmap_html(report)}
 </body></html>
 """
+
+
+def distillation_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The teacher-vs-student table of a distilled student, as plain text cells:
+    (what, teacher, student, student / teacher). Shared by report.md and report.html."""
+    d = report["distillation"]
+    ev = d.get("evaluation")
+    t_params, s_params = d.get("teacher_parameters"), d.get("student_parameters")
+    rows = [("parameters", _count(t_params), _count(s_params),
+             _ratio(s_params / t_params if t_params and s_params is not None else None))]
+    if ev:
+        drop = ev.get("accuracy_drop_points")
+        rows.append((f"accuracy on {ev['images']} images", _pct(ev.get("teacher_accuracy")),
+                     _pct(ev.get("student_accuracy")), "–" if drop is None else f"{-drop:+.2f} points"))
+        rows.append(("agreement with the teacher (top-1)", "–", _pct(ev.get("agreement")), "–"))
+    for lat in d.get("latency") or []:
+        if lat.get("error"):
+            rows.append((f"{lat['variant']} p50 ms", "–", "–", f"not measured: {lat['error']}"))
+            continue
+        where = ", ".join(x for x in (lat.get("runtime"), f"{lat['threads']} threads" if lat.get("threads") else None) if x)
+        ratio = lat.get("ratio")
+        if ratio is None and lat.get("teacher_ms") and lat.get("student_ms") is not None:
+            ratio = lat["student_ms"] / lat["teacher_ms"]
+        rows.append((f"{lat['variant']} p50 ms (batch 1{', ' + where if where else ''})",
+                     _ms3(lat.get("teacher_ms")), _ms3(lat.get("student_ms")), _ratio(ratio)))
+    return rows
+
+
+def distillation_budget_text(report: dict[str, Any]) -> str:
+    """The budget the student is judged with, as 'min_agreement 0.9, max_accuracy_drop 2, ...'."""
+    budget = report["distillation"].get("budget") or {}
+    return ", ".join(f"{k} {v:g}" for k, v in budget.items() if v is not None) or "none set"
+
+
+def distillation_html(report: dict[str, Any]) -> str:
+    """A distilled student's section: its teacher, the comparison table, the verdict, the worst
+    subgroups and a link to distill.md (empty for a model that was not distilled)."""
+    d = report.get("distillation")
+    if not d:
+        return ""
+    e = html.escape
+    preset = d.get("student_preset")
+    body = "".join(f"<tr><td>{e(a)}</td><td>{e(b)}</td><td>{e(c)}</td><td>{e(r)}</td></tr>"
+                   for a, b, c, r in distillation_rows(report))
+    failures = d.get("failures") or []
+    if failures:
+        verdict = (f"<p><strong style='color:{FAIL}'>Misses its distillation budget</strong> "
+                   f"({e(distillation_budget_text(report))}):</p><ul class='distillation-failures'>"
+                   + "".join(f"<li>{e(f['message'])}</li>" for f in failures) + "</ul>")
+    elif not d.get("judged"):
+        verdict = "<p>Not judged: no evaluation set at distill time.</p>"
+    else:
+        verdict = (f"<p><strong style='color:{PASS}'>Within its distillation budget</strong> "
+                   f"({e(distillation_budget_text(report))}).</p>")
+    worst_rows = d.get("worst_subgroups") or []
+    worst = ""
+    if worst_rows:
+        cells = []
+        for r in worst_rows:
+            ci = r.get("drift_ci")
+            cells.append(
+                f"<tr><td>{e(str(r['attribute']))}={e(str(r['value']))}{'' if r.get('judged', True) else ' *'}</td>"
+                f"<td>{r['images']}</td><td>{_pct(r.get('accuracy'))}</td><td>{_pct(r.get('reference_accuracy'))}</td>"
+                f"<td>{_pts(r.get('drift_points'))}{f' ({ci[0]:+.1f} to {ci[1]:+.1f})' if ci else ''}</td>"
+                f"<td>{_pct(r.get('agreement'))}</td></tr>")
+        worst = ("<p>Worst subgroups (the student's largest accuracy loss against the teacher; * too small to "
+                 "judge):</p><table id='distillation-subgroups'><thead><tr><th>subgroup</th><th>images</th>"
+                 "<th>student</th><th>teacher</th><th>drift (points, 95% CI)</th><th>agreement</th></tr></thead>"
+                 f"<tbody>{''.join(cells)}</tbody></table>")
+    full = str(d.get("report") or "distill.md")
+    return (f"<h2 id='distillation'>Distilled from {e(str(d['teacher']))}</h2>"
+            f"<p>This model is a student of <code>{e(str(d['teacher']))}</code>, "
+            + (f"preset <code>{e(str(preset))}</code>" if preset else "from a user config")
+            + "." + (" Latency: batch-1 p50 of both, measured in turns in one run." if d.get("latency") else "")
+            + "</p>"
+            f"<table id='distillation-table'><thead><tr><th></th><th>teacher</th><th>student</th>"
+            f"<th>student / teacher</th></tr></thead><tbody>{body}</tbody></table>"
+            + verdict + worst
+            + f"<p>Full distillation report: <a href='{e(full)}'><code>{e(full)}</code></a> (beside the artifacts).</p>")
 
 
 def scatter_latency_drift(report: dict[str, Any], w: int = 520, h: int = 340) -> str:
@@ -205,6 +286,18 @@ def _sci(x: float | None) -> str:
 
 def _ms(x: float | None) -> str:
     return "–" if x is None else f"{x:.2f}"
+
+
+def _ms3(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
+def _count(n: int | None) -> str:
+    return "–" if n is None else f"{n:,}"
+
+
+def _ratio(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}×"
 
 
 def _mb(n: int | None) -> str:
