@@ -127,7 +127,7 @@ def train_student(model: Any, views: np.ndarray, teacher: np.ndarray, labels: np
         model.train()
         return np.concatenate(out)
 
-    step, elapsed, history = 0, 0.0, []
+    step, elapsed, history, stopped = 0, 0.0, [], ""
     best = {"agreement": -1.0, "step": 0, "state": None}
     since_best, order, position, resumed_from = 0, None, 0, None
     if checkpoint.exists():
@@ -140,6 +140,7 @@ def train_student(model: Any, views: np.ndarray, teacher: np.ndarray, labels: np
             step, elapsed, history = saved["step"], saved["elapsed"], saved["history"]
             best, since_best = saved["best"], saved["since_best"]
             order, position = saved["order"], saved["position"]
+            stopped = saved.get("stopped", "")  # killed after the last step, before the folder was written
             resumed_from = step
             log(f"distill: resuming from the checkpoint at step {step} ({checkpoint})")
         else:
@@ -149,13 +150,12 @@ def train_student(model: Any, views: np.ndarray, teacher: np.ndarray, labels: np
         tmp = checkpoint.with_name(checkpoint.name + ".tmp")
         torch.save({"key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "step": step,
-                    "elapsed": elapsed, "history": history,
+                    "elapsed": elapsed, "history": history, "stopped": stopped,
                     "best": best, "since_best": since_best, "order": order, "position": position}, tmp)
         os.replace(tmp, checkpoint)
 
     warmup = max(1, min(200, settings.max_steps // 30))
     budget = settings.minutes * 60
-    stopped = ""
     bar = tqdm(total=settings.max_steps, initial=step, desc="distill", unit="step", disable=not progress)
     if resumed_from is None:
         torch.manual_seed(settings.seed)

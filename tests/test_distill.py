@@ -163,7 +163,10 @@ def test_a_killed_distillation_resumes_from_its_checkpoint(tiny_vit, images, tmp
     ("unknown-student", "unknown student 'mobilenet_v9'"),
     ("impossible-size", "cannot take 16x16 images"),
 ])
-def test_bad_input_is_one_clear_line_and_writes_nothing(case, message, tiny_vit, images, tmp_path):
+def test_bad_input_is_one_clear_line_and_writes_nothing(case, message, tiny_vit, images, tmp_path, capsys,
+                                                         monkeypatch):
+    from edgeport.cli import main
+
     teacher, image_dir, extra = tiny_vit, images, []
     if case == "not-a-classifier":
         teacher = tmp_path / "bert"
@@ -183,13 +186,13 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(case, message, tiny_vit,
     else:
         extra = ["--student", "convnext-atto", "--input-size", "16"]
     out = tmp_path / "student"
-    run = subprocess.run([sys.executable, "-m", "edgeport", "distill", str(teacher), "--images", str(image_dir),
-                          "--out", str(out), "--cache", str(tmp_path / "cache"), "--latency-variants", "none",
-                          "--no-progress", *extra],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 2, run.stdout + run.stderr
-    errors = [line for line in run.stderr.splitlines() if line.startswith("edgeport: error:")]
-    assert len(errors) == 1 and message in errors[0], run.stderr
+    monkeypatch.chdir(tmp_path)
+    code = main(["distill", str(teacher), "--images", str(image_dir), "--out", str(out), "--cache",
+                 str(tmp_path / "cache"), "--latency-variants", "none", "--no-progress", *extra])
+    stderr = capsys.readouterr().err
+    assert code == 2, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("edgeport: error:")]
+    assert len(errors) == 1 and message in errors[0], stderr
     assert not out.exists() and not list(tmp_path.glob(".student*"))
 
 
