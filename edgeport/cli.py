@@ -381,7 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "OUT/distill.json and distill.md compare teacher and student on --eval (accuracy,\n"
                     "agreement, per subgroup as in validate), their parameters, file sizes and latency on\n"
                     "--latency-variants measured in turns, and judge the student by [budgets.distill]\n"
-                    "(default: max_accuracy_drop 2, min_agreement 0.9, max_subgroup_drop 4).\n\n"
+                    "(default: max_accuracy_drop 2, max_subgroup_drop 4; min_agreement is reported, and judged\n"
+                    "only when you set it).\n\n"
                     "Students (--student; default: the largest with at most a quarter of the teacher's\n"
                     "parameters):\n" + "\n".join(f"  {name:<19} {preset.description}"
                                                     for name, preset in _student_presets().items()) +
