@@ -246,3 +246,27 @@ latency_variants = []
     finally:
         del os.environ["EDGEPORT_CACHE"]
     assert json.loads((student / "distill.json").read_text())["key"] == key  # not distilled again
+
+
+def test_the_default_student_is_sized_from_the_teacher():
+    from edgeport.distillation.students import default_student
+
+    assert default_student(1_893_282, ["female", "male"], 48)[0] == "mobilenet_v2-0.35"  # 0.40M <= 0.47M
+    assert default_student(86_000_000, ["female", "male"], 224)[0] == "resnet-18"  # 11.2M <= 21.5M
+    name, why = default_student(50_000, ["female", "male"], 32)  # none is small enough: the smallest
+    assert name == "mobilenet_v2-0.35" and "none has 25% or less" in why
+
+
+def test_a_student_from_a_config_file(tiny_vit, images, tmp_path):
+    """--student CONFIG.json: the user's own architecture, with the teacher's labels and input size."""
+    from transformers import ResNetConfig
+
+    ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
+                 num_labels=5).save_pretrained(tmp_path / "mine")
+    out = tmp_path / "student"
+    result = _distill(tiny_vit, images, out, tmp_path / "cache", student=str(tmp_path / "mine" / "config.json"),
+                      settings=dict(max_steps=4))
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "resnet" and config["hidden_sizes"] == [8, 16]
+    assert config["id2label"] == {"0": "female", "1": "male"}  # the teacher's, not the file's 5 labels
+    assert result.report["student"]["preset"] is None and result.report["student"]["config"].endswith("config.json")

@@ -73,3 +73,17 @@ def test_unknown_revision_fails_with_a_clear_error(hf_home, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+
+
+def test_distill_a_hub_teacher_by_id_and_revision(hf_home, calib_dir, tmp_path):
+    """edgeport distill takes a hub id with its pinned revision, from the cache, offline."""
+    out = tmp_path / "student"
+    run = _edgeport(hf_home, tmp_path, "distill", REPO_ID, "--revision", REVISION, "--images", str(calib_dir),
+                    "--out", str(out), "--max-steps", "4", "--latency-variants", "none", "--cache",
+                    str(tmp_path / "cache"), "--no-progress")
+    assert run.returncode == 0, run.stdout + run.stderr  # no evaluation set: not judged
+    assert "not judged" in run.stdout
+    report = json.loads((out / "distill.json").read_text())
+    assert report["teacher"]["source"]["id"] == REPO_ID and report["teacher"]["source"]["revision"] == REVISION
+    assert len(report["teacher"]["source"]["weights_sha256"]) == 64
+    assert report["training"]["steps"] == 4 and not report["judged"]
