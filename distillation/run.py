@@ -28,7 +28,7 @@ from edgeport.distillation.students import (PRESETS, StudentError, build_student
                                        student_processor)
 from edgeport.distillation.teacher_outputs import default_cache_dir, teacher_key, teacher_logits
 from edgeport.distillation.train import TrainSettings, train_student
-from edgeport.model_source import ModelSource, copy_model_metadata, is_multi_label, read_labels
+from edgeport.model_source import DISTILL_REPORT, ModelSource, copy_model_metadata, is_multi_label, read_labels
 from edgeport.validation.budgets import Budget
 from edgeport.validation.preprocess import Preprocessing
 from edgeport.validation.subgroups import SubgroupSpec
@@ -130,24 +130,36 @@ def _distill(teacher: ModelSource, teacher_name: str, images_dir: Path, out_dir:
     paths = [images.paths[i] for i in kept]
     image_labels = images.labels[kept] if images.labels is not None else None
     digests = [file_digest(p) for p in paths]
-    t_key = teacher_key(teacher.describe(), teacher_pre.to_dict())
+    described = teacher.describe()  # hashes the weights: once
+    t_key = teacher_key(described, teacher_pre.to_dict())
     # a config file is keyed by its content, so that editing it trains again
     student_spec = student_name if preset or not Path(student_name).is_file() else Path(student_name).read_text()
     key = hashlib.sha256(json.dumps({
         "teacher": t_key, "images": hashlib.sha256("".join(sorted(digests)).encode()).hexdigest(),
         "labels_used": image_labels is not None, "student": student_spec, "input_size": input_size,
         "settings": settings.to_dict()}, sort_keys=True).encode()).hexdigest()[:24]
-    previous = out_dir / "distill.json"
-    if not force and previous.exists() and (out_dir / "model.safetensors").exists():
-        try:
-            report = json.loads(previous.read_text())
-        except json.JSONDecodeError:
-            report = {}
-        if report.get("key") == key:
+    # what the report depends on besides the student: a change re-evaluates, it does not retrain
+    judged_on = {"eval": str(eval_dir) if eval_dir else None, "latency_variants": list(latency_variants),
+                 "subgroups": subgroups.to_dict() if subgroups else None, "label_map": label_map or {},
+                 "budget": (budget or Budget()).to_dict()}
+    previous = _previous_report(out_dir) if not force else {}
+    if previous.get("key") == key:
+        if previous.get("judged_on") == judged_on:
             log(f"distill: {out_dir} already holds the student of these images, teacher and settings "
                 "(--force to train again)")
             shutil.rmtree(work, ignore_errors=True)
-            return DistillResult(out_dir, report, reused=True)
+            return DistillResult(out_dir, previous, reused=True)
+        log(f"distill: {out_dir} already holds the student of these inputs; judging it again "
+            "(the evaluation set, latency variants or budget changed)")
+        staged = work / "staged" / out_dir.name
+        shutil.rmtree(staged, ignore_errors=True)
+        shutil.copytree(out_dir, staged)
+        report = {k: v for k, v in previous.items() if k not in ("evaluation", "latency", "failures", "passed")}
+        report.update(date=datetime.now(timezone.utc).isoformat(timespec="seconds"), judged_on=judged_on)
+        return _judge_and_write(report, teacher, teacher_name, staged, out_dir, work, eval_dir=eval_dir,
+                                labels=labels, label_map=label_map, subgroups=subgroups, multi_label=multi_label,
+                                budget=budget, latency_variants=latency_variants,
+                                sample_image=paths[0], threads=threads, progress=progress, reused=True)
 
     start = time.perf_counter()
     cached_before = _cached_count(default_cache_dir() if cache_dir is None else cache_dir, t_key, digests)
@@ -177,7 +189,7 @@ def _distill(teacher: ModelSource, teacher_name: str, images_dir: Path, out_dir:
     report: dict[str, Any] = {
         "key": key, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "edgeport_version": __version__, "machine": _machine(machine_info()),
-        "teacher": {"name": teacher_name, "source": teacher.describe(), "parameters": teacher_params,
+        "teacher": {"name": teacher_name, "source": described, "parameters": teacher_params,
                     "input_size": [teacher_pre.height, teacher_pre.width]},
         "student": {"name": out_dir.name, "preset": preset, "config": None if preset else student_name, "why": why,
                     "parameters": parameters(model), "input_size": [input_size, input_size]},
@@ -191,14 +203,27 @@ def _distill(teacher: ModelSource, teacher_name: str, images_dir: Path, out_dir:
                      "holdout_agreement": result.holdout_agreement, "holdout_images": result.holdout_images,
                      "train_images": result.train_images, "resumed_from": result.resumed_from,
                      "device": result.device, "history": result.history},
-        "budget": (budget or Budget()).to_dict(),
     }
+    report["judged_on"] = judged_on
+    return _judge_and_write(report, teacher, teacher_name, staged, out_dir, work, eval_dir=eval_dir, labels=labels,
+                            label_map=label_map, subgroups=subgroups, multi_label=multi_label, budget=budget,
+                            latency_variants=latency_variants, sample_image=paths[0], threads=threads,
+                            progress=progress)
+
+
+def _judge_and_write(report: dict[str, Any], teacher: ModelSource, teacher_name: str, staged: Path, out_dir: Path,
+                     work: Path, *, eval_dir: Path | None, labels: list[str], label_map: dict[str, str] | None,
+                     subgroups: SubgroupSpec | None, multi_label: bool, budget: Budget | None,
+                     latency_variants: tuple[str, ...], sample_image: Path, threads: int, progress: bool,
+                     reused: bool = False) -> DistillResult:
+    """Evaluate the staged student against its teacher, time both, judge, write the report and
+    move the folder into place."""
     if eval_dir is not None:
         report["evaluation"] = _evaluate(teacher, work / "teacher", staged, eval_dir, labels, label_map, subgroups,
                                          multi_label, progress)
     if latency_variants:
-        report["latency"] = _latency(teacher, teacher_name, staged, work / "exports", latency_variants, eval_dir,
-                                     images.paths[kept[0]], threads, progress)
+        report["latency"] = _latency(teacher, teacher_name, staged, work / "exports", latency_variants,
+                                     sample_image, threads, progress)
     failures = []
     if "evaluation" in report:
         ev = report["evaluation"]
@@ -206,15 +231,27 @@ def _distill(teacher: ModelSource, teacher_name: str, images_dir: Path, out_dir:
         judge = budget or Budget()
         failures = [f.to_dict() for f in judge.check(metrics, ev["teacher_accuracy"])]
         failures += [f.to_dict() for f in judge.check_subgroups((ev.get("subgroups") or {}).get("rows"))]
+    report["budget"] = (budget or Budget()).to_dict()
     report["judged"] = "evaluation" in report
     report["failures"] = failures
     report["passed"] = report["judged"] and not failures
     write_report(report, staged)
     _replace(staged, out_dir)
     shutil.rmtree(work, ignore_errors=True)
-    log(f"distill: student written to {out_dir} ({report['student']['parameters']:,} parameters, "
-        f"{report['student']['parameters'] / teacher_params:.1%} of the teacher's); report {out_dir / 'distill.md'}")
-    return DistillResult(out_dir, report)
+    student, teacher_params = report["student"]["parameters"], report["teacher"]["parameters"]
+    log(f"distill: student written to {out_dir} ({student:,} parameters, {student / teacher_params:.1%} of the "
+        f"teacher's); report {out_dir / 'distill.md'}")
+    return DistillResult(out_dir, report, reused=reused)
+
+
+def _previous_report(out_dir: Path) -> dict[str, Any]:
+    """The distill.json of a finished student in ``out_dir`` ({} when there is none)."""
+    try:
+        if (out_dir / "model.safetensors").exists():
+            return json.loads((out_dir / DISTILL_REPORT).read_text())
+    except (OSError, json.JSONDecodeError):
+        pass
+    return {}
 
 
 def _machine(info: dict[str, Any]) -> str:
@@ -290,7 +327,7 @@ def _evaluate(teacher: ModelSource, teacher_meta: Path, student_dir: Path, eval_
 
 
 def _latency(teacher: ModelSource, teacher_name: str, student_dir: Path, work: Path, variants: tuple[str, ...],
-             eval_dir: Path | None, sample_image: Path, threads: int, progress: bool) -> list[dict[str, Any]]:
+             sample_image: Path, threads: int, progress: bool) -> list[dict[str, Any]]:
     """Export teacher and student to ``variants`` and time both, batch 1, in turns."""
     from edgeport.model_source import resolve_source
     from edgeport.pipeline import export_model

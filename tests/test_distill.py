@@ -84,7 +84,11 @@ def test_distill_export_validate(tiny_vit, images, faces_dir, tmp_path):
 
     again = _distill(tiny_vit, images, out, tmp_path / "cache", eval_dir=faces_dir, latency_variants=("onnx-fp32",),
                      budget=Budget(max_accuracy_drop=100.0))
-    assert again.reused and again.report["key"] == report["key"]
+    assert again.reused and again.report == report
+    elsewhere = _distill(tiny_vit, images, out, tmp_path / "cache", eval_dir=images, latency_variants=())
+    assert elsewhere.reused and elsewhere.report["training"] == report["training"]  # judged again, not retrained
+    assert elsewhere.report["evaluation"]["images"] == 40 and "latency" not in elsewhere.report
+    assert json.loads((out / "distill.json").read_text())["evaluation"]["images"] == 40
 
 
 def test_teacher_outputs_are_computed_once_per_image_content(images, tmp_path):
