@@ -46,6 +46,7 @@ COPY converters ./converters
 COPY runtimes ./runtimes
 COPY validation ./validation
 COPY serving ./serving
+COPY distillation ./distillation
 RUN python -m pip install --upgrade pip==25.3 \
  && python -m pip install -c requirements.lock ".[serve]" \
  && rm -rf build ./*.egg-info
