@@ -10,6 +10,7 @@ student (if any) untouched, and a rerun resumes from the last checkpoint.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -293,6 +294,9 @@ def _evaluate(teacher: ModelSource, teacher_meta: Path, student_dir: Path, eval_
     kept_paths = None
     for who, folder, location in (("teacher", teacher_meta, teacher.location), ("student", student_dir, student_dir)):
         eval_set = scan_eval_set(eval_dir, labels, label_map)
+        if multi_label and not eval_set.multi_label:  # class folders: each image has its folder's label alone
+            eval_set.multi_label = True
+            eval_set.samples = [dataclasses.replace(s, label=-1, targets=(s.label,)) for s in eval_set.samples]
         pre = Preprocessing.from_file(folder / "preprocessor_config.json")
         inputs, truth, paths = load_eval_arrays(eval_set, pre, progress=progress)
         runner = runner_class("torch")(str(location), threads=max(1, os.cpu_count() or 1),

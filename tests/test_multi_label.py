@@ -151,3 +151,32 @@ def test_the_precision_search_judges_a_multi_label_file_on_every_label():
     multi = Holdout(images, reference, multi_label=True)
     assert multi.judge(moved, Target(0.5, None))["agreement"] == 0.8
     assert multi.judge_stream(iter([moved[:5], moved[5:]]), Target(0.99, None))["passed"] is False
+
+
+@pytest.mark.parametrize("eval_kind", ["label-csv", "class-folders"])
+def test_a_multi_label_teacher_is_distilled_and_compared_per_label(eval_kind, multi_label_vit, faces_dir, calib_dir,
+                                                                    tmp_path):
+    """edgeport distill of a multi-label teacher: soft sigmoid targets, a multi-label student, and
+    the comparison on a label CSV or on class folders (each image then has its folder's label)."""
+    import shutil
+
+    from edgeport.distillation.run import TrainSettings, distill_model
+    from edgeport.model_source import resolve_source
+
+    if eval_kind == "label-csv":
+        faces = tmp_path / "faces"
+        shutil.copytree(faces_dir, faces)
+        evaluation = _label_csv(faces, faces / "labels.csv")
+    else:
+        evaluation = tmp_path / "folders"
+        for i, path in enumerate(sorted(faces_dir.rglob("*.jpg"))):
+            (evaluation / LABELS[i % len(LABELS)]).mkdir(parents=True, exist_ok=True)
+            (evaluation / LABELS[i % len(LABELS)] / path.name).write_bytes(path.read_bytes())
+    out = tmp_path / "student"
+    result = distill_model(resolve_source(str(multi_label_vit)), "attrs", calib_dir, out, student="mobilenet_v2-0.35",
+                           eval_dir=evaluation, settings=TrainSettings(max_steps=4, eval_every=2, batch_size=8),
+                           cache_dir=tmp_path / "cache", latency_variants=(), progress=False)
+    assert json.loads((out / "config.json").read_text())["problem_type"] == "multi_label_classification"
+    ev = result.report["evaluation"]
+    assert ev["images"] == 8 and 0 <= ev["student_accuracy"] <= 1 and 0 <= ev["agreement"] <= 1
+    assert "no labels: the teacher is multi-label" in result.report["images"]["labels"]
