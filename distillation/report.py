@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from edgeport.model_source import DISTILL_REPORT
+from edgeport.validation.metrics import latency_summary
 
 
 def measure_latency(files: dict[str, tuple[str, Path]], samples: dict[str, np.ndarray], *, threads: int,
@@ -35,7 +36,7 @@ def measure_latency(files: dict[str, tuple[str, Path]], samples: dict[str, np.nd
     finally:
         for runner in runners.values():
             runner.deactivate()
-    return {name: round(float(np.median(t)) * 1000.0, 4) for name, t in times.items()}
+    return {name: round(latency_summary(t)["p50"], 4) for name, t in times.items()}
 
 
 def render_markdown(report: dict[str, Any]) -> str:

@@ -27,6 +27,7 @@ from edgeport.distillation.images import ImagesError, file_digest, load_student_
 from edgeport.distillation.report import measure_latency, write_report
 from edgeport.distillation.students import (PRESETS, StudentError, build_student, default_student, parameters,
                                        student_processor)
+from edgeport.distillation.summary import judge
 from edgeport.distillation.teacher_outputs import default_cache_dir, teacher_key, teacher_logits
 from edgeport.distillation.train import TrainSettings, train_student
 from edgeport.model_source import DISTILL_REPORT, ModelSource, copy_model_metadata, is_multi_label, read_labels
@@ -163,14 +164,13 @@ def _distill(teacher: ModelSource, teacher_name: str, images_dir: Path, out_dir:
                                 sample_image=paths[0], threads=threads, progress=progress, reused=True)
 
     start = time.perf_counter()
-    cached_before = _cached_count(default_cache_dir() if cache_dir is None else cache_dir, t_key, digests)
 
     def infer(batch: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return teacher_model(pixel_values=torch.from_numpy(batch)).logits.float().numpy()
 
-    soft = teacher_logits(paths, digests, t_key, default_cache_dir() if cache_dir is None else cache_dir,
-                          teacher_pre, infer, progress=progress, log=log)
+    soft, computed = teacher_logits(paths, digests, t_key, cache_dir or default_cache_dir(), teacher_pre, infer,
+                                    progress=progress, log=log)
     teacher_seconds = round(time.perf_counter() - start, 1)
     teacher_model = None  # its memory is free for the training
     result = train_student(model, views, soft, image_labels, mean=tuple(mean), std=tuple(std), settings=settings,
@@ -197,7 +197,7 @@ def _distill(teacher: ModelSource, teacher_name: str, images_dir: Path, out_dir:
         "images": {"root": str(images_dir), "files": len(images.paths), "used": len(paths),
                    "labels": images.label_note,
                    "skipped": [{"path": s.path, "reason": s.reason} for s in images.skipped]},
-        "teacher_outputs": {"computed": len(paths) - cached_before, "cached": cached_before,
+        "teacher_outputs": {"computed": computed, "cached": len(paths) - computed,
                             "seconds": teacher_seconds},
         "training": {"settings": settings.to_dict(), "steps": result.steps, "seconds": result.seconds,
                      "stopped": result.stopped, "best_step": result.best_step,
@@ -225,13 +225,7 @@ def _judge_and_write(report: dict[str, Any], teacher: ModelSource, teacher_name:
     if latency_variants:
         report["latency"] = _latency(teacher, teacher_name, staged, work / "exports", latency_variants,
                                      sample_image, threads, progress)
-    failures = []
-    if "evaluation" in report:
-        ev = report["evaluation"]
-        metrics = {"accuracy": ev["student_accuracy"], "agreement": ev["agreement"]}
-        judge = budget or Budget()
-        failures = [f.to_dict() for f in judge.check(metrics, ev["teacher_accuracy"])]
-        failures += [f.to_dict() for f in judge.check_subgroups((ev.get("subgroups") or {}).get("rows"))]
+    failures = judge(report.get("evaluation"), budget or Budget())
     report["budget"] = (budget or Budget()).to_dict()
     report["judged"] = "evaluation" in report
     report["failures"] = failures
@@ -257,18 +251,6 @@ def _previous_report(out_dir: Path) -> dict[str, Any]:
 
 def _machine(info: dict[str, Any]) -> str:
     return f"{info.get('cpu', 'unknown CPU')} · {info.get('cores', '?')} cores"
-
-
-def _cached_count(cache_dir: Path, key: str, digests: list[str]) -> int:
-    file = cache_dir / f"{key}.npz"
-    if not file.exists():
-        return 0
-    try:
-        with np.load(file) as stored:
-            known = set(stored["digests"].tolist())
-    except (OSError, ValueError, KeyError):
-        return 0
-    return sum(1 for d in digests if d in known)
 
 
 def _replace(staged: Path, out_dir: Path) -> None:

@@ -21,11 +21,7 @@ def distillation_summary(distilled: dict[str, Any], budget: Budget | None) -> di
     budget = budget if budget is not None else Budget.from_dict(distilled.get("budget") or {}, where=DISTILL_REPORT)
     ev = distilled.get("evaluation")
     rows = ((ev or {}).get("subgroups") or {}).get("rows")
-    failures = []
-    if ev:
-        metrics = {"accuracy": ev["student_accuracy"], "agreement": ev["agreement"]}
-        failures = [f.to_dict() for f in budget.check(metrics, ev["teacher_accuracy"])]
-        failures += [f.to_dict() for f in budget.check_subgroups(rows)]
+    failures = judge(ev, budget)
     return {
         "teacher": distilled["teacher"]["name"],
         "student_preset": distilled["student"].get("preset"),
@@ -41,3 +37,14 @@ def distillation_summary(distilled: dict[str, Any], budget: Budget | None) -> di
         "latency": distilled.get("latency") or [],
         "report": "distill.md",
     }
+
+
+def judge(evaluation: dict[str, Any] | None, budget: Budget) -> list[dict[str, Any]]:
+    """The budget's failures for a student's ``evaluation`` against its teacher (distill.json's),
+    overall and per subgroup; none when there was no evaluation set."""
+    if not evaluation:
+        return []
+    metrics = {"accuracy": evaluation["student_accuracy"], "agreement": evaluation["agreement"]}
+    failures = budget.check(metrics, evaluation["teacher_accuracy"])
+    failures += budget.check_subgroups((evaluation.get("subgroups") or {}).get("rows"))
+    return [f.to_dict() for f in failures]

@@ -36,8 +36,10 @@ def teacher_key(weights: dict, preprocessing: dict) -> str:
 
 def teacher_logits(paths: list[Path], digests: list[str], key: str, cache_dir: Path,
                    preprocess: Callable[[Image.Image], np.ndarray], infer: Callable[[np.ndarray], np.ndarray], *,
-                   batch: int = 64, progress: bool = True, log: Callable[[str], None] = print) -> np.ndarray:
-    """The teacher's logits for ``paths`` (N x labels), from the cache where it has them.
+                   batch: int = 64, progress: bool = True,
+                   log: Callable[[str], None] = print) -> tuple[np.ndarray, int]:
+    """The teacher's logits for ``paths`` (N x labels), from the cache where it has them, and how
+    many of them were computed (not in the cache).
 
     ``digests`` are the files' sha256 (``images.file_digest``); ``preprocess`` turns an image into
     the teacher's (C, H, W) input; ``infer`` runs a batch of them.
@@ -75,4 +77,4 @@ def teacher_logits(paths: list[Path], digests: list[str], key: str, cache_dir: P
             Path(tmp).unlink(missing_ok=True)
     else:
         log(f"teacher outputs: all {len(paths)} images from the cache {cache_file}")
-    return np.stack([known[d] for d in digests]).astype(np.float32)
+    return np.stack([known[d] for d in digests]).astype(np.float32), len(todo)

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeport.validation.metrics import agreement as top1_agreement
+
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -83,9 +85,9 @@ def _augment(x, generator, torch):
 
 def agreement(student: np.ndarray, teacher: np.ndarray, multi_label: bool) -> float:
     """Top-1 agreement (multi-label: the share of label decisions at 0.5 that agree)."""
-    if multi_label:
+    if multi_label:  # a sigmoid above 0.5 is a logit above 0
         return float(((student > 0) == (teacher > 0)).mean())
-    return float((student.argmax(1) == teacher.argmax(1)).mean())
+    return top1_agreement(student, teacher)
 
 
 def train_student(model: Any, views: np.ndarray, teacher: np.ndarray, labels: np.ndarray | None, *,

@@ -104,18 +104,20 @@ def test_teacher_outputs_are_computed_once_per_image_content(images, tmp_path):
     paths = sorted(images.rglob("*.jpg"))[:10]
     digests = [file_digest(p) for p in paths]
     pre = lambda image: np.asarray(image.resize((8, 8)), dtype=np.float32).transpose(2, 0, 1)  # noqa: E731
-    first = teacher_logits(paths, digests, "k", tmp_path, pre, infer, batch=4, progress=False, log=lambda m: None)
-    assert sum(calls) == 10
-    again = teacher_logits(paths, digests, "k", tmp_path, pre, infer, batch=4, progress=False, log=lambda m: None)
-    assert sum(calls) == 10 and np.array_equal(first, again)
+    first, computed = teacher_logits(paths, digests, "k", tmp_path, pre, infer, batch=4, progress=False,
+                                     log=lambda m: None)
+    assert sum(calls) == 10 and computed == 10
+    again, computed = teacher_logits(paths, digests, "k", tmp_path, pre, infer, batch=4, progress=False,
+                                     log=lambda m: None)
+    assert sum(calls) == 10 and computed == 0 and np.array_equal(first, again)
     copy = tmp_path / "copy.jpg"  # the same bytes under another name: from the cache
     shutil.copyfile(paths[0], copy)
     extra = sorted(images.rglob("*.jpg"))[10]
-    more = teacher_logits([copy, extra], [file_digest(copy), file_digest(extra)], "k", tmp_path, pre, infer,
-                          progress=False, log=lambda m: None)
-    assert sum(calls) == 11 and np.array_equal(more[0], first[0])
-    other = teacher_logits(paths[:2], digests[:2], "other-teacher", tmp_path, pre, infer, progress=False,
-                           log=lambda m: None)
+    more, computed = teacher_logits([copy, extra], [file_digest(copy), file_digest(extra)], "k", tmp_path, pre,
+                                    infer, progress=False, log=lambda m: None)
+    assert sum(calls) == 11 and computed == 1 and np.array_equal(more[0], first[0])
+    other, _ = teacher_logits(paths[:2], digests[:2], "other-teacher", tmp_path, pre, infer, progress=False,
+                              log=lambda m: None)
     assert sum(calls) == 13 and other.shape == (2, 2)
 
 
