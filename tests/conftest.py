@@ -6,7 +6,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,12 +34,37 @@ def calib_dir() -> Path:
     return CALIB
 
 
+def shared_folder(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder made by ``build(folder)`` once per test run, whichever test asks first.
+
+    Under pytest-xdist (``make test`` runs two workers) each worker has its own session, so a
+    session fixture would be built once per worker: the folder is made under the run's shared
+    temporary folder instead, under a file lock, and a worker that finds it finished reuses it.
+    Read-only for the tests, like every session fixture here.
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent  # the run's folder, above each worker's own
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():  # not made yet, or a worker failed part-way: make it again
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_vit(tmp_path_factory) -> Path:
     """A 32x32, 2-layer ViTForImageClassification with random weights (labels female, male)."""
     from edgeport.random_model import make_random_vit
 
-    return make_random_vit(tmp_path_factory.mktemp("models") / "tiny-vit")
+    return shared_folder(tmp_path_factory, "models", lambda d: make_random_vit(d / "tiny-vit")) / "tiny-vit"
 
 
 @pytest.fixture(scope="session")
@@ -48,12 +73,13 @@ def exported_tiny(tiny_vit, faces_dir, calib_dir, tmp_path_factory) -> Path:
     from edgeport.model_source import resolve_source
     from edgeport.pipeline import export_model
 
-    out = tmp_path_factory.mktemp("export") / "tiny-vit"
-    result = export_model("tiny-vit", resolve_source(str(tiny_vit)), out,
-                          variants=ALL_VARIANTS, images_dir=None, calibration_dir=calib_dir,
-                          eval_dir=faces_dir, precision_search=False)
-    assert result.failed == [], result.manifest
-    return out
+    def build(folder: Path) -> None:
+        result = export_model("tiny-vit", resolve_source(str(tiny_vit)), folder / "tiny-vit",
+                              variants=ALL_VARIANTS, images_dir=None, calibration_dir=calib_dir,
+                              eval_dir=faces_dir, precision_search=False)
+        assert result.failed == [], result.manifest
+
+    return shared_folder(tmp_path_factory, "export", build) / "tiny-vit"
 
 
 @pytest.fixture(scope="session")
@@ -66,12 +92,13 @@ def searched_tiny(exported_tiny, tiny_vit, faces_dir, calib_dir, tmp_path_factor
     from edgeport.model_source import resolve_source
     from edgeport.pipeline import export_model
 
-    out = tmp_path_factory.mktemp("searched") / "tiny-vit"
-    shutil.copytree(exported_tiny, out)
-    result = export_model("tiny-vit", resolve_source(str(tiny_vit)), out, variants=ALL_VARIANTS, images_dir=None,
-                          calibration_dir=calib_dir, eval_dir=faces_dir)
-    assert result.failed == [], result.manifest
-    return out
+    def build(folder: Path) -> None:
+        shutil.copytree(exported_tiny, folder / "tiny-vit")
+        result = export_model("tiny-vit", resolve_source(str(tiny_vit)), folder / "tiny-vit", variants=ALL_VARIANTS,
+                              images_dir=None, calibration_dir=calib_dir, eval_dir=faces_dir)
+        assert result.failed == [], result.manifest
+
+    return shared_folder(tmp_path_factory, "searched", build) / "tiny-vit"
 
 
 @pytest.fixture
@@ -91,14 +118,16 @@ def validated_tiny(exported_tiny, faces_dir, tmp_path_factory) -> Path:
     """
     from edgeport.cli import main
 
-    dst = tmp_path_factory.mktemp("validated") / "tiny-vit"
-    shutil.copytree(exported_tiny, dst)
-    cfg = dst.parent / "lenient.toml"
-    cfg.write_text("[budgets.int8]\nmin_agreement = 0.0\nmax_accuracy_drop = 100.0\n")
-    code = main(["validate", str(dst), "--eval", str(faces_dir), "--no-progress", "--config", str(cfg),
-                 "--latency-runs", "3"])
-    assert code == 0
-    return dst
+    def build(folder: Path) -> None:
+        dst = folder / "tiny-vit"
+        shutil.copytree(exported_tiny, dst)
+        cfg = folder / "lenient.toml"
+        cfg.write_text("[budgets.int8]\nmin_agreement = 0.0\nmax_accuracy_drop = 100.0\n")
+        code = main(["validate", str(dst), "--eval", str(faces_dir), "--no-progress", "--config", str(cfg),
+                     "--latency-runs", "3"])
+        assert code == 0
+
+    return shared_folder(tmp_path_factory, "validated", build) / "tiny-vit"
 
 
 @contextlib.contextmanager

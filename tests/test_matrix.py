@@ -10,7 +10,8 @@ from edgeport.matrix import MatrixOptions, run_matrix
 from edgeport.validation.harness import RunSettings
 from edgeport.validation.preprocess import Preprocessing, PreprocessingError, fix_input_size
 
-QUICK = ["onnx-fp32", "savedmodel-fp32", "tflite-fp32"]
+# onnx2tf's tflite-fp32 on a ViT with a crop and a CNN; the SavedModel is exported_tiny's (every variant)
+QUICK = ["onnx-fp32", "tflite-fp32"]
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
@@ -92,8 +93,8 @@ def test_matrix_on_deit_and_convnext(calib_dir, faces_dir, tmp_path):
     page = (tmp_path / "docs" / "compatibility.md").read_text()  # docs/ made by the run
     assert page == (tmp_path / "matrix" / "compatibility.md").read_text()
     for arch in rows:
-        assert f"| {arch} | pass | pass | pass |" in page and f"## {arch}" in page
-    assert "6 of 6 architecture x variant cells pass" in page
+        assert f"| {arch} | pass | pass |" in page and f"## {arch}" in page
+    assert "4 of 4 architecture x variant cells pass" in page
     assert json.loads((tmp_path / "matrix" / "matrix.json").read_text())["variants"] == QUICK
 
 
