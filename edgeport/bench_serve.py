@@ -10,12 +10,17 @@ One run, on one machine, side by side:
    at half the best throughput with 10% malformed requests and 64 clients holding stalled
    uploads open all phase long (every good request answered, every bad one a 4xx, every stalled
    upload answered 408 or 503 by the server's body limits, no worker lost).
-2. The server a user would write by hand (``edgeport.bench_serve_baseline``: FastAPI + a
+2. The served variant's runner alone (``edgeport.bench_serve_runner``), in a process of its own
+   on the server's cores with the server's threads, on the same images decoded and preprocessed
+   as the server does: images/s at batch 1 and at ``--max-batch``, and what a request costs
+   without HTTP (decode + preprocess, runner). Each closed-loop throughput is then a share of it:
+   1 client against batch 1, more clients against the max batch (issue #35).
+3. The server a user would write by hand (``edgeport.bench_serve_baseline``: FastAPI + a
    transformers pipeline, one request at a time) on the same model's PyTorch weights, same
    images, same threads, same concurrencies.
 
 Writes OUT/bench-serve.json and OUT/bench-serve.md with every figure against the targets of
-issue #19. Every load phase is bounded in time and in requests in flight.
+issues #19 and #35. Every load phase is bounded in time and in requests in flight.
 """
 from __future__ import annotations
 
@@ -48,7 +53,13 @@ MALFORMED_FRACTION = 0.1
 # to a server with headroom; near capacity, good requests get 503s from the load alone
 MALFORMED_SHARE = 0.5
 STALLED_UPLOADS = 64  # clients holding a stalled upload open during the malformed phase (issue #30's lock-out)
-THROUGHPUT_RATIO_TARGET = 5.0
+THROUGHPUT_RATIO_TARGET = 5.0  # the hand-written server's throughput, times this, at 2 clients or more
+# at 1 client there is nothing to batch: what is left is the runtime and the HTTP path (issue #35)
+THROUGHPUT_RATIO_TARGET_1_CLIENT = 3.5
+# the server's closed-loop throughput over the runner alone's (issue #35): what serving costs
+RUNNER_SHARE_TARGET = 0.6
+RUNNER_PHASE_S = 3.0  # each runner-alone measurement lasts this long (at most --duration-s)
+RUNNER_REPETITIONS = 5  # timed runs per runner-alone measurement; the median is reported
 MEMORY_GROWTH_LIMIT = 0.05  # RSS of the overload phase's last quarter over its first quarter, at most +5%
 P99_GROWTH_LIMIT = 1.5  # overload: the last third's p99 over the middle third's, at most
 MAX_OVERLOAD_S = 180.0
@@ -76,6 +87,11 @@ def core_split(pin: bool) -> tuple[set[int] | None, set[int] | None]:
     if not pin or len(cores) < 2:
         return None, None
     return set(cores[:-1]), {cores[-1]}
+
+
+def _child_env() -> dict[str, str]:
+    """The environment of the processes this command starts (servers, runner alone)."""
+    return {**os.environ, "USE_TF": "0", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def _pinned(cores: set[int] | None):
@@ -127,7 +143,7 @@ def server_process(command: list[str], log_path: Path, url: str, ready_timeout_s
 
     with open(log_path, "w") as out:
         proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_pinned(cores),
-                                env={**os.environ, "USE_TF": "0", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+                                env=_child_env())
         try:
             deadline = time.monotonic() + ready_timeout_s
             while True:
@@ -223,6 +239,40 @@ def run_phase(url: str, images: list[Path], pid: int, work: Path, cores: set[int
     result["server_memory"] = memory.summary()
     result["spec"].pop("url", None)
     return result
+
+
+def run_runner_alone(model_dir: Path, variant: str | None, images: list[Path], threads: int, max_batch: int,
+                     seconds: float, work: Path, cores: set[int] | None = None) -> dict[str, Any]:
+    """The served variant's runner timed without a server (``edgeport.bench_serve_runner``), in a
+    process of its own on ``cores``: the server's, so that both figures come from the same CPUs."""
+    from edgeport.bench_serve_runner import RunnerSpec
+
+    spec = RunnerSpec(model_dir=str(model_dir), images=[str(p) for p in images], variant=variant, threads=threads,
+                      max_batch=max_batch, seconds=seconds, repetitions=RUNNER_REPETITIONS)
+    spec_path, out_path = work / "runner-spec.json", work / "runner-result.json"
+    spec_path.write_text(json.dumps(asdict(spec)))
+    # three measurements, plus loading the artifact and the warm-up (an OpenVINO compile takes seconds)
+    done = subprocess.run([sys.executable, "-m", "edgeport.bench_serve_runner", str(spec_path), str(out_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=3 * seconds + 600,
+                          preexec_fn=_pinned(cores), env=_child_env())
+    if done.returncode != 0:
+        raise RuntimeError(f"runner alone failed: {done.stderr[-2000:]}")
+    result = json.loads(out_path.read_text())
+    result["spec"].pop("model_dir", None)
+    return result
+
+
+def _runner_line(r: dict[str, Any]) -> str:
+    one, most, request = r["batch_1"], r["max_batch"], r["request"]
+    return (f"  runner alone ({r['variant']}, {_threads(r['threads'])}, cores {r['cores'] or 'all'}): "
+            f"batch 1 {one['images_per_s']:.1f} images/s ({one['ms_per_image']:.2f} ms), batch {most['batch']} "
+            f"{most['images_per_s']:.1f} images/s ({most['ms_per_image']:.2f} ms an image); a request without HTTP: "
+            f"decode + preprocess {request['decode_preprocess_ms']:.2f} ms + runner {request['runner_ms']:.2f} ms "
+            f"= {request['ms_per_image']:.2f} ms ({request['images_per_s']:.1f} images/s)")
+
+
+def _threads(n: int) -> str:
+    return f"{n} thread" + ("" if n == 1 else "s")
 
 
 def _phase_line(name: str, r: dict[str, Any]) -> str:
@@ -330,6 +380,11 @@ def run_bench_serve(opts: BenchServeOptions) -> dict[str, Any]:
     }
     with tempfile.TemporaryDirectory(prefix="edgeport-bench-serve-") as tmp:  # the load generator's spec and result
         _run_servers(opts, model_dir, images, source, result, Path(tmp))
+    shares = result["runner_alone"]["server_share"] = runner_shares(result["edgeport"]["sweep"],
+                                                                     result["runner_alone"], opts.max_batch)
+    log("bench-serve: edgeport serve's closed loop as a share of the runner alone: "
+        + ", ".join(f"{c} client{'s' if c != '1' else ''} {s['share']:.0%} (against batch {s['batch']})"
+                    for c, s in shares.items()))
     result["targets"] = judge_targets(result, opts)
     write(result, opts.out_dir)
     return result
@@ -357,6 +412,13 @@ def _run_servers(opts: BenchServeOptions, model_dir: Path, images: list[Path], s
             log(_phase_line(f"concurrency {c}", sweep[str(c)]))
         return sweep
 
+    # before the server starts: the runner has the server's cores to itself, and a runner that
+    # cannot run stops the benchmark before its long phases rather than after
+    runner_s = min(RUNNER_PHASE_S, opts.duration_s)
+    log(f"bench-serve: the served variant's runner alone, on the server's cores ({runner_s:g} s per measurement)")
+    result["runner_alone"] = run_runner_alone(model_dir, opts.variant, images, threads, opts.max_batch, runner_s,
+                                              work, cores=server_cores)
+    log(_runner_line(result["runner_alone"]))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "edgeport", "serve", str(model_dir), "--port", str(port),
@@ -371,6 +433,9 @@ def _run_servers(opts: BenchServeOptions, model_dir: Path, images: list[Path], s
         max_queue = int(meta["limits"]["max_queue"])  # what the server chose, when not told
         result["settings"]["max_queue"] = max_queue
         log(f"  serving {meta['variant']} ({meta['runtime']})")
+        if meta["variant"] != result["runner_alone"]["variant"]:  # the same selection on the same files: a bug
+            raise RuntimeError(f"the server serves {meta['variant']}, the runner alone timed "
+                               f"{result['runner_alone']['variant']}: their figures would not compare")
         sweep = closed_loop(url, proc.pid)
         capacity = max(r["throughput_rps"] for r in sweep.values())
         pids = worker_pids(proc.pid)
@@ -415,8 +480,44 @@ def _run_servers(opts: BenchServeOptions, model_dir: Path, images: list[Path], s
                                                         "in PyTorch eager, one request at a time"}
 
 
+def compared_batch(concurrency: int, max_batch: int) -> int:
+    """The runner-alone batch a closed loop of ``concurrency`` clients is compared with: 1 client
+    sends one image at a time, so batch 1; more clients, the max batch, the most the batcher can
+    make of them (with fewer clients than --max-batch, a ceiling it cannot reach)."""
+    return 1 if concurrency == 1 else max_batch
+
+
+def runner_shares(sweep: dict[str, dict[str, Any]], runner: dict[str, Any],
+                  max_batch: int) -> dict[str, dict[str, Any]]:
+    """Each concurrency's closed-loop throughput as a share of the runner alone's images/s (a
+    request holds one image, so req/s and images/s count the same thing)."""
+    shares = {}
+    for c, row in sweep.items():
+        batch = compared_batch(int(c), max_batch)
+        alone = runner["batch_1" if batch == 1 else "max_batch"]["images_per_s"]
+        served = row["throughput_rps"]
+        shares[c] = {"batch": batch, "server_rps": served, "runner_images_per_s": alone,
+                     "share": round(served / alone, 3) if alone else None}
+    return shares
+
+
+def share_targets(shares: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue #35's targets: at each concurrency, at least RUNNER_SHARE_TARGET of the runner alone."""
+    return [{"target": f"throughput >= {RUNNER_SHARE_TARGET:.0%} of the runner alone, concurrency {c} "
+                       f"(against batch {s['batch']})",
+             "value": f"{s['server_rps']:.1f} req/s vs {s['runner_images_per_s']:.1f} images/s = "
+                      + (f"{s['share']:.0%}" if s["share"] is not None else "-"),
+             "met": (s["share"] >= RUNNER_SHARE_TARGET) if s["share"] is not None else None}
+            for c, s in shares.items()]
+
+
+def ratio_target(concurrency: int) -> float:
+    """How many times the hand-written server's throughput ours must reach at ``concurrency``."""
+    return THROUGHPUT_RATIO_TARGET_1_CLIENT if concurrency == 1 else THROUGHPUT_RATIO_TARGET
+
+
 def judge_targets(result: dict[str, Any], opts: BenchServeOptions) -> list[dict[str, Any]]:
-    """Issue #19's load targets, each with its measured value and whether it was met."""
+    """Issues #19's and #35's load targets, each with its measured value and whether it was met."""
     ours = result["edgeport"]
     rows = []
     base = (result.get("handwritten") or {}).get("sweep")
@@ -424,10 +525,12 @@ def judge_targets(result: dict[str, Any], opts: BenchServeOptions) -> list[dict[
         mine = ours["sweep"][str(c)]["throughput_rps"]
         theirs = base[str(c)]["throughput_rps"] if base else None
         ratio = round(mine / theirs, 2) if theirs else None
-        rows.append({"target": f"throughput >= {THROUGHPUT_RATIO_TARGET:g}x the hand-written server, concurrency {c}",
+        rows.append({"target": f"throughput >= {ratio_target(c):g}x the hand-written server, concurrency {c}",
                      "value": f"{mine:.1f} vs {theirs:.1f} req/s = {ratio}x" if theirs else f"{mine:.1f} req/s; "
                               "hand-written server not run",
-                     "met": (ratio >= THROUGHPUT_RATIO_TARGET) if ratio is not None else None})
+                     "met": (ratio >= ratio_target(c)) if ratio is not None else None})
+    if result.get("runner_alone", {}).get("server_share"):
+        rows += share_targets(result["runner_alone"]["server_share"])
     s = ours["sustained"]
     errors = s["good"] - s["ok"]
     share = s["tried"][-1]["share"]
@@ -514,6 +617,8 @@ def render_markdown(r: dict[str, Any]) -> str:
                      f"{row['latency_ms']['p99']} | {row['good'] - row['ok']} | "
                      + (f"{b['throughput_rps']:.1f} | {b['latency_ms']['p50']} | {b['latency_ms']['p99']} | "
                         if b else "- | - | - | ") + f"{ratio} |")
+    if r.get("runner_alone"):
+        lines += _runner_markdown(r["runner_alone"])
     lines += ["", "## Open loop (edgeport)", "",
               "| phase | rate req/s | sent | 200 | 503 | other | p50 ms | p99 ms | RSS first/last quarter, peak MB |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -532,6 +637,32 @@ def render_markdown(r: dict[str, Any]) -> str:
                   f"{ours['malformed']['stalled']} (0: cut by the phase's end); seconds until the server answered: "
                   f"{ours['malformed']['stalled_hold_s']} (body grace {ours['malformed'].get('body_grace_s')} s)."]
     return "\n".join(lines) + "\n"
+
+
+def _runner_markdown(ra: dict[str, Any]) -> list[str]:
+    """The runner-alone section: its figures, and the server's closed loop as a share of them."""
+    one, most, request = ra["batch_1"], ra["max_batch"], ra["request"]
+    lines = ["", "## Runner alone (no server)", "",
+             f"The served variant's runner ({ra['variant']}, {ra['runtime']}) in a process of its own on the "
+             f"server's cores ({ra['cores'] or 'all'}) with {_threads(ra['threads'])}, on the same images decoded and "
+             f"preprocessed as the server does; the median of {ra['repetitions']} timed runs over "
+             f"{ra['seconds_per_measurement']:g} s per measurement, after a warm-up.", "",
+             "| measured | images/s | ms per image |", "|---|---|---|",
+             f"| runner, batch 1 | {one['images_per_s']:.1f} | {one['ms_per_image']:.2f} |",
+             f"| runner, batch {most['batch']} (the server's max batch) | {most['images_per_s']:.1f} | "
+             f"{most['ms_per_image']:.2f} |",
+             f"| a request without HTTP: decode + preprocess, then runner at batch 1 | {request['images_per_s']:.1f} | "
+             f"{request['ms_per_image']:.2f} (decode + preprocess {request['decode_preprocess_ms']:.2f}, runner "
+             f"{request['runner_ms']:.2f}) |"]
+    if ra.get("server_share"):
+        lines += ["", "edgeport serve's closed-loop throughput as a share of the runner alone (1 client against "
+                  "batch 1, more against the max batch):", "",
+                  "| concurrency | edgeport req/s | runner alone images/s | at batch | share |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {c} | {x['server_rps']:.1f} | {x['runner_images_per_s']:.1f} | {x['batch']} | "
+                  + (f"{x['share']:.0%} |" if x["share"] is not None else "- |")
+                  for c, x in ra["server_share"].items()]
+    return lines
 
 
 def _met(value: bool | None) -> str:

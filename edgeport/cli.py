@@ -308,7 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "bench-serve", help="load-test `edgeport serve` against a hand-written PyTorch server -> bench-serve.md",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Start `edgeport serve` on MODEL_DIR (a validated export folder) and drive it from a\n"
+        description="First time the served variant's runner alone, on the server's cores with its\n"
+                    "--threads (batch 1, the server's --max-batch, and decode + preprocess + runner per\n"
+                    "image), so the server's throughput can be read as a share of it. Then start\n"
+                    "`edgeport serve` on MODEL_DIR (a validated export folder) and drive it from a\n"
                     "separate process on loopback (pinned to the last core, the servers to the others):\n"
                     "closed-loop throughput and p50/p90/p99 at each --concurrency; open load at the\n"
                     "highest rate it sustains without an error (90%, 75%, 60% or 45% of the best\n"

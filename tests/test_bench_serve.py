@@ -65,11 +65,46 @@ def test_bench_serve_runs_both_servers_and_judges_the_targets(validated_tiny, fa
     assert set(malformed["stalled"]) <= {"0", "408", "503"}
     assert result["handwritten"]["sweep"]["2"]["ok"] > 0
     targets = {t["target"].split(",")[0]: t for t in result["targets"]}
-    assert len(result["targets"]) == 4 and all(t["met"] in (True, False) for t in result["targets"])
+    assert len(result["targets"]) == 5 and all(t["met"] in (True, False) for t in result["targets"])
     ratio = ours["sweep"]["2"]["throughput_rps"] / result["handwritten"]["sweep"]["2"]["throughput_rps"]
     assert targets["throughput >= 5x the hand-written server"]["met"] == (ratio >= 5)
+    # the served runner alone, in the same run, on the server's cores with its threads (issue #35)
+    alone, settings = result["runner_alone"], result["settings"]
+    assert alone["variant"] == "onnx-fp32" and alone["threads"] == settings["threads"]
+    assert settings["server_cores"] == "all" or alone["cores"] == settings["server_cores"]
+    for key in ("batch_1", "max_batch", "request"):
+        assert alone[key]["images_per_s"] > 0 and alone[key]["ms_per_image"] > 0
+    assert (alone["batch_1"]["batch"], alone["max_batch"]["batch"]) == (1, 8)
+    assert alone["request"]["decode_preprocess_ms"] > 0 and alone["request"]["runner_ms"] > 0
+    share = alone["server_share"]["2"]  # 2 clients: against the max batch
+    assert share["batch"] == 8 and share["runner_images_per_s"] == alone["max_batch"]["images_per_s"]
+    assert share["server_rps"] == ours["sweep"]["2"]["throughput_rps"]
+    assert share["share"] == pytest.approx(share["server_rps"] / alone["max_batch"]["images_per_s"], abs=1e-3)
+    assert targets["throughput >= 60% of the runner alone"]["met"] == (share["share"] >= 0.6)
     md = (out / "bench-serve.md").read_text()
     assert "| 2 |" in md and "hand-written" in md and "overload" in md
+    assert "## Runner alone" in md
+    assert f"| runner, batch 8 (the server's max batch) | {alone['max_batch']['images_per_s']:.1f} |" in md
+
+
+def test_runner_share_compares_one_client_with_batch_1_and_more_with_the_max_batch():
+    from edgeport.bench_serve import ratio_target, runner_shares, share_targets
+
+    sweep = {"1": {"throughput_rps": 50.0}, "4": {"throughput_rps": 120.0}, "16": {"throughput_rps": 200.0}}
+    runner = {"batch_1": {"images_per_s": 80.0}, "max_batch": {"images_per_s": 250.0}}
+    shares = runner_shares(sweep, runner, max_batch=8)
+    assert {c: (s["batch"], s["share"]) for c, s in shares.items()} == {"1": (1, 0.625), "4": (8, 0.48),
+                                                                         "16": (8, 0.8)}
+    rows = share_targets(shares)
+    assert [r["met"] for r in rows] == [True, False, True]  # 48% is under the 60% target
+    assert rows[1]["target"].endswith("concurrency 4 (against batch 8)") and rows[1]["value"].endswith("= 48%")
+    # a server that never batches is compared with batch 1 at every concurrency
+    assert runner_shares(sweep, runner, max_batch=1)["16"] == {"batch": 1, "server_rps": 200.0,
+                                                              "runner_images_per_s": 80.0, "share": 2.5}
+    assert share_targets({"1": {"batch": 1, "server_rps": 0.0, "runner_images_per_s": 0.0, "share": None}})[0]["met"] \
+        is None
+    # against the hand-written server: 3.5x at 1 client, 5x with more
+    assert ratio_target(1) == 3.5 and ratio_target(4) == ratio_target(16) == 5.0
 
 
 def test_bench_serve_refuses_an_unvalidated_folder(exported_copy, capsys):
