@@ -99,20 +99,64 @@ def calibrate_min_max(src: str | Path, calibration_nhwc: np.ndarray) -> dict[str
     fell from 0.33 to 0.09 (std) and its top-1 agreement with fp32 rose from 93.8% to 95.9%
     (FER2013 test, 3589 images). The quantizer's Calibrator takes the update rule as an
     argument; its ``min_max_update`` is the plain running min/max.
+
+    The images run through the Calibrator's profiler-based mode, where TFLite's C++ side keeps
+    each tensor's min and max during the run, instead of the default mode, which copies every
+    tensor into Python and reduces it there op by op: on gender-vit's 128 images 0.44 s
+    against 4.73 s, the same 306 tensors with the same values. The profiler does not know the
+    recipe, so one image in the default mode says which tensors the quantizer wants and in
+    which shape (``_profiled_as_default``); when the profiler's figures cannot stand in for
+    the default mode's (a tensor missing, or a value beyond the +-3e38 the default mode leaves
+    out, such as a -inf padding constant), every image runs in the default mode.
     """
     from ai_edge_quantizer import calibrator, recipe_manager
-    from ai_edge_quantizer.utils import qsv_utils
 
     key, name = signature_input(src)
     samples = [{name: image[None].astype(np.float32)} for image in calibration_nhwc]
     manager = recipe_manager.RecipeManager()
     manager.load_quantization_recipe(_calibration_recipe())
+    default = calibrator.CalibrationMode.CALIBRATION_PRESERVE_ALL_TENSORS
+    wanted = _run_calibrator(src, samples[:1], manager, default)
+    profiled = _profiled_as_default(_run_calibrator(src, samples, manager,
+                                                    calibrator.CalibrationMode.CALIBRATION_PROFILER_BASED), wanted)
+    return profiled if profiled is not None else _run_calibrator(src, samples, manager, default)
+
+
+# The default calibration mode leaves values beyond these out of a tensor's min/max (the
+# quantizer's min_max_calibrate ``valid_range``: -inf padding constants); the profiler does not.
+_VALID_RANGE = 3e38
+
+
+def _run_calibrator(src: str | Path, samples: list[dict[str, np.ndarray]], manager, mode) -> dict[str, dict]:
+    from ai_edge_quantizer import calibrator
+    from ai_edge_quantizer.utils import qsv_utils
+
     with warnings.catch_warnings():  # calibration must keep every tensor; the quantizer warns that it does
         warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
-        calibrating = calibrator.Calibrator(Path(src).read_bytes(), num_threads=os.cpu_count() or 1,
+        calibrating = calibrator.Calibrator(Path(src).read_bytes(), num_threads=os.cpu_count() or 1, mode=mode,
                                             qsv_update_func=qsv_utils.min_max_update)
-        calibrating.calibrate({key: samples}, manager)
+        calibrating.calibrate({signature_input(src)[0]: samples}, manager)
     return calibrating.get_model_qsvs()
+
+
+def _profiled_as_default(profiled: dict[str, dict], wanted: dict[str, dict]) -> dict[str, dict] | None:
+    """The profiler's min/max of the tensors in ``wanted`` (a default-mode calibration), in the
+    default mode's shapes (ones of the tensor's rank; the profiler gives shape (1,)); None when
+    a wanted tensor is missing, not per-tensor, or has a value the default mode would leave out."""
+    out = {}
+    for name, reference in wanted.items():
+        stats = profiled.get(name)
+        # one image's statistics also count its values (num_samples), which min_max_update drops
+        # when it merges the next image's: min and max are what a calibration over images keeps
+        if stats is None or not {"min", "max"} <= set(reference) <= {"min", "max", "num_samples"}:
+            return None
+        low, high = np.asarray(stats["min"]), np.asarray(stats["max"])
+        if low.size != 1 or high.size != 1 or not np.all(np.isfinite([low, high])) \
+                or abs(float(low.item())) >= _VALID_RANGE or abs(float(high.item())) >= _VALID_RANGE:
+            return None
+        out[name] = {"min": np.reshape(low, np.shape(reference["min"])).astype(np.asarray(reference["min"]).dtype),
+                     "max": np.reshape(high, np.shape(reference["max"])).astype(np.asarray(reference["max"]).dtype)}
+    return out
 
 
 def _quiet_progress_bars() -> None:

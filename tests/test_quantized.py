@@ -257,6 +257,44 @@ def test_calibration_ranges_are_min_max_over_all_images(exported_tiny, calib_nhw
     np.testing.assert_allclose(ranges[inp["name"]]["max"].max(), calib_nhwc.max(), rtol=1e-5)
 
 
+def test_profiled_calibration_equals_the_quantizers_default_mode(exported_tiny, calib_nhwc):
+    """The fast (profiler-based) calibration gives what the default mode gives over every image:
+    the same tensors, values, shapes and dtypes, so the same quantized file."""
+    from ai_edge_quantizer import calibrator, recipe_manager
+
+    from edgeport.converters import ai_edge_quantize as aq
+
+    fp32 = exported_tiny / "model_fp32.tflite"
+    fast = aq.calibrate_min_max(fp32, calib_nhwc)
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(aq._calibration_recipe())
+    name = aq.signature_input(fp32)[1]
+    default = aq._run_calibrator(fp32, [{name: image[None]} for image in calib_nhwc], manager,
+                                 calibrator.CalibrationMode.CALIBRATION_PRESERVE_ALL_TENSORS)
+    assert len(default) > 20 and set(fast) == set(default)
+    for tensor, stats in default.items():
+        for key in ("min", "max"):
+            assert np.asarray(fast[tensor][key]).dtype == np.asarray(stats[key]).dtype
+            np.testing.assert_array_equal(fast[tensor][key], stats[key], err_msg=tensor)
+
+
+def test_profiled_calibration_gives_way_where_it_cannot_stand_in():
+    """A tensor the profiler did not see, or a value the default mode leaves out of its range
+    (a -inf padding constant), sends the calibration back to the default mode (None here)."""
+    from edgeport.converters.ai_edge_quantize import _profiled_as_default
+
+    wanted = {"a": {"min": np.zeros((1, 1, 1)), "max": np.ones((1, 1, 1)), "num_samples": 4},
+              "b": {"min": np.zeros((1, 1)), "max": np.ones((1, 1))}}
+    seen = {"a": {"min": np.array([-2.0]), "max": np.array([3.0])}, "b": {"min": np.array([0.5]), "max": np.array([1.5])},
+            "c": {"min": np.array([0.0]), "max": np.array([1.0])}}
+    shaped = _profiled_as_default(seen, wanted)
+    assert set(shaped) == {"a", "b"} and shaped["a"]["min"].shape == (1, 1, 1) and shaped["a"]["max"].item() == 3.0
+    assert _profiled_as_default({"a": seen["a"]}, wanted) is None
+    assert _profiled_as_default({**seen, "b": {"min": np.array([-np.inf]), "max": np.array([1.0])}}, wanted) is None
+    assert _profiled_as_default({**seen, "a": {"min": np.array([-3.4e38]), "max": np.array([1.0])}}, wanted) is None
+    assert _profiled_as_default({**seen, "b": {"min": np.zeros(2), "max": np.ones(2)}}, wanted) is None
+
+
 def test_full_integer_export_refuses_a_float_op(exported_tiny, calib_nhwc, tmp_path, monkeypatch):
     """If the recipe left an op in float, the variant fails and no file is left behind."""
     import edgeport.converters.tflite_int8 as tflite_int8
