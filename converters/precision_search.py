@@ -213,6 +213,7 @@ class SearchResult:
     passed: bool = False
     candidates: int = 0
     seconds: float = 0.0
+    started_from: str | None = None  # where the first round's raised layers came from (``start``)
 
     def to_dict(self, holdout: Holdout, target: Target, precision: str) -> dict[str, Any]:
         """The manifest's ``settings.precision_search``."""
@@ -220,7 +221,7 @@ class SearchResult:
                 "holdout_images": int(len(holdout.inputs)), "target": target.to_dict(),
                 "passed_on_holdout": self.passed, "candidates": self.candidates,
                 "raised_to": precision, "raised": self.raised, "rounds": self.rounds,
-                "seconds": round(self.seconds, 2)}
+                "seconds": round(self.seconds, 2), **({"started_from": self.started_from} if self.started_from else {})}
 
 
 Build = Callable[[list[str]], Path]  # raised layer names -> a quantized file
@@ -294,15 +295,21 @@ def rank(path: Path, raised: list[str], remaining: list[str], step: int, sensiti
 
 def search_precision(candidates: Sequence[str], build: Build, run: Run, sensitivity: Sensitivity,
                      holdout: Holdout, target: Target, *, max_rounds: int = MAX_ROUNDS, unit: str = "layers",
-                     log: Callable[[str], None] = print) -> SearchResult:
+                     log: Callable[[str], None] = print, start: Sequence[str] = ()) -> SearchResult:
     """Raise layers of ``candidates`` (names the backend's ``build`` understands) until ``target`` is met.
 
     Returns the passing file with the fewest raised layers found; when no round passes within
     ``max_rounds`` or every candidate is raised, the best round (highest agreement, then most
     raised) is returned with ``passed=False``: the variant is then validated, and fails its
     budget, as any other.
+
+    ``start``: layers the first round already raises (what a sibling variant's search found:
+    tflite-int8-io starts from tflite-int8's choice). When that first round passes, the search
+    ends there, without looking for a passing file with fewer; when it misses, the search goes
+    on from it as from all-int8.
     """
-    start = time.perf_counter()
+    began = time.perf_counter()
+    start = list(start)
     candidates = list(candidates)
     known: dict[str, tuple[float, int]] = {}  # latest measured (sensitivity, unit size) of each layer
     rounds: list[dict[str, Any]] = []
@@ -321,7 +328,7 @@ def search_precision(candidates: Sequence[str], build: Build, run: Run, sensitiv
             + (f" (stopped after {row['images']} of {len(holdout.inputs)} images)" if "stopped_early" in row else ""))
         return row
 
-    raised: list[str] = []
+    raised = [c for c in candidates if c in set(start)]
     row = measure(raised)
     step = 1
     last_batch: list[str] = []
@@ -358,7 +365,7 @@ def search_precision(candidates: Sequence[str], build: Build, run: Run, sensitiv
     rounds[best]["chosen"] = True
     return SearchResult(path=path, raised=[_raised_row(n, known) for n in chosen],
                         rounds=rounds, passed=bool(passing), candidates=len(candidates),
-                        seconds=time.perf_counter() - start)
+                        seconds=time.perf_counter() - began)
 
 
 def _raised_row(name: str, known: dict[str, tuple[float, int]]) -> dict[str, Any]:

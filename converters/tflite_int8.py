@@ -39,11 +39,14 @@ on 94.9%; TensorFlow's converter full-integer file on 88.1%.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+
+from typing import Any
 
 import numpy as np
 
@@ -112,7 +115,8 @@ def full_integer_recipe(*, int8_io: bool, output_names: list[str] | None = None,
 def convert_tflite_int8(tflite_fp32: str | Path, out_path: str | Path, calibration_nhwc: np.ndarray, *,
                         int8_io: bool = False, activations: str = "int8",
                         calibration_cache: str | Path | None = None, holdout: Holdout | None = None,
-                        target: Target | None = None, log: Callable[[str], None] = print) -> dict:
+                        target: Target | None = None, log: Callable[[str], None] = print,
+                        start_kinds: Sequence[str] = (), start_from: str | None = None) -> dict:
     """Write the calibrated full-integer version of ``tflite_fp32`` to ``out_path``.
 
     ``calibration_nhwc``: preprocessed calibration images (N x H x W x C float32), disjoint
@@ -122,6 +126,8 @@ def convert_tflite_int8(tflite_fp32: str | Path, out_path: str | Path, calibrati
     a ``holdout`` (held-out calibration images, NCHW, and the fp32 file's logits on them)
     and a ``target``, the precision search raises single ops to int16 until the held-out
     images meet the target (converters.precision_search; ``op_sensitivity``).
+    ``start_kinds``: op kinds the search's first round already raises (``start_from`` says
+    whose choice they were, for the manifest): tflite-int8-io starts from tflite-int8's.
     """
     from ai_edge_litert.interpreter import Interpreter
 
@@ -179,7 +185,10 @@ def convert_tflite_int8(tflite_fp32: str | Path, out_path: str | Path, calibrati
 
             search = search_precision(list(kinds), lambda raised_kinds: build(ops_of(raised_kinds)),
                                       lambda path: iter_tflite(path, holdout.inputs), kind_sensitivity,
-                                      holdout, target, unit="op kinds", log=log)
+                                      holdout, target, unit="op kinds", log=log,
+                                      start=[k for k in start_kinds if k in kinds])
+            if start_kinds:
+                search.started_from = start_from
             chosen, raised = search.path, ops_of([r["name"] for r in search.raised])
             for row in search.raised:
                 row["ops"] = len(kinds[row["name"]])
@@ -203,6 +212,36 @@ def convert_tflite_int8(tflite_fp32: str | Path, out_path: str | Path, calibrati
         settings["precision_search"] = search.to_dict(holdout, target, "int16 activations")
     return settings
 
+
+class FullIntegerHint:
+    """What tflite-int8's precision search chose, for tflite-int8-io's to start from.
+
+    The two files differ only in their int8 input and output (more rounding at the edges), so the
+    op kinds tflite-int8 needed int16 are where tflite-int8-io's search starts: measured on the
+    bundled models, the -io search's all-int8 start repeated the 4-5 rounds that had just led
+    tflite-int8 to its choice (gender-vit: 9 of 13 kinds for tflite-int8, 12 for -io). Kept
+    beside the shared calibration statistics, keyed like them (the fp32 file and the images),
+    and only from a search that passed on its held-out images.
+    """
+
+    def __init__(self, folder: Path, fp32: Path, calibration_nhwc: np.ndarray) -> None:
+        from edgeport.converters.ai_edge_quantize import _calibration_key
+
+        self.path = folder / f"tflite-int8-search-{_calibration_key(fp32, calibration_nhwc)}.json"
+
+    def read(self) -> list[str]:
+        """The op kinds to start from (none when tflite-int8 did not run here or did not pass)."""
+        try:
+            return [str(k) for k in json.loads(self.path.read_text())["raised_kinds"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
+
+    def write(self, search: dict[str, Any] | None) -> None:
+        if not search or not search.get("passed_on_holdout"):
+            self.path.unlink(missing_ok=True)
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps({"raised_kinds": [row["name"] for row in search["raised"]]}))
 
 def run_tflite(path: Path, inputs_nchw: np.ndarray) -> np.ndarray:
     """Logits of a .tflite file on NCHW float images (int8 I/O quantized as validation does)."""

@@ -147,7 +147,7 @@ def _tflite_int8_dynamic(ctx: ExportContext, out: Path) -> dict:
 
 
 def _full_integer(ctx: ExportContext, out: Path, *, int8_io: bool) -> dict:
-    from edgeport.converters.tflite_int8 import convert_tflite_int8, run_tflite
+    from edgeport.converters.tflite_int8 import FullIntegerHint, convert_tflite_int8, run_tflite
 
     name = "tflite-int8-io" if int8_io else "tflite-int8"
     fp32 = _tflite_fp32_artifact(ctx)
@@ -155,12 +155,19 @@ def _full_integer(ctx: ExportContext, out: Path, *, int8_io: bool) -> dict:
         calibration, holdout, target = ctx.calibration_split(name, lambda x: run_tflite(fp32, x))
     else:  # every activation int16 by the config's choice: nothing for the search to raise
         calibration, holdout, target = ctx.require_calibration(), None, None
+    nhwc = np.ascontiguousarray(calibration.transpose(0, 2, 3, 1))
     # One calibration cache for both full-integer variants: the second reuses the first's statistics.
-    return convert_tflite_int8(fp32, out, np.ascontiguousarray(calibration.transpose(0, 2, 3, 1)), int8_io=int8_io,
-                               activations=ctx.full_integer_activations,
-                               calibration_cache=ctx.work_dir / "tflite-int8-calibration",
-                               holdout=holdout, target=target,
-                               log=lambda m: print(f"[{name}] {m.strip()}", flush=True))
+    cache = ctx.work_dir / "tflite-int8-calibration"
+    hint = FullIntegerHint(cache, fp32, nhwc)
+    start = hint.read() if int8_io and holdout is not None else []
+    settings = convert_tflite_int8(fp32, out, nhwc, int8_io=int8_io, activations=ctx.full_integer_activations,
+                                   calibration_cache=cache, holdout=holdout, target=target,
+                                   log=lambda m: print(f"[{name}] {m.strip()}", flush=True),
+                                   start_kinds=start, start_from="tflite-int8's precision search" if start else None)
+    if not int8_io:
+        hint.write(settings.get("precision_search"))
+    return settings
+
 
 
 def _tflite_int8(ctx: ExportContext, out: Path) -> dict:

@@ -62,6 +62,22 @@ def test_search_raises_only_the_layers_the_budget_needs():
     assert [r for r in result.rounds if r.get("chosen")] == [r for r in result.rounds if r["raised"] == 3]
 
 
+def test_a_search_that_starts_from_a_siblings_choice_ends_there_when_it_passes():
+    build, run, sensitivity, holdout = _synthetic({"c", "f"})
+    result = search_precision(list("abcdefgh"), build, run, sensitivity, holdout, Target(min_agreement=0.97),
+                              log=lambda m: None, start=["f", "c", "x"])  # "x" is not a candidate here
+    assert result.passed and len(result.rounds) == 1 and result.rounds[0]["raised"] == 2
+    assert [r["name"] for r in result.raised] == ["c", "f"]  # in candidate order
+
+
+def test_a_search_whose_start_misses_goes_on_from_it():
+    build, run, sensitivity, holdout = _synthetic({"c", "f", "g"})
+    result = search_precision(list("abcdefgh"), build, run, sensitivity, holdout, Target(min_agreement=0.97),
+                              log=lambda m: None, start=["c"])
+    assert result.rounds[0]["raised"] == 1 and not result.rounds[0]["passed"]
+    assert result.passed and {"c", "f", "g"} <= {r["name"] for r in result.raised}
+
+
 def test_search_that_cannot_pass_returns_its_best_round_as_failed():
     build, run, sensitivity, holdout = _synthetic({"c"})
     result = search_precision(list("abcdefgh"), build, run, sensitivity, holdout, Target(min_agreement=1.01),
@@ -217,7 +233,14 @@ def test_export_records_the_search_judged_on_held_out_calibration_images(searche
     assert search["holdout_images"] == calibration // 2
     assert record["settings"]["calibration_images"] == calibration - calibration // 2
     assert search["target"] == {"min_agreement": 0.97, "max_accuracy_drop": 1.0}  # the config's int8 budget
-    assert search["rounds"][0]["raised"] == 0 and sum(1 for r in search["rounds"] if r.get("chosen")) == 1
+    assert sum(1 for r in search["rounds"] if r.get("chosen")) == 1
+    sibling = next(v for v in manifest["variants"] if v["name"] == "tflite-int8")["settings"]["precision_search"]
+    if variant == "tflite-int8-io" and sibling["passed_on_holdout"]:
+        # starts from what tflite-int8's search chose, just before it in the same run
+        assert search["started_from"] == "tflite-int8's precision search"
+        assert search["rounds"][0]["raised"] == len(sibling["raised"])
+    else:
+        assert search["rounds"][0]["raised"] == 0 and "started_from" not in search
     chosen = next(r for r in search["rounds"] if r.get("chosen"))
     assert chosen["raised"] == len(search["raised"])
     if variant == "onnx-int8-static":
@@ -228,6 +251,35 @@ def test_export_records_the_search_judged_on_held_out_calibration_images(searche
     # turning the search on redoes the calibrated variants only
     reused = {v["name"] for v in manifest["variants"] if v.get("reused")}
     assert {"onnx-fp32", "tflite-fp32", "savedmodel-fp32"} <= reused and variant not in reused
+
+
+def test_tflite_int8_io_starts_from_what_tflite_int8_chose(exported_tiny, calib_dir, tmp_path):
+    """The hint one full-integer step leaves the other: read back only for the same fp32 file and
+    images, only from a search that passed; the -io search's first round raises those op kinds."""
+    from edgeport.converters.precision_search import Holdout
+    from edgeport.converters.tflite_int8 import FullIntegerHint, convert_tflite_int8, run_tflite
+    from edgeport.pipeline import calibration_arrays, list_images
+    from edgeport.validation.preprocess import Preprocessing
+
+    fp32 = exported_tiny / "model_fp32.tflite"
+    images = calibration_arrays(list_images(calib_dir), Preprocessing.from_file(exported_tiny / "preprocessor_config.json"))
+    nhwc = np.ascontiguousarray(images.transpose(0, 2, 3, 1))
+    hint = FullIntegerHint(tmp_path, fp32, nhwc)
+    assert hint.read() == []  # tflite-int8 has not run
+    hint.write({"passed_on_holdout": True, "raised": [{"name": "ADD"}, {"name": "SOFTMAX"}]})
+    assert hint.read() == ["ADD", "SOFTMAX"]
+    assert FullIntegerHint(tmp_path, fp32, nhwc[1:]).read() == []  # other images: not this hint
+    hint.write({"passed_on_holdout": False, "raised": [{"name": "ADD"}]})
+    assert hint.read() == []  # a search that missed is nobody's starting point
+
+    holdout = Holdout(images[:4], run_tflite(fp32, images[:4]))
+    settings = convert_tflite_int8(fp32, tmp_path / "io.tflite", nhwc[4:], int8_io=True, holdout=holdout,
+                                   target=Target(min_agreement=0.0), log=lambda m: None,
+                                   start_kinds=["SOFTMAX", "NOT_AN_OP"], start_from="tflite-int8's precision search")
+    search = settings["precision_search"]
+    assert search["started_from"] == "tflite-int8's precision search" and len(search["rounds"]) == 1
+    assert search["rounds"][0]["raised"] == 1 and [r["name"] for r in search["raised"]] == ["SOFTMAX"]
+    assert settings["int16_ops"] and settings["activations"] == "int8+int16"
 
 
 def test_report_and_bundle_name_the_raised_layers():
