@@ -249,14 +249,13 @@ def run_tflite(path: Path, inputs_nchw: np.ndarray) -> np.ndarray:
 
 
 def iter_tflite(path: Path, inputs_nchw: np.ndarray, chunk: int = 16) -> Iterator[np.ndarray]:
-    """``run_tflite``'s logits ``chunk`` images at a time (run one by one: batch-1 files), for a
-    judge that may stop early."""
+    """``run_tflite``'s logits ``chunk`` images at a time, for a judge that may stop early (a
+    chunk of a small batch-1 file runs on one interpreter per core: TFLiteRunner's lanes)."""
     from edgeport.runtimes.tflite_runner import TFLiteRunner
 
     with TFLiteRunner(path, threads=os.cpu_count() or 1) as runner:
         for start in range(0, len(inputs_nchw), chunk):
-            yield np.concatenate([runner.infer(inputs_nchw[i:i + 1])
-                                  for i in range(start, min(start + chunk, len(inputs_nchw)))])
+            yield runner.infer(inputs_nchw[start:start + chunk])
 
 
 def raisable_ops(tflite: bytes, exclude: set[str]) -> dict[str, list[str]]:

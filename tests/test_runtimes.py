@@ -45,6 +45,26 @@ def test_static_batch_runner_runs_any_batch(exported_tiny, batch, reference):
     np.testing.assert_allclose(out, reference[:5], atol=1e-4)
 
 
+@pytest.mark.parametrize("artifact", ["model_fp32.tflite", "model_int8.tflite", "model_int8_io.tflite"])
+def test_a_small_batch1_file_runs_a_batch_on_one_interpreter_per_thread(exported_tiny, batch, artifact, monkeypatch):
+    """Lanes: the same logits as image by image on the one interpreter, in a different way; one
+    thread, one image, or a file above LANE_MAX_BYTES keep the one interpreter."""
+    from edgeport.runtimes import tflite_runner
+
+    path = exported_tiny / artifact
+    with runner_class("tflite")(path, threads=1) as single:
+        one_by_one = np.concatenate([single.infer(batch[i:i + 1]) for i in range(len(batch))])
+        assert single._lane_count(len(batch)) == 1 and single.infer(batch).shape == one_by_one.shape
+        assert single._lanes == []
+    with runner_class("tflite")(path, threads=2) as runner:
+        assert runner._lane_count(len(batch)) == 2 and runner._lane_count(1) == 1
+        np.testing.assert_array_equal(runner.infer(batch), one_by_one)
+        assert len(runner._lanes) == 2
+        np.testing.assert_array_equal(runner.infer(batch[:3]), one_by_one[:3])  # uneven parts, in order
+        monkeypatch.setattr(tflite_runner, "LANE_MAX_BYTES", path.stat().st_size - 1)
+        assert runner._lane_count(len(batch)) == 1
+
+
 def test_onnx_keeps_dynamic_batch(exported_tiny):
     with runner_class("onnxruntime")(exported_tiny / "model.onnx") as runner:
         assert runner.fixed_batch_size() is None
