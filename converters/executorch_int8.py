@@ -16,7 +16,9 @@ with an observer the first did not have calibrates again).
 
 A node's sensitivity is measured without lowering: in the converted (reference) graph, the
 node's inputs are rewired around their quantize/dequantize pairs and its weight is the float
-one (``node_to_float``), and the logit error that goes away is its cost, as for ONNX.
+one (``node_to_float``), and the logit error that goes away is its cost, as for ONNX. The
+rounds are judged without lowering too, on the converted graph, and only the choice is lowered
+and judged as a program (``search_executorch_int8``).
 """
 from __future__ import annotations
 
@@ -38,6 +40,11 @@ _QUANTIZE = "quantized_decomposed.quantize_per_tensor.default"
 # held-out images each node's cost is measured on: the reference graph runs its decomposed
 # quantize/dequantize ops in eager PyTorch, about 31 ms an image on emotion-vit, 50 nodes a round
 SENSITIVITY_IMAGES = 32
+# Up to this many int8 nodes each is measured alone every round (precision_search.rank's
+# flat_max); above, in groups first: a measurement is a run of the converted graph over
+# SENSITIVITY_IMAGES images, about a second on gender-vit, whose 58 nodes one by one were
+# about a minute a round.
+FLAT_MAX = 16
 
 
 def _quantizer(float_nodes: set[str]):
@@ -282,23 +289,53 @@ def search_executorch_int8(capture: CalibratedCapture, lower: Callable[[Any], by
     """Run the precision search over ``capture``'s int8 nodes; (chosen .pte, result, candidates).
 
     ``lower`` turns a converted graph into the ``.pte`` bytes (capture of it + XNNPACK lowering).
+
+    Two searches, because lowering is what costs (on gender-vit about 60 s a program on 2
+    cores, against 2-3 s to convert): the first judges each round's converted graph itself
+    (``run_graph``: PyTorch runs its quantize/dequantize pairs, the arithmetic the XNNPACK
+    program runs in int8); the second starts from the nodes the first chose and judges the
+    lowered ``.pte``, so a choice that holds in the program costs one lowering, and one that
+    does not goes on raising from there as the search always did. The result's rounds are both
+    searches' (``judged``: "graph" or "program"); only a program round is chosen. Nodes are
+    ranked in groups first above ``FLAT_MAX`` of them: one measurement is a run of the
+    graph over ``SENSITIVITY_IMAGES`` images, about a second on gender-vit (``FLAT_MAX``).
     """
     start = time.perf_counter()
     converted: dict[Path, Any] = {}
     rounds = iter(range(10_000))
     first = capture.convert([])  # calibrates: every later round reuses its statistics
+    candidates = candidate_nodes(capture)
 
-    def build(raised: list[str]) -> Path:
-        graph = first if not raised and not converted else capture.convert(raised)
+    def graph_of(raised: list[str]) -> Path:  # a name for the converted graph (nothing is written)
+        key = scratch / f"round{next(rounds)}.graph"
+        converted[key] = first if not raised else capture.convert(raised)
+        return key
+
+    def program_of(raised: list[str]) -> Path:
+        graph = first if not raised else capture.convert(raised)
         path = scratch / f"round{next(rounds)}.pte"
         path.write_bytes(lower(graph))
         converted[path] = graph
         return path
 
-    candidates = candidate_nodes(capture)
-    result = search_precision(candidates, build, lambda path: iter_pte(path, holdout.inputs),
-                              lambda path, raised, units: graph_sensitivity(capture, converted[path], units, holdout,
-                                                                            set(candidates) - set(raised)),
-                              holdout, target, log=log, unit="nodes")
+    def graph_logits(key: Path, chunk: int = 16) -> Iterator[np.ndarray]:
+        for i in range(0, len(holdout.inputs), chunk):
+            yield run_graph(converted[key], holdout.inputs[i:i + chunk])
+
+    def sensitivity(path: Path, raised: list[str], units: list[list[str]]) -> list[float]:
+        return graph_sensitivity(capture, converted[path], units, holdout, set(candidates) - set(raised))
+
+    on_graph = search_precision(candidates, graph_of, graph_logits, sensitivity, holdout, target,
+                                log=lambda m: log(f"{m.strip()} (the converted graph)"), unit="nodes", flat_max=FLAT_MAX)
+    chosen = [r["name"] for r in on_graph.raised]
+    result = search_precision(candidates, program_of, lambda path: iter_pte(path, holdout.inputs), sensitivity,
+                              holdout, target, log=log, unit="nodes", flat_max=FLAT_MAX, start=chosen)
+    for row in on_graph.rounds:
+        row.pop("chosen", None)
+        row["judged"] = "graph"
+    for row in result.rounds:
+        row["judged"] = "program"
+    result.rounds = on_graph.rounds + result.rounds
+    result.started_from = f"the search on the converted graph ({len(on_graph.rounds)} rounds)"
     result.seconds = time.perf_counter() - start
     return result.path, result, candidates

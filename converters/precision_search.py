@@ -231,11 +231,12 @@ Sensitivity = Callable[[Path, list[str], list[list[str]]], list[float]]
 
 
 def rank(path: Path, raised: list[str], remaining: list[str], step: int, sensitivity: Sensitivity,
-         memo: dict[str, Any] | None = None) -> tuple[list[str], dict[str, tuple[float, int]]]:
+         memo: dict[str, Any] | None = None, flat_max: int = FLAT_RANKING_MAX
+         ) -> tuple[list[str], dict[str, tuple[float, int]]]:
     """``remaining`` (int8 layers, in graph order) most costly first, and what was measured:
     {layer: (sensitivity, size of the unit it was measured in)}.
 
-    Up to ``FLAT_RANKING_MAX`` layers, each is measured alone, on the latest file, every round.
+    Up to ``flat_max`` layers (``FLAT_RANKING_MAX``), each is measured alone, on the latest file, every round.
     Above it, contiguous groups of about sqrt(n) layers are measured (each group returned to
     higher precision as a whole), then, group by group from the costliest, the layers of a
     group this round takes only part of are measured alone and ordered within their group; a
@@ -245,7 +246,7 @@ def rank(path: Path, raised: list[str], remaining: list[str], step: int, sensiti
     reached: on ViT-B/16 a measurement costs about 17 s on 2 cores, and re-measuring 20 of them
     every round cost 6.5 min a round, more than the plain quantization itself (155 s).
     """
-    if len(remaining) <= FLAT_RANKING_MAX:
+    if len(remaining) <= flat_max:
         scores = sensitivity(path, raised, [[c] for c in remaining])
         measured = {c: (float(s), 1) for c, s in zip(remaining, scores)}
         return sorted(remaining, key=lambda c: -measured[c][0]), measured
@@ -295,7 +296,8 @@ def rank(path: Path, raised: list[str], remaining: list[str], step: int, sensiti
 
 def search_precision(candidates: Sequence[str], build: Build, run: Run, sensitivity: Sensitivity,
                      holdout: Holdout, target: Target, *, max_rounds: int = MAX_ROUNDS, unit: str = "layers",
-                     log: Callable[[str], None] = print, start: Sequence[str] = ()) -> SearchResult:
+                     log: Callable[[str], None] = print, start: Sequence[str] = (),
+                     flat_max: int = FLAT_RANKING_MAX) -> SearchResult:
     """Raise layers of ``candidates`` (names the backend's ``build`` understands) until ``target`` is met.
 
     Returns the passing file with the fewest raised layers found; when no round passes within
@@ -306,7 +308,8 @@ def search_precision(candidates: Sequence[str], build: Build, run: Run, sensitiv
     ``start``: layers the first round already raises (what a sibling variant's search found:
     tflite-int8-io starts from tflite-int8's choice). When that first round passes, the search
     ends there, without looking for a passing file with fewer; when it misses, the search goes
-    on from it as from all-int8.
+    on from it as from all-int8. ``flat_max``: up to how many int8 layers ``rank`` measures each
+    alone every round (a backend whose measurement is dear ranks in groups from fewer).
     """
     began = time.perf_counter()
     start = list(start)
@@ -336,7 +339,7 @@ def search_precision(candidates: Sequence[str], build: Build, run: Run, sensitiv
         # ranked on the latest file: once the worst layer is raised, what the rest cost changes
         # (a large graph reuses its memo's figures: rank)
         ranking, scores = rank(files[len(rounds) - 1][0], raised, [c for c in candidates if c not in raised],
-                               step, sensitivity, memo)
+                               step, sensitivity, memo, flat_max)
         known.update(scores)
         last_batch = ranking[:step]
         raised = raised + last_batch

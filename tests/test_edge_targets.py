@@ -198,6 +198,12 @@ def test_executorch_search_keeps_the_sensitive_layers_float(tmp_path):
     raised = [r["name"] for r in result.raised]
     assert result.passed and 0 < len(raised) < len(candidates)
     assert capture.calibrations == 1  # every round reused the first round's statistics
+    # rounds judged on the converted graph, then the choice lowered: one program per program round
+    judged = [r["judged"] for r in result.rounds]
+    assert judged[0] == "graph" and "program" in judged and judged == sorted(judged)  # graph rounds first
+    assert [r["judged"] for r in result.rounds if r.get("chosen")] == ["program"]
+    assert len(list(tmp_path.glob("*.pte"))) == judged.count("program")
+    assert result.started_from.startswith("the search on the converted graph")
     fresh = np.random.default_rng(1).standard_normal((200, 3, 4, 4)).astype(np.float32)
     with torch.no_grad():
         reference = module(torch.from_numpy(fresh)).numpy().argmax(1)
