@@ -54,7 +54,7 @@ def quantize_tflite(
     recipes. ``check(path)`` may raise ConversionError to refuse the written file before it
     is renamed into place. ``calibration_cache``: a folder where the calibration statistics
     are kept, so that a second static recipe on the same model and images (tflite-int8-io
-    after tflite-int8) reuses them instead of calibrating again (40 s on ViT-B/16). Returns
+    after tflite-int8) reuses them instead of calibrating again. Returns
     {"ops": [...], "quantizer": ...} for the manifest; raises ConversionError when the result
     holds a Flex or custom op.
     """

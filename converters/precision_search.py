@@ -231,7 +231,7 @@ Sensitivity = Callable[[Path, list[str], list[list[str]]], list[float]]
 
 
 def rank(path: Path, raised: list[str], remaining: list[str], step: int, sensitivity: Sensitivity,
-         memo: dict[str, Any] | None = None, flat_max: int = FLAT_RANKING_MAX
+         memo: dict[str, Any] | None = None, flat_max: int | None = None
          ) -> tuple[list[str], dict[str, tuple[float, int]]]:
     """``remaining`` (int8 layers, in graph order) most costly first, and what was measured:
     {layer: (sensitivity, size of the unit it was measured in)}.
@@ -246,7 +246,7 @@ def rank(path: Path, raised: list[str], remaining: list[str], step: int, sensiti
     reached: on ViT-B/16 a measurement costs about 17 s on 2 cores, and re-measuring 20 of them
     every round cost 6.5 min a round, more than the plain quantization itself (155 s).
     """
-    if len(remaining) <= flat_max:
+    if len(remaining) <= (FLAT_RANKING_MAX if flat_max is None else flat_max):
         scores = sensitivity(path, raised, [[c] for c in remaining])
         measured = {c: (float(s), 1) for c, s in zip(remaining, scores)}
         return sorted(remaining, key=lambda c: -measured[c][0]), measured
@@ -297,7 +297,7 @@ def rank(path: Path, raised: list[str], remaining: list[str], step: int, sensiti
 def search_precision(candidates: Sequence[str], build: Build, run: Run, sensitivity: Sensitivity,
                      holdout: Holdout, target: Target, *, max_rounds: int = MAX_ROUNDS, unit: str = "layers",
                      log: Callable[[str], None] = print, start: Sequence[str] = (),
-                     flat_max: int = FLAT_RANKING_MAX) -> SearchResult:
+                     flat_max: int | None = None) -> SearchResult:
     """Raise layers of ``candidates`` (names the backend's ``build`` understands) until ``target`` is met.
 
     Returns the passing file with the fewest raised layers found; when no round passes within

@@ -342,7 +342,8 @@ def time_validation(opts: BenchOptions, work: Path) -> dict[str, Any]:
 
 
 # whose search the bench times, when in its variants; tflite-int8 is left out: its plain file alone took
-# 374 s on ViT-B/16 (2 cores, 256 calibration images), and each of its search rounds re-quantizes
+# 374 s on ViT-B/16 (2 cores, 256 calibration images; 59 s since the profiled calibration of
+# 2026-12-06), and each of its search rounds re-quantizes
 SEARCHED_VARIANTS = ("onnx-int8-static",)
 
 
