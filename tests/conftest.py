@@ -74,9 +74,11 @@ def exported_tiny(tiny_vit, faces_dir, calib_dir, tmp_path_factory) -> Path:
     from edgeport.pipeline import export_model
 
     def build(folder: Path) -> None:
+        # in this process: a step's own process would import torch or TensorFlow again for a
+        # 32x32 model (tests/test_resume.py and test_cli.py export with a process per step)
         result = export_model("tiny-vit", resolve_source(str(tiny_vit)), folder / "tiny-vit",
                               variants=ALL_VARIANTS, images_dir=None, calibration_dir=calib_dir,
-                              eval_dir=faces_dir, precision_search=False)
+                              eval_dir=faces_dir, precision_search=False, isolate=False)
         assert result.failed == [], result.manifest
 
     return shared_folder(tmp_path_factory, "export", build) / "tiny-vit"
@@ -95,7 +97,7 @@ def searched_tiny(exported_tiny, tiny_vit, faces_dir, calib_dir, tmp_path_factor
     def build(folder: Path) -> None:
         shutil.copytree(exported_tiny, folder / "tiny-vit")
         result = export_model("tiny-vit", resolve_source(str(tiny_vit)), folder / "tiny-vit", variants=ALL_VARIANTS,
-                              images_dir=None, calibration_dir=calib_dir, eval_dir=faces_dir)
+                              images_dir=None, calibration_dir=calib_dir, eval_dir=faces_dir, isolate=False)
         assert result.failed == [], result.manifest
 
     return shared_folder(tmp_path_factory, "searched", build) / "tiny-vit"

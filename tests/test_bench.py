@@ -13,7 +13,7 @@ from edgeport.validation.harness import RunSettings
 
 def test_bench_on_a_tiny_model_writes_every_section(tiny_vit, calib_dir, faces_dir, tmp_path):
     entry = ModelEntry(name="tiny", source=str(tiny_vit), eval_dir=faces_dir, calibration_dir=calib_dir,
-                       variants=["onnx-fp32", "onnx-int8-dynamic"])
+                       variants=["onnx-fp32"])  # the timing of a validation: one variant is enough
     opts = BenchOptions(out_dir=tmp_path / "bench", arch="tiny",
                         variants=["onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static"],
                         calibration_dir=calib_dir, warmup=1, runs=3, throughput_runs=2, baseline=False,
@@ -32,7 +32,7 @@ def test_bench_on_a_tiny_model_writes_every_section(tiny_vit, calib_dir, faces_d
         assert row["error"] is None and 0 < row["p50_ms"] <= row["p90_ms"] and row["images_per_s"] > 0
     assert lat["onnx-int8-dynamic"]["size_bytes"] < lat["onnx-fp32"]["size_bytes"]
     v = result["validation"]
-    assert v["images"] == 8 and v["variants"] == 2 and v["seconds"] > 0
+    assert v["images"] == 8 and v["variants"] == 1 and v["seconds"] > 0
     # the search timed on a second export (probe head), against the main export's plain quantization
     search = result["precision_search"]
     assert search["probe_images"] == 8

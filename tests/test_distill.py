@@ -74,7 +74,7 @@ def test_distill_export_validate(tiny_vit, images, faces_dir, tmp_path):
 
     assert parameters(AutoModelForImageClassification.from_pretrained(str(out))) == report["student"]["parameters"]
     exported = export_model("student", resolve_source(str(out)), tmp_path / "export", variants=["onnx-fp32"],
-                            images_dir=None, calibration_dir=None, eval_dir=faces_dir, progress=False)
+                            images_dir=None, calibration_dir=None, eval_dir=faces_dir, progress=False, isolate=False)
     assert exported.failed == []
     from edgeport.config import DEFAULT_BUDGETS
     from edgeport.validation.harness import RunSettings
