@@ -45,7 +45,6 @@ import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-
 from typing import Any
 
 import numpy as np
@@ -237,11 +236,13 @@ class FullIntegerHint:
             return []
 
     def write(self, search: dict[str, Any] | None) -> None:
+        """Keep tflite-int8's choice (``settings.precision_search``), or forget it when it did not pass."""
         if not search or not search.get("passed_on_holdout"):
             self.path.unlink(missing_ok=True)
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps({"raised_kinds": [row["name"] for row in search["raised"]]}))
+
 
 def run_tflite(path: Path, inputs_nchw: np.ndarray) -> np.ndarray:
     """Logits of a .tflite file on NCHW float images (int8 I/O quantized as validation does)."""
