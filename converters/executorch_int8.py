@@ -95,20 +95,37 @@ class CalibratedCapture:
     """The model captured once for PT2E, its calibration statistics kept across re-quantizations."""
 
     def __init__(self, module, example: tuple, calibration: np.ndarray) -> None:
-        import torch
-
         self.module, self.example, self.calibration = module, example, calibration
-        self.float_graph = torch.export.export(module, example).module()  # float weights, by node name
+        self.batched = True  # captured with a dynamic batch: run_graph runs chunks of images at once
+        try:
+            self.float_graph = self.capture()  # float weights, by node name
+        except Exception:  # a model whose code fixes its batch: captured at batch 1, run image by image
+            self.batched = False
+            self.float_graph = self.capture()
         self._stats: dict[tuple, dict[str, Any]] = {}
         self.calibrations = 0  # runs over the calibration images (the first, and rounds with new observers)
+
+    def capture(self):
+        """A fresh ``torch.export`` capture of the module (its graph module), every time the same graph.
+
+        With a dynamic batch where the model allows it: the converted graphs are run in PyTorch to
+        judge each round and to rank the nodes, and one image at a time that is Python's dispatch
+        of every node per image (gender-vit: about 16 ms an image, most of the search's own time).
+        The program is still lowered at batch 1 (its export specializes the batch)."""
+        import torch
+
+        if not self.batched:
+            return torch.export.export(self.module, self.example).module()
+        x = self.example[0]
+        two = (torch.zeros((2, *x.shape[1:]), dtype=x.dtype),)  # batch 1 would be specialized to 1
+        return torch.export.export(self.module, two, dynamic_shapes=({0: torch.export.Dim("batch", max=1024)},)).module()
 
     def convert(self, float_nodes: list[str] | None = None):
         """The converted (reference int8) graph with ``float_nodes`` left out of the quantization."""
         import torch
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-        prepared = prepare_pt2e(torch.export.export(self.module, self.example).module(),
-                                _quantizer(set(float_nodes or [])))
+        prepared = prepare_pt2e(self.capture(), _quantizer(set(float_nodes or [])))
         observers = _observers(prepared)
         missing = {key: obs for key, obs in observers.items() if key not in self._stats}
         for key, obs in observers.items():
@@ -157,10 +174,9 @@ def candidate_nodes(capture: CalibratedCapture) -> list[str]:
     float with the node they follow. Measured on emotion-vit: with every Linear, Conv and MatMul
     in float, the embeddings' Cat and Add kept the .pte at 94.8% held-out agreement.
     """
-    import torch
     from torchao.quantization.pt2e.quantizer import SharedQuantizationSpec
 
-    graph = torch.export.export(capture.module, capture.example).module()
+    graph = capture.capture()
     quantizer = _quantizer(set())
     graph = quantizer.transform_for_annotation(graph)
     quantizer.annotate(graph)
@@ -247,17 +263,19 @@ def _attribute(module, qualified: str):
     return module
 
 
-def run_graph(module, inputs: np.ndarray) -> np.ndarray:
-    """Logits of a batch-1 captured graph module, image by image."""
+def run_graph(module, inputs: np.ndarray, batched: bool = False, chunk: int = 16) -> np.ndarray:
+    """Logits of a captured graph module: ``chunk`` images at a time when it was captured with a
+    dynamic batch (``batched``), else image by image."""
     import torch
 
     def logits(x: np.ndarray) -> np.ndarray:
-        out = module(torch.from_numpy(np.ascontiguousarray(x[None], dtype=np.float32)))
+        out = module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
         # a graph copied by node_to_float returns its flat outputs, without the capture's pytree spec
         return (out[0] if isinstance(out, (tuple, list)) else out).numpy()
 
+    step = chunk if batched else 1
     with torch.no_grad():
-        return np.concatenate([logits(x) for x in inputs])
+        return np.concatenate([logits(inputs[i:i + step]) for i in range(0, len(inputs), step)])
 
 
 def iter_pte(path: Path, inputs: np.ndarray, chunk: int = 16) -> Iterator[np.ndarray]:
@@ -276,11 +294,11 @@ def graph_sensitivity(capture: CalibratedCapture, converted, units: list[list[st
     """Each unit's cost: the drop in mean squared logit error (against the float model) when that
     unit alone reads float, as a fraction of the reference int8 graph's error."""
     inputs, reference = holdout.subset(images)
-    error = float(np.mean((run_graph(converted, inputs) - reference) ** 2))
+    error = float(np.mean((run_graph(converted, inputs, capture.batched) - reference) ** 2))
     if error == 0:
         return [0.0] * len(units)
-    return [(error - float(np.mean((run_graph(node_to_float(converted, capture.float_graph, unit, int8), inputs)
-                                    - reference) ** 2))) / error for unit in units]
+    return [(error - float(np.mean((run_graph(node_to_float(converted, capture.float_graph, unit, int8), inputs,
+                                              capture.batched) - reference) ** 2))) / error for unit in units]
 
 
 def search_executorch_int8(capture: CalibratedCapture, lower: Callable[[Any], bytes], scratch: Path,
@@ -320,7 +338,7 @@ def search_executorch_int8(capture: CalibratedCapture, lower: Callable[[Any], by
 
     def graph_logits(key: Path, chunk: int = 16) -> Iterator[np.ndarray]:
         for i in range(0, len(holdout.inputs), chunk):
-            yield run_graph(converted[key], holdout.inputs[i:i + chunk])
+            yield run_graph(converted[key], holdout.inputs[i:i + chunk], capture.batched, chunk)
 
     def sensitivity(path: Path, raised: list[str], units: list[list[str]]) -> list[float]:
         return graph_sensitivity(capture, converted[path], units, holdout, set(candidates) - set(raised))

@@ -204,6 +204,13 @@ def test_executorch_search_keeps_the_sensitive_layers_float(tmp_path):
     assert [r["judged"] for r in result.rounds if r.get("chosen")] == ["program"]
     assert len(list(tmp_path.glob("*.pte"))) == judged.count("program")
     assert result.started_from.startswith("the search on the converted graph")
+    # captured with a dynamic batch: the graph runs chunks of images as image by image does
+    from edgeport.converters.executorch_int8 import run_graph
+
+    assert capture.batched
+    converted = capture.convert(raised)
+    np.testing.assert_allclose(run_graph(converted, images[:20], batched=True), run_graph(converted, images[:20]),
+                               rtol=1e-5, atol=1e-5)
     fresh = np.random.default_rng(1).standard_normal((200, 3, 4, 4)).astype(np.float32)
     with torch.no_grad():
         reference = module(torch.from_numpy(fresh)).numpy().argmax(1)
@@ -250,3 +257,25 @@ def test_an_openvino_variant_is_served_without_torch_transformers_or_tensorflow(
     assert metadata["variant"] == "openvino-fp32" and metadata["runtime"] == "openvino"
     assert {row["label"] for row in answer} == {"female", "male"}
     assert "openvino" in imported and not imported & HEAVY, sorted(imported & HEAVY)
+
+
+def test_a_model_that_fixes_its_batch_is_captured_at_batch_1():
+    """The dynamic-batch capture is a speed-up, not a requirement: a model whose code fixes the
+    batch is captured at batch 1 and its converted graph runs image by image."""
+    import torch
+
+    from edgeport.converters.executorch_int8 import CalibratedCapture, run_graph
+
+    class FixedBatch(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(48, 2)
+
+        def forward(self, x):
+            return self.fc(x.reshape(1, 48))  # batch 1 only
+
+    images = np.random.default_rng(0).standard_normal((6, 3, 4, 4)).astype(np.float32)
+    capture = CalibratedCapture(FixedBatch().eval(), (torch.zeros(1, 3, 4, 4),), images)
+    assert not capture.batched
+    logits = run_graph(capture.convert([]), images, batched=capture.batched)
+    assert logits.shape == (6, 2) and np.isfinite(logits).all()
