@@ -324,16 +324,18 @@ def search_executorch_int8(capture: CalibratedCapture, lower: Callable[[Any], by
     first = capture.convert([])  # calibrates: every later round reuses its statistics
     candidates = candidate_nodes(capture)
 
+    def convert(raised: list[str]):
+        return capture.convert(raised) if raised else first
+
     def graph_of(raised: list[str]) -> Path:  # a name for the converted graph (nothing is written)
         key = scratch / f"round{next(rounds)}.graph"
-        converted[key] = first if not raised else capture.convert(raised)
+        converted[key] = convert(raised)
         return key
 
     def program_of(raised: list[str]) -> Path:
-        graph = first if not raised else capture.convert(raised)
         path = scratch / f"round{next(rounds)}.pte"
-        path.write_bytes(lower(graph))
-        converted[path] = graph
+        converted[path] = convert(raised)
+        path.write_bytes(lower(converted[path]))
         return path
 
     def graph_logits(key: Path, chunk: int = 16) -> Iterator[np.ndarray]:

@@ -226,19 +226,25 @@ def run_phase(url: str, images: list[Path], pid: int, work: Path, cores: set[int
     from edgeport.bench_serve_load import LoadSpec
 
     load = LoadSpec(url=url, images=[str(p) for p in images], **spec)
-    spec_path = work / "load-spec.json"
-    out_path = work / "load-result.json"
-    spec_path.write_text(json.dumps(asdict(load)))
     with MemoryWatch(pid) as memory:
-        done = subprocess.run([sys.executable, "-m", "edgeport.bench_serve_load", str(spec_path), str(out_path)],
-                              cwd=REPO, capture_output=True, text=True, timeout=load.duration_s + load.timeout_s + 120,
-                              preexec_fn=_pinned(cores))
-    if done.returncode != 0:
-        raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
-    result = json.loads(out_path.read_text())
+        result = _run_child("edgeport.bench_serve_load", load, work, "load", "load generator",
+                            timeout=load.duration_s + load.timeout_s + 120, cores=cores)
     result["server_memory"] = memory.summary()
     result["spec"].pop("url", None)
     return result
+
+
+def _run_child(module: str, spec: Any, work: Path, stem: str, what: str, *, timeout: float,
+               cores: set[int] | None, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """``python -m MODULE SPEC.json OUT.json`` (``spec``, a dataclass, written to WORK/STEM-spec.json),
+    pinned to ``cores``; its result, or a RuntimeError naming ``what`` with the end of its stderr."""
+    spec_path, out_path = work / f"{stem}-spec.json", work / f"{stem}-result.json"
+    spec_path.write_text(json.dumps(asdict(spec)))
+    done = subprocess.run([sys.executable, "-m", module, str(spec_path), str(out_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout, preexec_fn=_pinned(cores), env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed: {done.stderr[-2000:]}")
+    return json.loads(out_path.read_text())
 
 
 def run_runner_alone(model_dir: Path, variant: str | None, images: list[Path], threads: int, max_batch: int,
@@ -249,15 +255,9 @@ def run_runner_alone(model_dir: Path, variant: str | None, images: list[Path], t
 
     spec = RunnerSpec(model_dir=str(model_dir), images=[str(p) for p in images], variant=variant, threads=threads,
                       max_batch=max_batch, seconds=seconds, repetitions=RUNNER_REPETITIONS)
-    spec_path, out_path = work / "runner-spec.json", work / "runner-result.json"
-    spec_path.write_text(json.dumps(asdict(spec)))
     # three measurements, plus loading the artifact and the warm-up (an OpenVINO compile takes seconds)
-    done = subprocess.run([sys.executable, "-m", "edgeport.bench_serve_runner", str(spec_path), str(out_path)],
-                          cwd=REPO, capture_output=True, text=True, timeout=3 * seconds + 600,
-                          preexec_fn=_pinned(cores), env=_child_env())
-    if done.returncode != 0:
-        raise RuntimeError(f"runner alone failed: {done.stderr[-2000:]}")
-    result = json.loads(out_path.read_text())
+    result = _run_child("edgeport.bench_serve_runner", spec, work, "runner", "runner alone",
+                        timeout=3 * seconds + 600, cores=cores, env=_child_env())
     result["spec"].pop("model_dir", None)
     return result
 

@@ -26,13 +26,16 @@ class TFLiteRunner(Runner):
         sig = self._in.get("shape_signature", self._in["shape"])
         self._fixed = None if sig[0] == -1 else int(sig[0])
         self._batch = int(self._in["shape"][0])
-        self._lanes: list[_Lane] = []
+        self._size = self.path.stat().st_size  # read once: _lane_count runs on every batch
+        self._lanes: list[TFLiteRunner] = []
         self._pool: ThreadPoolExecutor | None = None
 
     def _unload(self) -> None:
         self._interp = None
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        for lane in self._lanes:
+            lane.deactivate()
         self._pool, self._lanes = None, []
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -43,11 +46,11 @@ class TFLiteRunner(Runner):
             return super().infer(batch)
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         parts = np.array_split(batch, lanes)
-        if len(self._lanes) < lanes:
-            self._lanes += [_Lane(self.path) for _ in range(lanes - len(self._lanes))]
+        if len(self._lanes) < lanes:  # a lane is this file on a runner of one thread
+            self._lanes += [TFLiteRunner(self.path, threads=1) for _ in range(lanes - len(self._lanes))]
             self._pool = self._pool or ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="tflite-lane")
         assert self._pool is not None
-        return np.concatenate(list(self._pool.map(_Lane.infer, self._lanes[:lanes], parts)))
+        return np.concatenate(list(self._pool.map(TFLiteRunner.infer, self._lanes[:lanes], parts)))
 
     def _lane_count(self, images: int) -> int:
         """How many single-thread interpreters a batch of ``images`` runs on (1: the usual path).
@@ -62,7 +65,7 @@ class TFLiteRunner(Runner):
         Latency (batch 1) is measured on the one interpreter with ``threads`` threads.
         """
         self.activate()
-        if self.threads < 2 or images < 2 or self._fixed != 1 or self.path.stat().st_size > LANE_MAX_BYTES:
+        if self.threads < 2 or images < 2 or self._fixed != 1 or self._size > LANE_MAX_BYTES:
             return 1
         return min(self.threads, images)
 
@@ -82,26 +85,6 @@ class TFLiteRunner(Runner):
 # The largest file run on lanes (TFLiteRunner._lane_count): gender-vit's files are 1.5-6 MB,
 # ViT-B/16's 90-330 MB.
 LANE_MAX_BYTES = 64 * 2**20
-
-
-class _Lane:
-    """One single-thread interpreter of a batch-1 file, run by one thread of the lane pool."""
-
-    def __init__(self, path) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        self._interp = Interpreter(model_path=str(path), num_threads=1)
-        self._interp.allocate_tensors()
-        self._in = self._interp.get_input_details()[0]
-        self._out = self._interp.get_output_details()[0]
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        rows = []
-        for image in batch.transpose(0, 2, 3, 1):
-            self._interp.set_tensor(self._in["index"], _quantize(image[None], self._in))
-            self._interp.invoke()
-            rows.append(_dequantize(self._interp.get_tensor(self._out["index"]), self._out))
-        return np.concatenate(rows)
 
 
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:

@@ -268,8 +268,8 @@ def test_profiled_calibration_equals_the_quantizers_default_mode(exported_tiny, 
     fast = aq.calibrate_min_max(fp32, calib_nhwc)
     manager = recipe_manager.RecipeManager()
     manager.load_quantization_recipe(aq._calibration_recipe())
-    name = aq.signature_input(fp32)[1]
-    default = aq._run_calibrator(fp32, [{name: image[None]} for image in calib_nhwc], manager,
+    key, name = aq.signature_input(fp32)
+    default = aq._run_calibrator(fp32.read_bytes(), key, [{name: image[None]} for image in calib_nhwc], manager,
                                  calibrator.CalibrationMode.CALIBRATION_PRESERVE_ALL_TENSORS)
     assert len(default) > 20 and set(fast) == set(default)
     for tensor, stats in default.items():
