@@ -27,7 +27,7 @@ from edgeport.serving.admission import Admission
 from edgeport.serving.batcher import Batcher, QueueFull
 from edgeport.serving.metrics import Metrics
 from edgeport.serving.payloads import (RequestError, b64_bytes, check_count, decode_image, load_json, parse_body, ranked,
-                              short_repr)
+                              raw_image_pixels, short_repr)
 from edgeport.serving.selection import ServedModel
 from edgeport.serving.settings import ServeSettings
 
@@ -36,6 +36,12 @@ CONFIG_ENV = "EDGEPORT_SERVE_CONFIG"  # how `edgeport serve --workers N` hands e
 
 
 QUEUE_WAIT_S = 2.0  # the wait a full queue stands for, by default
+# A raw image up to this many pixels (by its header) is decoded and preprocessed on the event loop:
+# handing it to the thread pool and back cost more than decoding it (gender-vit, 200x200 JPEGs, one
+# core, 16 clients: 547 -> 581 req/s, docs/benchmarks.md 2026-12-06). Larger ones, JSON bodies and
+# the v2 routes go to the thread pool, so that one big image never holds the loop for long (a
+# 512x512 JPEG decodes in about 1 ms).
+INLINE_DECODE_PIXELS = 512 * 512
 MAX_DEFAULT_QUEUE = 64
 
 
@@ -122,12 +128,17 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
 
     async def classify(request: Request) -> JSONResponse:
         body = await request.body()  # already read by serving.admission, within its limits
+        content_type = request.headers.get("content-type")
 
         def decode() -> tuple[Any, list[np.ndarray]]:  # one hop to the thread pool, not two
-            parsed = parse_body(body, request.headers.get("content-type"), max_images)
+            parsed = parse_body(body, content_type, max_images)
             return parsed, [model.preprocessing(im) for im in parsed.images]
 
-        parsed, pixels = await run_in_threadpool(decode)
+        pixel_count = raw_image_pixels(body, content_type)
+        if pixel_count is not None and pixel_count <= INLINE_DECODE_PIXELS:
+            parsed, pixels = decode()
+        else:
+            parsed, pixels = await run_in_threadpool(decode)
         rows = await logits_of(pixels)
         function = parsed.function or default_function
         answers = [ranked(row, model.labels, parsed.top_k, function) for row in rows]

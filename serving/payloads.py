@@ -12,6 +12,7 @@ import base64
 import binascii
 import io
 import json
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,13 +92,39 @@ def check_count(count: int, max_images: int | None, where: str) -> None:
 
 def parse_body(body: bytes, content_type: str | None, max_images: int | None = None) -> Parsed:
     """The images and parameters of a ``POST /`` body (raw image bytes or JSON)."""
-    kind = (content_type or "").split(";")[0].strip().lower()
-    if kind == "application/json" or (not kind and body[:1] in (b"{", b"[")):
+    kind = _body_kind(body, content_type)
+    if kind == "json":
         return _parse_json(body, max_images)
-    if kind and not (kind.startswith("image/") or kind == "application/octet-stream"):
+    if kind != "image":
         raise RequestError(415, f"unsupported Content-Type {kind!r}: send image/* or application/octet-stream "
                                 "(raw image bytes) or application/json ({\"inputs\": \"<base64 image>\"})")
     return Parsed([decode_image(body)], None, None, batched=False)
+
+
+def _body_kind(body: bytes, content_type: str | None) -> str:
+    """"json", "image" (raw image bytes), or the media type named that is neither."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind == "application/json" or (not kind and body[:1] in (b"{", b"[")):
+        return "json"
+    if not kind or kind.startswith("image/") or kind == "application/octet-stream":
+        return "image"
+    return kind
+
+
+def raw_image_pixels(body: bytes, content_type: str | None) -> int | None:
+    """How many pixels the raw image in ``body`` has, read from its header alone (about 20 us for
+    a JPEG, nothing decoded); None for a JSON body, another Content-Type, or bytes that are no
+    image (their error comes from ``parse_body``)."""
+    if _body_kind(body, content_type) != "image":
+        return None
+    try:
+        with warnings.catch_warnings():  # a bomb's warning is open_image's to raise, in parse_body
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(body)) as img:
+                width, height = img.size
+    except Exception:  # anything PIL cannot even read a header of: parse_body says why
+        return None
+    return width * height
 
 
 def _parse_json(body: bytes, max_images: int | None) -> Parsed:

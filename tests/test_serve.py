@@ -73,6 +73,55 @@ def test_served_scores_are_the_harness_logits(server, harness_logits, faces_dir)
         assert abs(answer[0]["score"] - float(logits.max())) < 1e-5
 
 
+def test_a_large_raw_image_is_decoded_off_the_loop_to_the_same_logits(server, validated_tiny, faces_dir):
+    """Raw images up to INLINE_DECODE_PIXELS are decoded on the event loop, larger ones in the
+    thread pool: both answer what validation's decoding, preprocessing and runner give."""
+    import io
+
+    from PIL import Image
+
+    from edgeport.runtimes import runner_class
+    from edgeport.serving.app import INLINE_DECODE_PIXELS
+    from edgeport.serving.payloads import raw_image_pixels
+    from edgeport.validation.dataset import open_image
+    from edgeport.validation.preprocess import Preprocessing
+
+    small = _faces(faces_dir)[0].read_bytes()
+    buffer = io.BytesIO()
+    side = int(INLINE_DECODE_PIXELS ** 0.5) + 40
+    Image.open(io.BytesIO(small)).resize((side, side)).save(buffer, format="PNG")
+    large = buffer.getvalue()
+    assert raw_image_pixels(small, "image/jpeg") <= INLINE_DECODE_PIXELS < raw_image_pixels(large, "image/png")
+    pre = Preprocessing.from_file(validated_tiny / "preprocessor_config.json")
+    with runner_class("onnxruntime")(validated_tiny / "model.onnx") as runner:
+        expected = runner.infer(np.stack([pre(open_image(io.BytesIO(b))) for b in (small, large)]))
+    for body, kind, logits in ((small, "image/jpeg", expected[0]), (large, "image/png", expected[1])):
+        r = requests.post(server, data=body, headers={"Content-Type": kind}, timeout=30)
+        assert r.status_code == 200, r.text
+        got = {a["label"]: a["score"] for a in r.json()}
+        np.testing.assert_allclose([got["female"], got["male"]], _softmax(logits.astype(np.float64)), atol=1e-6)
+
+
+def test_raw_image_pixels_reads_the_header_alone():
+    import io
+
+    from PIL import Image
+
+    from edgeport.serving.payloads import raw_image_pixels
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (30, 20)).save(buffer, format="JPEG")
+    jpeg = buffer.getvalue()
+    assert raw_image_pixels(jpeg, "image/jpeg") == 600
+    assert raw_image_pixels(jpeg, None) == 600 and raw_image_pixels(jpeg, "application/octet-stream") == 600
+    assert raw_image_pixels(_bomb_png(), "image/png") is None  # past PIL's bomb limit: parse_body refuses it
+    assert raw_image_pixels(b'{"inputs": "x"}', None) is None  # JSON, by its first byte
+    assert raw_image_pixels(jpeg, "application/json") is None and raw_image_pixels(jpeg, "text/plain") is None
+    assert raw_image_pixels(b"not an image", "image/jpeg") is None and raw_image_pixels(b"", "image/jpeg") is None
+    # a header is all it reads: this PNG's pixel data could not be decoded into 2000 x 2000 pixels
+    assert raw_image_pixels(_bomb_png(2000, 2000), "image/png") == 4_000_000
+
+
 def test_health_metadata_and_metrics(server, validated_tiny):
     from edgeport.converters.checksums import artifact_sha256
 
