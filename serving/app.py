@@ -115,12 +115,26 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
             futures = batcher.submit(pixels)
         except QueueFull as exc:
             raise RequestError(503, f"server busy: {exc}; retry later") from None
-        try:
-            return list(await asyncio.wait_for(asyncio.gather(*futures), settings.timeout_s))
-        except asyncio.TimeoutError:
+        # one timer that cancels what is not done, rather than asyncio.wait_for over a gather: a
+        # task, a waiter and a timeout context for each request (7% of the server's Python time)
+        expired: list[bool] = []
+
+        def expire() -> None:
+            expired.append(True)
             for f in futures:
                 f.cancel()
-            raise RequestError(504, f"no result within {settings.timeout_s:g} s (--timeout-s)") from None
+
+        timer = asyncio.get_running_loop().call_later(settings.timeout_s, expire)
+        try:
+            return [await f for f in futures]
+        except asyncio.CancelledError:
+            for f in futures:  # the request was given up (timeout, or the client went): its images are skipped
+                f.cancel()
+            if expired:
+                raise RequestError(504, f"no result within {settings.timeout_s:g} s (--timeout-s)") from None
+            raise
+        finally:
+            timer.cancel()
 
     def check_name(name: str) -> None:
         if name != model.name:
@@ -144,14 +158,18 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
         answers = [ranked(row, model.labels, parsed.top_k, function) for row in rows]
         return JSONResponse(answers if parsed.batched else answers[0])
 
-    @app.post("/")
-    async def root(request: Request):
+    # The inference routes are Starlette's plain routes on the FastAPI app: FastAPI's dependency
+    # solving (a sub-response, the query parameters) for a route that takes the request as it is
+    # was a tenth of the server's Python time per request (py-spy, gender-vit, 16 clients).
+    async def root(request: Request) -> JSONResponse:
         return await classify(request)
 
-    @app.post("/models/{name:path}")
-    async def by_name(name: str, request: Request):
-        check_name(name)
+    async def by_name(request: Request) -> JSONResponse:
+        check_name(request.path_params["name"])
         return await classify(request)
+
+    app.add_route("/", root, methods=["POST"])
+    app.add_route("/models/{name:path}", by_name, methods=["POST"])
 
     @app.get("/health")
     async def health():
@@ -194,9 +212,8 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
         check_name(name)
         return JSONResponse({"name": model.name, "ready": state["ready"]}, status_code=200 if state["ready"] else 503)
 
-    @app.post("/v2/models/{name}/infer")
-    async def v2_infer(name: str, request: Request):
-        check_name(name)
+    async def v2_infer(request: Request) -> JSONResponse:
+        check_name(request.path_params["name"])
         body = await request.body()  # already read by serving.admission, within its limits
 
         def decode() -> tuple[dict[str, Any], list[np.ndarray]]:
@@ -211,8 +228,9 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
                             "data": logits.ravel().tolist()}]}
         if "id" in doc:
             out["id"] = doc["id"]
-        return out
+        return JSONResponse(out)
 
+    app.add_route("/v2/models/{name}/infer", v2_infer, methods=["POST"])
     return app
 
 
