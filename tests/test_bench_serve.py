@@ -31,12 +31,12 @@ def test_summary_counts_good_and_malformed_apart(tmp_path):
 def test_malformed_requests_come_in_every_kind_at_the_asked_share(faces_dir):
     image = sorted(faces_dir.rglob("*.jpg"))[0]
     source = _Requests(LoadSpec(url="", images=[str(image)], malformed_fraction=0.3, seed=3))
-    kinds = [source.next()[1] for _ in range(2000)]
+    kinds = [source.next()[2] for _ in range(2000)]
     bad = [k for k in kinds if k is not None]
     assert set(bad) == set(MALFORMED_KINDS)
     assert 0.25 < len(bad) / len(kinds) < 0.35
-    kwargs, kind = _Requests(LoadSpec(url="", images=[str(image)])).next()
-    assert kind is None and kwargs["data"] == image.read_bytes() and kwargs["headers"]["Content-Type"] == "image/jpeg"
+    body, headers, kind = _Requests(LoadSpec(url="", images=[str(image)])).next()
+    assert kind is None and body == image.read_bytes() and headers["Content-Type"] == "image/jpeg"
 
 
 def test_bench_serve_runs_both_servers_and_judges_the_targets(validated_tiny, faces_dir, tmp_path):
