@@ -41,7 +41,7 @@ def export(model: PathLike, *, out: PathLike | None = None, variants: Sequence[s
            config: PathLike | Config | None = None, force: bool = False,
            full_integer_activations: str | None = None, precision_search: bool | None = None,
            allow_pickle: bool = False, progress: bool = True,
-           input_size: tuple[int, int] | None = None) -> ExportResult:
+           input_size: tuple[int, int] | None = None, decode: str | None = None) -> ExportResult:
     """Convert ``model`` into its variants under ``out`` and write ``manifest.json``.
 
     ``model``: a model name from the config, a local Hugging Face model folder, or a hub id (with
@@ -51,6 +51,8 @@ def export(model: PathLike, *, out: PathLike | None = None, variants: Sequence[s
     (any depth, disjoint from the evaluation set) for the int8 variants. A variant that fails is
     recorded as failed (``result.failed``) and the others are still made. ``input_size`` (H, W):
     for a model whose image processor does not fix one (default: the model's from the config).
+    ``decode``: "exact" or "draft", how its images are decoded (default: the model's from the config,
+    else "exact"; see docs/configuration.md).
     """
     from edgeport.model_source import resolve_source
     from edgeport.pipeline import export_model
@@ -74,7 +76,8 @@ def export(model: PathLike, *, out: PathLike | None = None, variants: Sequence[s
                         project_dir=entry.base_dir, progress=progress, budgets=cfg.budgets_for(entry),
                         label_map=entry.label_map,
                         precision_search=entry.precision_search if precision_search is None else precision_search,
-                        input_size=tuple(input_size) if input_size else entry.input_size)
+                        input_size=tuple(input_size) if input_size else entry.input_size,
+                        decode=decode or entry.decode)
 
 
 @dataclass

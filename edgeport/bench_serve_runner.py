@@ -14,8 +14,8 @@ Three measurements, each after a warm-up and bounded in time (``seconds``, split
 - **request**: decode + preprocess + runner at batch 1 from each image's raw bytes, timed
   apart, so the report shows where a request's time goes without HTTP.
 
-Images are decoded and preprocessed as the server does (``validation.dataset.open_image`` on
-the bytes, then the served model's preprocessing); the variant is chosen as the server
+Images are decoded and preprocessed as the server does (the served model's
+``Preprocessing.open`` on the bytes, with its decode mode, then its steps); the variant is chosen as the server
 chooses it (``serving.selection.select_variant``).
 """
 from __future__ import annotations
@@ -29,9 +29,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from edgeport.validation.preprocess import Preprocessing
 
 WARMUP_RUNS = 3  # per batch shape, before timing: the first runs pay for allocation and kernel choice
 
@@ -76,13 +79,12 @@ def run_runner(spec: RunnerSpec) -> dict[str, Any]:
     """Time the served variant's runner as the module docstring says; returns the figures."""
     from edgeport.runtimes import runner_class
     from edgeport.serving.selection import select_variant
-    from edgeport.validation.dataset import open_image
 
     model = select_variant(spec.model_dir, spec.variant)
     bodies = [Path(p).read_bytes() for p in spec.images]
     if not bodies:
         raise ValueError("no images to time the runner on")
-    pixels = [model.preprocessing(open_image(io.BytesIO(b))) for b in bodies]
+    pixels = [model.preprocessing(model.preprocessing.open(io.BytesIO(b))) for b in bodies]
     singles = [x[None] for x in pixels]
     b = max(1, spec.max_batch)
     # stacked beforehand: the runner alone is timed, not np.stack (the server's batcher pays that)
@@ -120,17 +122,15 @@ def run_runner(spec: RunnerSpec) -> dict[str, Any]:
     return result
 
 
-def _request_path(infer: Callable[[np.ndarray], np.ndarray], preprocessing: Callable[[Any], np.ndarray],
+def _request_path(infer: Callable[[np.ndarray], np.ndarray], preprocessing: Preprocessing,
                   bodies: list[bytes], spec: RunnerSpec) -> dict[str, Any]:
     """Decode + preprocess + runner at batch 1 per image from the raw bytes, the two parts timed apart."""
-    from edgeport.validation.dataset import open_image
-
     parts: list[tuple[float, float]] = []  # (decode + preprocess, runner) seconds of each image of a repetition
     turn = [0]
 
     def one() -> int:
         t0 = time.perf_counter()
-        x = preprocessing(open_image(io.BytesIO(bodies[turn[0] % len(bodies)])))[None]
+        x = preprocessing(preprocessing.open(io.BytesIO(bodies[turn[0] % len(bodies)])))[None]
         t1 = time.perf_counter()
         infer(x)
         parts.append((t1 - t0, time.perf_counter() - t1))

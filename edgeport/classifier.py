@@ -7,7 +7,7 @@ Answers have the shape of transformers' image-classification pipeline.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,6 @@ from PIL import Image
 
 from edgeport.serving.payloads import FUNCTIONS, ranked
 from edgeport.serving.selection import ServedModel, select_variant
-from edgeport.validation.dataset import open_image
 
 ImageLike = Image.Image | str | Path | np.ndarray
 
@@ -48,7 +47,8 @@ class Classifier:
     def logits(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray:
         """Raw logits, one row per image (N, labels)."""
         batch = images if isinstance(images, (list, tuple)) else [images]
-        pixels = np.stack([self.model.preprocessing(_as_image(x)) for x in batch])
+        pre = self.model.preprocessing
+        pixels = np.stack([pre(_as_image(x, pre.open)) for x in batch])
         return np.asarray(self._runner.infer(pixels))
 
     def __call__(self, images: ImageLike | Sequence[ImageLike], *, top_k: int | None = 5,
@@ -75,8 +75,9 @@ class Classifier:
         return f"Classifier({self.model.name!r}, variant={self.variant!r}, runtime={self.model.runtime!r})"
 
 
-def _as_image(value: ImageLike) -> Image.Image:
-    """A path, a PIL image or an HxWxC uint8 array (RGB) -> an RGB PIL image."""
+def _as_image(value: ImageLike, decode: Callable[[Path], Image.Image]) -> Image.Image:
+    """A path (decoded by ``decode``: the model's decode mode), a PIL image or an HxWxC uint8 array
+    (RGB) -> an RGB PIL image."""
     if isinstance(value, Image.Image):
         return value.convert("RGB") if value.mode != "RGB" else value
     if isinstance(value, np.ndarray):
@@ -84,4 +85,4 @@ def _as_image(value: ImageLike) -> Image.Image:
             raise ValueError(f"an image array must be H x W x 3 (RGB) or 4 (RGBA) uint8, got {value.shape} "
                              f"{value.dtype}")
         return Image.fromarray(value).convert("RGB")
-    return open_image(Path(value))
+    return decode(Path(value))

@@ -9,6 +9,7 @@ from edgeport.variants import FULL_INTEGER_ACTIVATIONS, VARIANTS, default_varian
 from edgeport.validation.budgets import Budget, BudgetError
 from edgeport.validation.gate import GateSettings
 from edgeport.validation.harness import RunSettings
+from edgeport.validation.preprocess import DECODE_MODES
 from edgeport.validation.subgroups import SubgroupError, SubgroupSpec
 
 CONFIG_NAME = "edgeport.toml"  # what commands read from the working folder when --config is not given
@@ -60,6 +61,7 @@ class ModelEntry:
     subgroups: SubgroupSpec | None = None  # where the evaluation images' subgroups come from ([models.subgroups])
     input_size: tuple[int, int] | None = None  # (H, W) for a processor that does not fix one (input_size = [H, W])
     distill: DistillSpec | None = None  # made by distilling a teacher first ([models.distill])
+    decode: str = "exact"  # or "draft": JPEGs decoded at a reduced DCT scale (validation.preprocess.DECODE_MODES)
 
 
 @dataclass
@@ -146,7 +148,7 @@ def load_config(path: str | Path | None = None) -> Config:
         where = f"{path} [[models]] #{i + 1}"
         _check_keys(raw, {"name", "source", "revision", "eval", "calibration", "variants", "budgets",
                           "allow_pickle", "label_map", "full_integer_activations", "precision_search", "subgroups",
-                          "input_size", "distill"}, where)
+                          "input_size", "distill", "decode"}, where)
         for key in ("name", "source"):
             if not raw.get(key):
                 raise ConfigError(f"{where}: '{key}' is required")
@@ -169,6 +171,7 @@ def load_config(path: str | Path | None = None) -> Config:
             subgroups=_subgroups(raw.get("subgroups"), f"{where} subgroups", base),
             input_size=parse_input_size(raw["input_size"], where) if "input_size" in raw else None,
             distill=_distill(raw.get("distill"), f"{where} distill", base),
+            decode=_decode(raw.get("decode", "exact"), where),
         ))
     return cfg
 
@@ -190,6 +193,13 @@ def _activations(value: object, where: str) -> str:
     if value not in FULL_INTEGER_ACTIVATIONS:
         raise ConfigError(f"{where}: full_integer_activations must be one of "
                           f"{', '.join(repr(v) for v in FULL_INTEGER_ACTIVATIONS)}, not {value!r}")
+    return str(value)
+
+
+def _decode(value: object, where: str) -> str:
+    if value not in DECODE_MODES:
+        raise ConfigError(f"{where}: decode must be one of {', '.join(repr(v) for v in DECODE_MODES)}, not {value!r} "
+                          "(\"draft\": JPEGs decoded at a reduced scale, faster to serve; see docs/configuration.md)")
     return str(value)
 
 

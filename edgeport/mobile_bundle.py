@@ -142,6 +142,13 @@ def preprocessing_spec(pre: dict[str, Any]) -> dict[str, Any]:
     }
     if extra:
         spec["extra_std"] = list(extra)
+    if pre.get("decode") == "draft":
+        from edgeport.validation.preprocess import DRAFT_GAP
+
+        spec["decode"] = {"mode": "draft", "gap": DRAFT_GAP,
+                          "rule": f"a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps both sides "
+                                  f"at least {DRAFT_GAP}x the longer side it is resized to (libjpeg's scaled decoding: "
+                                  "Android's BitmapFactory inSampleSize, PIL's Image.draft); other formats fully"}
     return spec
 
 
@@ -164,6 +171,8 @@ def _input_steps(pre: dict[str, Any]) -> str:
     text += f", mean {pre['mean']} and std {pre['std']}" + (f", extra_std {pre['extra_std']}" if pre.get("extra_std") else "")
     if pre["channel_order"] == "BGR":
         text += "; channels in **BGR** order"
+    if pre.get("decode"):
+        text = f"JPEGs decoded at a reduced scale first ({pre['decode']['rule']}); " + text
     return text + f"; layout NHWC `[1, {h}, {w}, 3]`, float32."
 
 

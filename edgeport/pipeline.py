@@ -29,7 +29,7 @@ from edgeport.runtimes.tflite_runner import tflite_io_details
 from edgeport.converters.onnx_batch import BatchCheckError, ensure_any_batch_or_pin
 from edgeport.validation.budgets import Budget, budget_for
 from edgeport.validation.metrics import MULTI_LABEL_THRESHOLD
-from edgeport.validation.dataset import IMAGE_EXTENSIONS, load_eval_arrays, open_image, read_label_csv, scan_eval_set
+from edgeport.validation.dataset import IMAGE_EXTENSIONS, load_eval_arrays, read_label_csv, scan_eval_set
 from edgeport.validation.harness import RunSettings, Variant, validate
 from edgeport.validation.preprocess import Preprocessing, fix_input_size
 from edgeport.validation.report import build_report, failure_lines, not_validated_lines, write_reports
@@ -76,7 +76,7 @@ def check_disjoint(calibration_sha256: Sequence[str], evaluation: Sequence[Path]
 
 def calibration_arrays(paths: Sequence[Path], pre: Preprocessing) -> np.ndarray:
     """The calibration images, preprocessed exactly as evaluation images (N x C x H x W)."""
-    return np.stack([pre(open_image(p)) for p in paths]).astype(np.float32)
+    return np.stack([pre(pre.open(p)) for p in paths]).astype(np.float32)
 
 
 def calibration_labels(paths: Sequence[Path], folder: Path, labels: Sequence[str],
@@ -142,6 +142,7 @@ def export_model(
     precision_search: bool = True,
     label_map: dict[str, str] | None = None,
     input_size: tuple[int, int] | None = None,
+    decode: str = "exact",
 ) -> ExportResult:
     """Produce every requested variant of ``source`` under ``out_dir`` and write manifest.json.
 
@@ -176,6 +177,9 @@ def export_model(
     ``input_size`` (H, W) fixes the input of a model whose processor does not (a shortest-edge
     resize without a crop): the copy of its processor file beside the artifacts resizes to it,
     and the manifest records it (validation.preprocess.fix_input_size).
+
+    ``decode`` ("exact" or "draft", validation.preprocess.DECODE_MODES) is how images are decoded
+    for this model everywhere: the calibration here, validation and serving (the manifest records it).
     """
     needs = missing_message("export")
     if needs:  # reading the model, and every converter, needs torch and transformers
@@ -198,7 +202,7 @@ def export_model(
     copy_model_metadata(source, out_dir)
     labels = read_labels(out_dir / "config.json")
     resized = bool(input_size) and fix_input_size(out_dir / "preprocessor_config.json", input_size)
-    preprocessing = Preprocessing.from_file(out_dir / "preprocessor_config.json")
+    preprocessing = Preprocessing.from_file(out_dir / "preprocessor_config.json", decode=decode)
     images = sample_images(images_dir or calibration_dir) if (images_dir or calibration_dir) else []
     work_dir = out_dir / ".work"
     ctx = ExportContext(source.location, source.revision, out_dir, work_dir, images, opset,
@@ -247,6 +251,8 @@ def export_model(
             recipe += f"/search={json.dumps(targets[spec.name], sort_keys=True) if precision_search else 'off'}"
         if resized:  # the input size decides every file
             recipe += f"/input={preprocessing.height}x{preprocessing.width}"
+        if spec.name in CALIBRATED and preprocessing.decode != "exact":  # the calibration's pixels
+            recipe += f"/decode={preprocessing.decode}"
         key = _inputs_key(f"{spec.name}@{recipe}", described, opset,
                           calib_sha if spec.name in CALIBRATED else None,
                           records[spec.requires].get("inputs_key") if spec.requires else None)
@@ -432,7 +438,8 @@ def validate_export(
     if multi_label and not eval_set.multi_label:  # class folders: each image has exactly its folder's label
         eval_set.multi_label = True
         eval_set.samples = [dataclasses.replace(s, label=-1, targets=(s.label,)) for s in eval_set.samples]
-    preprocess = Preprocessing.from_file(out_dir / "preprocessor_config.json")
+    preprocess = Preprocessing.from_file(out_dir / "preprocessor_config.json",
+                                         decode=manifest["preprocessing"].get("decode", "exact"))
     inputs, y, paths = load_eval_arrays(eval_set, preprocess, progress=progress)
     if multi_label and subgroups is not None:
         log(f"[{manifest['model']}] subgroups are judged on single-label models only; left out for this multi-label one")
@@ -452,6 +459,8 @@ def validate_export(
         lambda v: budget_for(v.name, v.precision, budgets), settings, progress=progress, subgroups=assignment,
     )
     _localize_onnx_failures(out_dir, manifest, results, inputs)
+    decode_check = _compare_decodes(out_dir, manifest, eval_set, preprocess, inputs, settings) \
+        if preprocess.decode == "draft" else None
     report = build_report(
         model=manifest["model"],
         source=src,
@@ -471,6 +480,8 @@ def validate_export(
                   "latency_runs": settings.runs, "preprocessing": manifest["preprocessing"]},
         edgeport_version=__version__,
     )
+    if decode_check is not None:
+        report["decode"] = decode_check
     if assignment is not None:
         report["subgroups"] = assignment.summary(subgroups)
         if subgroups.manifest:
@@ -498,6 +509,21 @@ def validate_export(
     if bundle:
         log(f"[{report['model']}] mobile bundle: {bundle}/ (model.json, labels.txt, SHA256SUMS, README.md)")
     return report
+
+
+def _compare_decodes(out_dir: Path, manifest: dict[str, Any], eval_set: Any, pre: Preprocessing, inputs: np.ndarray,
+                     settings: RunSettings) -> dict[str, Any]:
+    """What ``decode = "draft"`` changes (validation.decode_check), judged with onnx-fp32."""
+    from edgeport.validation.decode_check import compare_decodes
+
+    fp32 = next((v for v in manifest["variants"] if v["name"] == "onnx-fp32" and v["status"] == "ok"), None)
+    if fp32 is None:
+        return {"mode": "draft", "error": "no onnx-fp32 variant to compare with: add it to the model's variants"}
+    try:
+        return compare_decodes(eval_set, pre, inputs, "onnx-fp32", "onnxruntime", out_dir / fp32["path"],
+                               threads=settings.threads)
+    except Exception as exc:  # a measurement for the reader must not cost the report
+        return {"mode": "draft", "error": f"{type(exc).__name__}: {exc}"}
 
 
 def _localize_onnx_failures(out_dir: Path, manifest: dict[str, Any], results: list, inputs: np.ndarray) -> None:

@@ -1,7 +1,7 @@
 """The HTTP app (FastAPI on uvicorn): Hugging Face Inference API routes, Open Inference Protocol
 v2 routes, health, metadata and Prometheus metrics, over one validated variant.
 
-Images go through the same decoding (``validation.dataset.open_image``), preprocessing
+Images go through the same decoding (``Preprocessing.open``, with the model's decode mode), preprocessing
 (``validation.preprocess.Preprocessing``) and runner (``runtimes``) as validation, so the
 scores served are the logits the harness judged. Requests are batched (``serving.batcher``).
 """
@@ -145,7 +145,7 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
         content_type = request.headers.get("content-type")
 
         def decode() -> tuple[Any, list[np.ndarray]]:  # one hop to the thread pool, not two
-            parsed = parse_body(body, content_type, max_images)
+            parsed = parse_body(body, content_type, max_images, model.preprocessing.open)
             return parsed, [model.preprocessing(im) for im in parsed.images]
 
         pixel_count = raw_image_pixels(body, content_type)
@@ -253,7 +253,8 @@ def _v2_pixels(tensor: dict[str, Any], model: ServedModel, want: list[int], max_
         if not flat:
             raise RequestError(400, "BYTES input has no data")
         check_count(len(flat), max_images, "BYTES data")
-        return [model.preprocessing(decode_image(b64_bytes(v, f"data[{i}]"), f"data[{i}]")) for i, v in enumerate(flat)]
+        return [model.preprocessing(decode_image(b64_bytes(v, f"data[{i}]"), f"data[{i}]", model.preprocessing.open))
+                for i, v in enumerate(flat)]
     if datatype == "FP32":
         if len(shape) != 4 or shape[1:] != want or isinstance(shape[0], bool) or not isinstance(shape[0], int) \
                 or shape[0] < 1:

@@ -14,7 +14,8 @@ import io
 import json
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image
@@ -24,6 +25,7 @@ from edgeport.validation.dataset import open_image
 FUNCTIONS = ("softmax", "sigmoid", "none")
 PARAMETERS = {"top_k", "function_to_apply"}
 DEFAULT_TOP_K = 5  # transformers' image-classification pipeline default
+Opener = Callable[[IO[bytes]], Image.Image]  # bytes -> RGB image (validation.dataset.open_image's contract)
 
 
 class RequestError(Exception):
@@ -45,12 +47,15 @@ class Parsed:
     batched: bool
 
 
-def decode_image(data: bytes, where: str = "body") -> Image.Image:
-    """Bytes -> an RGB image, or a 400 naming what is wrong (empty, not an image, truncated, bomb)."""
+def decode_image(data: bytes, where: str = "body", open_with: Opener = open_image) -> Image.Image:
+    """Bytes -> an RGB image, or a 400 naming what is wrong (empty, not an image, truncated, bomb).
+
+    ``open_with``: the served model's decoding (``Preprocessing.open``: its decode mode), so that
+    the pixels are those validation judged."""
     if not data:
         raise RequestError(400, f"{where} is empty: send the image bytes")
     try:
-        return open_image(io.BytesIO(data))
+        return open_with(io.BytesIO(data))
     except ValueError as exc:  # open_image's reasons: corrupt, truncated, unknown format, decompression bomb
         raise RequestError(400, f"{where}: {exc}") from None
 
@@ -90,15 +95,16 @@ def check_count(count: int, max_images: int | None, where: str) -> None:
                                 "(the queue's size, --max-queue): split the request")
 
 
-def parse_body(body: bytes, content_type: str | None, max_images: int | None = None) -> Parsed:
-    """The images and parameters of a ``POST /`` body (raw image bytes or JSON)."""
+def parse_body(body: bytes, content_type: str | None, max_images: int | None = None,
+               open_with: Opener = open_image) -> Parsed:
+    """The images and parameters of a ``POST /`` body (raw image bytes or JSON), decoded by ``open_with``."""
     kind = _body_kind(body, content_type)
     if kind == "json":
-        return _parse_json(body, max_images)
+        return _parse_json(body, max_images, open_with)
     if kind != "image":
         raise RequestError(415, f"unsupported Content-Type {kind!r}: send image/* or application/octet-stream "
                                 "(raw image bytes) or application/json ({\"inputs\": \"<base64 image>\"})")
-    return Parsed([decode_image(body)], None, None, batched=False)
+    return Parsed([decode_image(body, open_with=open_with)], None, None, batched=False)
 
 
 def _body_kind(body: bytes, content_type: str | None) -> str:
@@ -127,7 +133,7 @@ def raw_image_pixels(body: bytes, content_type: str | None) -> int | None:
     return width * height
 
 
-def _parse_json(body: bytes, max_images: int | None) -> Parsed:
+def _parse_json(body: bytes, max_images: int | None, open_with: Opener) -> Parsed:
     doc = load_json(body)
     if not isinstance(doc, dict) or "inputs" not in doc:
         raise RequestError(400, 'JSON body must be an object with "inputs" (a base64 image or a list of them)')
@@ -153,8 +159,8 @@ def _parse_json(body: bytes, max_images: int | None) -> Parsed:
     function = params.get("function_to_apply")
     if function is not None and function not in FUNCTIONS:
         raise RequestError(400, f"function_to_apply must be one of {', '.join(FUNCTIONS)}, got {short_repr(function)}")
-    images = [decode_image(b64_bytes(v, f"inputs[{i}]" if batched else "inputs"), f"inputs[{i}]" if batched else "inputs")
-              for i, v in enumerate(items)]
+    images = [decode_image(b64_bytes(v, f"inputs[{i}]" if batched else "inputs"), f"inputs[{i}]" if batched else "inputs",
+                           open_with) for i, v in enumerate(items)]
     return Parsed(images, top_k, function, batched)
 
 

@@ -117,10 +117,15 @@ def select_variant(model_dir: str | Path, variant: str | None = None) -> ServedM
         raise ServeError(f"{path} changed after export (its sha256 no longer matches manifest.json): "
                          "run `edgeport export` and `edgeport validate` again")
     config = _read_json(model_dir / "config.json", "JSON", "run `edgeport export` again (it copies config.json)")
+    preprocessing = _preprocessing(model_dir, manifest)
+    judged = ((report.get("settings") or {}).get("preprocessing") or {}).get("decode", "exact")
+    if preprocessing.decode != judged:  # the scores served must be those the report judged
+        raise ServeError(f"{model_dir / 'report.json'} judged images decoded {judged!r}, and manifest.json now says "
+                         f"{preprocessing.decode!r}: run `edgeport validate {model_dir}` again")
     model = ServedModel(
         name=manifest.get("model") or model_dir.name, variant=variant, runtime=row["runtime"], path=path, sha256=sha,
         labels=read_labels(model_dir / "config.json"),
-        preprocessing=_preprocessing(model_dir, manifest),
+        preprocessing=preprocessing,
         channels=int(config.get("num_channels", 3)),
         multi_label=config.get("problem_type") == "multi_label_classification",
         latency_p50_ms=(row.get("latency_ms") or {}).get("p50"), report_machine=report.get("machine"))

@@ -169,9 +169,14 @@ def scan_label_csv(csv_path: str | Path, labels: Sequence[str], label_map: dict[
     return result
 
 
-def open_image(path: Path | IO[bytes]) -> Image.Image:
-    """Decode an image (a file, or a binary stream such as a request body) fully, upright
-    (EXIF orientation applied), as RGB.
+def open_image(path: Path | IO[bytes], *,
+               draft: Callable[[int, int], tuple[int, int] | None] | None = None) -> Image.Image:
+    """Decode an image (a file, or a binary stream such as a request body), upright (EXIF
+    orientation applied), as RGB.
+
+    Fully, unless ``draft`` is given: then a JPEG is decoded at the smallest of libjpeg's DCT
+    scales (1/2, 1/4, 1/8) that is still at least the size ``draft(width, height)`` returns for
+    its stored size (PIL's ``Image.draft``; None: fully). Other formats are always decoded fully.
 
     Raises ValueError with a readable reason for anything that cannot be used.
     """
@@ -180,6 +185,10 @@ def open_image(path: Path | IO[bytes]) -> Image.Image:
             # PIL only warns between 1x and 2x its pixel limit; treat that as a bomb too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:  # leaving the block closes the file; the pixels stay (Pillow >= 13)
+                if draft is not None and img.format == "JPEG":
+                    size = draft(*img.size)
+                    if size is not None:
+                        img.draft(None, size)
                 img.load()
                 # in place: a copy of every image costs a request more than its decoding's last third
                 ImageOps.exif_transpose(img, in_place=True)
@@ -212,7 +221,8 @@ def load_eval_arrays(
     *,
     progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, list[Path]]:
-    """Decode and preprocess every sample once.
+    """Decode and preprocess every sample once (decoded as ``preprocess.open`` does when it has
+    one: a ``validation.preprocess.Preprocessing``'s decode mode; else fully).
 
     Returns (inputs N x C x H x W float32, labels, paths N): labels are N class indices, or for
     a multi-label set N x L (0 or 1 per label). Files that fail are moved to ``eval_set.skipped``
@@ -220,10 +230,11 @@ def load_eval_arrays(
     """
     from tqdm import tqdm
 
+    decode = getattr(preprocess, "open", open_image)
     arrays, labels, paths = [], [], []
     for sample in tqdm(eval_set.samples, desc="reading images", unit="img", disable=not progress):
         try:
-            arrays.append(preprocess(open_image(sample.path)))
+            arrays.append(preprocess(decode(sample.path)))
         except ValueError as exc:
             eval_set.skipped.append(Skipped(str(sample.path.relative_to(eval_set.root)), str(exc)))
             continue

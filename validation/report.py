@@ -7,6 +7,7 @@ from typing import Any
 
 from edgeport.converters.atomic import atomic_path
 from edgeport.runtimes.machine import cpu_description
+from edgeport.validation.decode_check import decode_markdown
 from edgeport.validation.harness import VariantResult
 from edgeport.validation.report_html import distillation_budget_text, distillation_rows, render_html
 from edgeport.validation.status import status_of, status_rank
@@ -190,6 +191,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["", f"{', '.join(wide)}: int16 activations, int8 weights (TFLite 16x8, integer-only; "
                       "`full_integer_activations` in the config). int8-only accelerators cannot run them."]
     lines += distillation_markdown(report)
+    lines += decode_markdown(report)
     unchecked = [v for v in report["variants"] if status_of(v) == "not validated"]
     if unchecked:
         lines += ["", "## Not validated on this machine", ""]
