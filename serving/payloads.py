@@ -13,8 +13,8 @@ import binascii
 import io
 import json
 import warnings
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import IO, Any
 
 import numpy as np

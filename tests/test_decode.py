@@ -104,6 +104,7 @@ def test_validation_judges_draft_pixels_and_reports_what_they_change(draft_expor
     assert check["max_abs_diff"] == pytest.approx(float(np.abs(exact - draft).max()), rel=1e-5)
     assert check["top1_agreement_with_exact"] == pytest.approx(float(np.mean(exact.argmax(1) == draft.argmax(1))))
     assert "Decoding: draft" in (draft_export / "report.md").read_text()
+    assert '<p id="decode">Decoding: draft' in (draft_export / "report.html").read_text()
     from edgeport.mobile_bundle import _input_steps, preprocessing_spec
 
     spec = preprocessing_spec(manifest["preprocessing"])  # the mobile hand-off spells the decoding out

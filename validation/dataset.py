@@ -185,10 +185,9 @@ def open_image(path: Path | IO[bytes], *,
             # PIL only warns between 1x and 2x its pixel limit; treat that as a bomb too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:  # leaving the block closes the file; the pixels stay (Pillow >= 13)
-                if draft is not None and img.format == "JPEG":
-                    size = draft(*img.size)
-                    if size is not None:
-                        img.draft(None, size)
+                size = draft(*img.size) if draft is not None else None
+                if size is not None:  # only JPEG (and MPO, phones' multi-picture JPEG) has a draft mode
+                    img.draft(None, size)
                 img.load()
                 # in place: a copy of every image costs a request more than its decoding's last third
                 ImageOps.exif_transpose(img, in_place=True)

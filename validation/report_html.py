@@ -14,6 +14,7 @@ import html
 import math
 from typing import Any
 
+from edgeport.validation.decode_check import decode_markdown
 from edgeport.validation.report_subgroups import subgroup_heatmap_html
 from edgeport.validation.status import status_of, status_rank
 
@@ -70,6 +71,7 @@ edgeport {e(str(report.get('edgeport_version', '')))}.</p>
 {chr(10).join(rows)}
 </tbody></table>
 {distillation_html(report)}
+{''.join(f'<p id="decode">{e(line.replace("`", ""))}</p>' for line in decode_markdown(report) if line)}
 <figure id="latency-vs-drift"><figcaption>Latency (batch 1, p50) against accuracy drift</figcaption>{scatter_latency_drift(report)}</figure>
 <figure id="size"><figcaption>Size per variant</figcaption>{bars_size(report)}</figure>
 <figure id="per-class-drift"><figcaption>Accuracy drift per class (points)</figcaption>{per_class_drift(report)}</figure>
