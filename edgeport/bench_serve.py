@@ -429,10 +429,11 @@ def _run_servers(opts: BenchServeOptions, model_dir: Path, images: list[Path], s
     log(f"bench-serve: edgeport serve {model_dir} ({len(images)} images, {opts.duration_s:g} s per phase)")
     with server_process(command, opts.out_dir / "serve.log", url, cores=server_cores) as proc:
         meta = requests.get(f"{url}/metadata", timeout=10).json()
-        result["served"] = {"variant": meta["variant"], "runtime": meta["runtime"], "model": meta["model"]}
+        result["served"] = {"variant": meta["variant"], "runtime": meta["runtime"], "model": meta["model"],
+                            "decode": (meta.get("preprocessing") or {}).get("decode", "exact")}
         max_queue = int(meta["limits"]["max_queue"])  # what the server chose, when not told
         result["settings"]["max_queue"] = max_queue
-        log(f"  serving {meta['variant']} ({meta['runtime']})")
+        log(f"  serving {meta['variant']} ({meta['runtime']}; images decoded {result['served']['decode']})")
         if meta["variant"] != result["runner_alone"]["variant"]:  # the same selection on the same files: a bug
             raise RuntimeError(f"the server serves {meta['variant']}, the runner alone timed "
                                f"{result['runner_alone']['variant']}: their figures would not compare")
@@ -598,7 +599,8 @@ def write(result: dict[str, Any], out: Path) -> tuple[Path, Path]:
 def render_markdown(r: dict[str, Any]) -> str:
     ours, base = r["edgeport"], (r.get("handwritten") or {}).get("sweep", {})
     m = r["machine"]
-    lines = [f"# edgeport bench-serve: {r['served']['model']} ({r['served']['variant']}, {r['served']['runtime']})", "",
+    lines = [f"# edgeport bench-serve: {r['served']['model']} ({r['served']['variant']}, {r['served']['runtime']}, "
+             f"decode {r['served'].get('decode', 'exact')})", "",
              f"{r['date']}, edgeport {r['edgeport_version']}, {m.get('cpu')} ({m.get('cores')} cores). "
              + (f"Model: {r['arch']}, {r['weights']}. " if r.get("weights") else "")
              + f"{r['images']} images sent in turn; settings {r['settings']}. The load generator runs in its own "

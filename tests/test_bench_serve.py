@@ -47,7 +47,8 @@ def test_bench_serve_runs_both_servers_and_judges_the_targets(validated_tiny, fa
                  "--concurrency", "2", "--duration-s", "1", "--out", str(out)]) == 0
     result = json.loads((out / "bench-serve.json").read_text())
     ours = result["edgeport"]
-    assert result["served"]["variant"] == "onnx-fp32"
+    assert result["served"]["variant"] == "onnx-fp32" and result["served"]["decode"] == "exact"
+    assert "decode exact" in (out / "bench-serve.md").read_text().splitlines()[0]
     assert ours["sweep"]["2"]["ok"] > 0 and ours["sweep"]["2"]["ok"] == ours["sweep"]["2"]["good"]
     assert ours["capacity_rps"] == ours["sweep"]["2"]["throughput_rps"]
     tried = ours["sustained"]["tried"]  # 90%, 75%, ... of the best, until a phase had no error
