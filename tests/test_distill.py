@@ -127,8 +127,11 @@ from pathlib import Path
 sys.path.insert(0, {tests!r})
 from test_distill import _distill
 _distill(Path({teacher!r}), Path({images!r}), Path({out!r}), Path({cache!r}),
-         settings=dict(max_steps=120, eval_every=4, minutes=30, patience=1000))
+         settings=dict(max_steps={steps}, eval_every=4, minutes=30, patience=1000))
 """
+# Steps of the resumable run: the kill comes at the first checkpoint (step 4), well before the end;
+# 120 steps made this test 35-50 s under two test workers (three trainings on one thread)
+RESUMABLE_STEPS = 60
 
 
 def test_a_killed_distillation_resumes_from_its_checkpoint(tiny_vit, images, tmp_path):
@@ -139,7 +142,7 @@ def test_a_killed_distillation_resumes_from_its_checkpoint(tiny_vit, images, tmp
 
     out, cache = tmp_path / "student", tmp_path / "cache"
     script = RESUMABLE.format(tests=str(REPO / "tests"), teacher=str(tiny_vit), images=str(images), out=str(out),
-                              cache=str(cache))
+                              cache=str(cache), steps=RESUMABLE_STEPS)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     child = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE)
@@ -152,10 +155,10 @@ def test_a_killed_distillation_resumes_from_its_checkpoint(tiny_vit, images, tmp
     assert checkpoint.exists(), child.stderr.read().decode()[-2000:]
     assert not out.exists()  # nothing half-written where the student goes
     torch.set_num_threads(1)
-    settings = dict(max_steps=120, eval_every=4, minutes=30, patience=1000)
+    settings = dict(max_steps=RESUMABLE_STEPS, eval_every=4, minutes=30, patience=1000)
     resumed = _distill(tiny_vit, images, out, cache, settings=settings)
     first_step = resumed.report["training"]["resumed_from"]
-    assert first_step and 0 < first_step < 120 and resumed.report["training"]["steps"] == 120
+    assert first_step and 0 < first_step < RESUMABLE_STEPS and resumed.report["training"]["steps"] == RESUMABLE_STEPS
     straight = _distill(tiny_vit, images, tmp_path / "straight", cache, settings=settings)
     assert straight.report["training"]["resumed_from"] is None
     a, b = load_file(out / "model.safetensors"), load_file(tmp_path / "straight" / "model.safetensors")
