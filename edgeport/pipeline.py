@@ -439,7 +439,7 @@ def validate_export(
         eval_set.multi_label = True
         eval_set.samples = [dataclasses.replace(s, label=-1, targets=(s.label,)) for s in eval_set.samples]
     preprocess = Preprocessing.from_file(out_dir / "preprocessor_config.json",
-                                         decode=manifest["preprocessing"].get("decode", "exact"))
+                                         decode=(manifest.get("preprocessing") or {}).get("decode", "exact"))
     inputs, y, paths = load_eval_arrays(eval_set, preprocess, progress=progress)
     if multi_label and subgroups is not None:
         log(f"[{manifest['model']}] subgroups are judged on single-label models only; left out for this multi-label one")
