@@ -136,3 +136,29 @@ def test_the_api_and_the_server_decode_as_validation_did(draft_export, faces_dir
     (changed / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ServeError, match="judged images decoded 'draft'.*edgeport validate"):
         select_variant(changed, "onnx-fp32")
+
+
+def test_export_takes_decode_on_the_command_line(tiny_vit, tmp_path, monkeypatch):
+    """--decode reaches the export (edgeport export -> api.export -> pipeline.export_model); the
+    config's decode when it is not given."""
+    import edgeport.pipeline
+    from edgeport.cli import main
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def export_model(*args, **kwargs):
+        seen.append(kwargs.get("decode"))
+        raise Stop
+
+    monkeypatch.setattr(edgeport.pipeline, "export_model", export_model)
+    config = tmp_path / "edgeport.toml"
+    config.write_text(f'[[models]]\nname = "tiny"\nsource = "{tiny_vit}"\ndecode = "draft"\n')
+    for args in (["export", str(tiny_vit), "--decode", "draft"], ["export", str(tiny_vit)],
+                 ["export", "tiny", "--config", str(config)], ["export", "tiny", "--config", str(config),
+                                                                "--decode", "exact"]):
+        with pytest.raises(Stop):
+            main([*args, "--out", str(tmp_path / "out"), "--no-progress"])
+    assert seen == ["draft", "exact", "draft", "exact"]
