@@ -16,6 +16,13 @@ from typing import ClassVar
 import numpy as np
 
 
+# The largest model run on lanes, one single-thread copy per core side by side (the TFLite
+# runner's batches, onnx-int8-static's layer ranking): each lane holds its own copy, and a large
+# model's kernels use the threads within one image. gender-vit's files are 1.5-6 MB, ViT-B/16's
+# 90-330 MB.
+LANE_MAX_BYTES = 64 * 2**20
+
+
 class RunnerError(RuntimeError):
     """A runtime could not load or run an artifact; the message names the file."""
 

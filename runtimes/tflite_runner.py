@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from edgeport.runtimes.base import Runner, RunnerError
+from edgeport.runtimes.base import LANE_MAX_BYTES, Runner, RunnerError
 
 
 class TFLiteRunner(Runner):
@@ -81,10 +81,6 @@ class TFLiteRunner(Runner):
         self._interp.invoke()
         return _dequantize(self._interp.get_tensor(self._out["index"]), self._out)
 
-
-# The largest file run on lanes (TFLiteRunner._lane_count): gender-vit's files are 1.5-6 MB,
-# ViT-B/16's 90-330 MB.
-LANE_MAX_BYTES = 64 * 2**20
 
 
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:

@@ -222,6 +222,30 @@ def test_a_deliberately_sensitive_layer_is_found_and_kept_float(tmp_path):
     assert agreement >= 0.97
 
 
+def test_layer_sensitivities_side_by_side_equal_one_by_one(tmp_path, monkeypatch):
+    """onnx-int8-static ranks a small model's layers on one single-thread session per core: the
+    same figures as one session after another, in the same order."""
+    import onnx
+
+    from edgeport.converters import onnx_int8_static
+    from edgeport.converters.onnx_int8_static import convert_onnx_int8_static, node_sensitivity, run_onnx
+
+    onnx_path = _sensitive_mlp(tmp_path / "mlp.onnx")
+    images = np.random.default_rng(0).standard_normal((64, 3, 4, 4)).astype(np.float32)
+    calib, held = split_holdout(len(images))
+    holdout = Holdout(images[held], run_onnx(onnx_path, images[held]))
+    convert_onnx_int8_static(onnx_path, tmp_path / "plain.onnx", images[calib], float_nodes=[])
+    units = [["/fc1/Gemm"], ["/fc2/Gemm"], ["/fc3/Gemm"], ["/fc1/Gemm", "/fc3/Gemm"]]
+    lanes_of = onnx_int8_static.sensitivity_lanes
+    assert lanes_of(2**30) == 1 and lanes_of(2**20) >= 1  # a large model: one session at a time
+    figures = {}
+    for lanes in (1, 2):
+        monkeypatch.setattr(onnx_int8_static, "sensitivity_lanes", lambda size, lanes=lanes: lanes)
+        figures[lanes] = node_sensitivity(onnx.load(str(onnx_path)), tmp_path / "plain.onnx", units, holdout)
+    np.testing.assert_allclose(figures[2], figures[1], rtol=1e-5, atol=1e-7)
+    assert figures[1][1] > 0.2 and figures[1][1] > figures[1][2]  # fc2 matters, fc3 hardly
+
+
 @pytest.mark.parametrize("variant", ["onnx-int8-static", "tflite-int8", "tflite-int8-io"])
 def test_export_records_the_search_judged_on_held_out_calibration_images(searched_tiny, exported_tiny, variant):
     import json
