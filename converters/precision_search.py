@@ -312,7 +312,7 @@ def search_precision(candidates: Sequence[str], build: Build, run: Run, sensitiv
     alone every round (a backend whose measurement is dear ranks in groups from fewer).
     """
     began = time.perf_counter()
-    start = list(start)
+    starting = set(start)
     candidates = list(candidates)
     known: dict[str, tuple[float, int]] = {}  # latest measured (sensitivity, unit size) of each layer
     rounds: list[dict[str, Any]] = []
@@ -331,7 +331,7 @@ def search_precision(candidates: Sequence[str], build: Build, run: Run, sensitiv
             + (f" (stopped after {row['images']} of {len(holdout.inputs)} images)" if "stopped_early" in row else ""))
         return row
 
-    raised = [c for c in candidates if c in set(start)]
+    raised = [c for c in candidates if c in starting]
     row = measure(raised)
     step = 1
     last_batch: list[str] = []

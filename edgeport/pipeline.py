@@ -29,7 +29,7 @@ from edgeport.runtimes.tflite_runner import tflite_io_details
 from edgeport.converters.onnx_batch import BatchCheckError, ensure_any_batch_or_pin
 from edgeport.validation.budgets import Budget, budget_for
 from edgeport.validation.metrics import MULTI_LABEL_THRESHOLD
-from edgeport.validation.dataset import IMAGE_EXTENSIONS, load_eval_arrays, read_label_csv, scan_eval_set
+from edgeport.validation.dataset import IMAGE_EXTENSIONS, EvalSet, load_eval_arrays, read_label_csv, scan_eval_set
 from edgeport.validation.harness import RunSettings, Variant, validate
 from edgeport.validation.preprocess import Preprocessing, fix_input_size
 from edgeport.validation.report import build_report, failure_lines, not_validated_lines, write_reports
@@ -511,7 +511,7 @@ def validate_export(
     return report
 
 
-def _compare_decodes(out_dir: Path, manifest: dict[str, Any], eval_set: Any, pre: Preprocessing, inputs: np.ndarray,
+def _compare_decodes(out_dir: Path, manifest: dict[str, Any], eval_set: EvalSet, pre: Preprocessing, inputs: np.ndarray,
                      settings: RunSettings) -> dict[str, Any]:
     """What ``decode = "draft"`` changes (validation.decode_check), judged with onnx-fp32."""
     from edgeport.validation.decode_check import compare_decodes

@@ -169,7 +169,6 @@ def _full_integer(ctx: ExportContext, out: Path, *, int8_io: bool) -> dict:
     return settings
 
 
-
 def _tflite_int8(ctx: ExportContext, out: Path) -> dict:
     return _full_integer(ctx, out, int8_io=False)
 

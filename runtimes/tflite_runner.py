@@ -82,7 +82,6 @@ class TFLiteRunner(Runner):
         return _dequantize(self._interp.get_tensor(self._out["index"]), self._out)
 
 
-
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     """Float input -> the tensor's dtype, using its (scale, zero_point) when it is integer."""
     dtype = detail["dtype"]

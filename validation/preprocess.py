@@ -96,7 +96,7 @@ class Preprocessing:
         pre = from_processor(processor, where=str(path))
         if check:
             check_parity(pre, processor, where=str(path))
-        return replace(pre, decode=decode) if decode != pre.decode else pre
+        return replace(pre, decode=decode)
 
     @classmethod
     def from_dict(cls, steps: dict[str, Any]) -> "Preprocessing":
@@ -137,7 +137,7 @@ class Preprocessing:
     def open(self, source: str | Path | IO[bytes]) -> Image.Image:
         """Decode ``source`` (a file or a binary stream) as this model's inputs are decoded
         everywhere, validation and serving alike (``validation.dataset.open_image``)."""
-        return open_image(source, draft=self.draft_size if self.decode == "draft" else None)
+        return open_image(source, draft=self.draft_size)
 
     def to_dict(self) -> dict:
         """The steps as plain data, for manifests, reports and the mobile hand-off."""
