@@ -15,7 +15,9 @@ PYTHON=${PYTHON:-python3.11}
 EXTRAS=${EXTRAS:-export serve all}
 WORK=$(mktemp -d -t edgeport-install-XXXXXX)
 server=""
-trap '[ -z "$server" ] || kill "$server" 2>/dev/null; rm -rf "$WORK"' EXIT
+# `|| true`: under set -e a failing command in the EXIT trap becomes the script's status (a server
+# that has already exited cannot be killed)
+trap '[ -z "$server" ] || kill "$server" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 export USE_TF=0 HF_HUB_OFFLINE=1 TF_CPP_MIN_LOG_LEVEL=2 PIP_DISABLE_PIP_VERSION_CHECK=1
 
 echo "==> building the wheel"
@@ -61,7 +63,7 @@ for extra in $EXTRAS; do
         ready=$(echo "$(date +%s.%N) - $t0" | bc)
         if ! curl -sf http://127.0.0.1:8971/health >/dev/null; then
             echo "    the server did not start; its log ends with:"; tail -5 "$WORK/serve.log" | sed 's/^/    /'
-            kill $server 2>/dev/null || true; continue
+            kill $server 2>/dev/null || true; server=""; continue
         fi
         images=("$REPO"/data/eval/gender/female/*.jpg); image=${images[0]}  # not ls | head: pipefail
         for _ in $(seq 50); do curl -s -o /dev/null --data-binary @"$image" -H 'Content-Type: image/jpeg' \
@@ -70,6 +72,7 @@ for extra in $EXTRAS; do
         echo "    ready in ${ready} s; RSS after 50 requests $(( $(grep VmRSS /proc/$pid/status | awk '{print $2}') / 1024 )) MB"
         curl -s --data-binary @"$image" -H 'Content-Type: image/jpeg' http://127.0.0.1:8971/ | sed 's/^/    /'; echo
         kill $server; wait $server 2>/dev/null || true
+        server=""
       done
       continue
     fi
