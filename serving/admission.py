@@ -14,8 +14,9 @@ body cannot hold a place that a request ready to run needs:
    queued or run); beyond them, 503 with Retry-After. While every place is taken, a new request
    is refused before its body is read, so refusals under overload cost next to nothing.
 
-The app then reads the body from memory (``receive`` replays it). Every request's route, status
-and latency go to the Prometheus metrics, with the stages' occupancy, refusals and timeouts.
+The inference endpoint (``serving.inference``) is then given the body; other requests go to the
+app (FastAPI) as they came. Every request's route, status and latency go to the Prometheus
+metrics, with the stages' occupancy, refusals and timeouts.
 
 Why plain ASGI rather than FastAPI's ``@app.middleware("http")``: under overload most requests
 are refusals, and each one then went through Starlette's BaseHTTPMiddleware, the routing and an
@@ -40,6 +41,8 @@ Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+# The inference endpoint: (scope, route template, body, send) -> the status it answered.
+Endpoint = Callable[[Scope, str, bytes, Send], Awaitable[int]]
 
 # The routes that run the model (POST), with the template the metrics label them by.
 _INFERENCE_ROUTES = [(re.compile(r"^/$"), "/"),
@@ -53,6 +56,11 @@ def inference_route(method: str, path: str) -> str | None:
     """The route template of an inference request, or None for any other request."""
     if method != "POST":
         return None
+    return inference_path(path)
+
+
+def inference_path(path: str) -> str | None:
+    """The template of the inference route ``path`` is on, whatever the method; else None."""
     return next((template for pattern, template in _INFERENCE_ROUTES if pattern.match(path)), None)
 
 
@@ -87,11 +95,12 @@ class ClientGone(Exception):
 
 
 class Admission:
-    """ASGI middleware: read inference bodies within their limits, bound both stages, count every request."""
+    """The server's ASGI app: reads inference bodies within their limits, bounds both stages, hands
+    the inference routes to ``inference`` and the rest to ``app``, counts every request."""
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], *, limits: AdmissionLimits,
-                 metrics: Metrics) -> None:
-        self.app, self.limits, self.metrics = app, limits, metrics
+                 metrics: Metrics, inference: Endpoint) -> None:
+        self.app, self.limits, self.metrics, self.inference = app, limits, metrics, inference
         # the event loop is one thread: plain counters are enough
         self.uploading = 0
         self.in_progress = 0
@@ -104,7 +113,12 @@ class Admission:
         start = time.perf_counter()
         inference = inference_route(scope["method"], scope["path"])
         if inference is None:
-            await self._forward(scope, receive, send, start, None)
+            route = inference_path(scope["path"])
+            if route is not None:  # an inference route asked with another method
+                await self._answer(send, 405, f"{scope['method']} is not allowed here: POST", route, start,
+                                   allow=b"POST")
+                return
+            await self._forward(scope, receive, send, start)
             return
         limits = self.limits
         if self.in_progress >= limits.limit:  # busy: refuse before reading a byte of the body
@@ -132,16 +146,18 @@ class Admission:
             await self._answer(send, 503, self._busy_message(), inference, start, retry=True, reason="queue")
             return
         self.in_progress += 1
+        status = 500  # what is counted if the endpoint is cancelled before it answers
         try:
-            await self._forward(scope, _replay(body, receive), send, start, inference)
+            status = await self.inference(scope, inference, body, send)
         finally:
             self.in_progress -= 1
+            self.metrics.observe_request(inference, status, time.perf_counter() - start)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         """The whole body, or BodyRefused (408 too slow, 413 too large, 400 bad Content-Length)."""
         limits = self.limits
         max_body = limits.max_body
-        declared = _header(scope, b"content-length")
+        declared = header(scope, b"content-length")
         if declared is not None:
             if not declared.isdigit():
                 raise BodyRefused(400, "Content-Length is not a number", "bad-length")
@@ -186,7 +202,7 @@ class Admission:
         return (f"server busy: {self.in_progress} requests in progress, at most {self.limits.limit} "
                 "(--max-queue); retry later")
 
-    async def _forward(self, scope: Scope, receive: Receive, send: Send, start: float, inference: str | None) -> None:
+    async def _forward(self, scope: Scope, receive: Receive, send: Send, start: float) -> None:
         status = {"code": 500}  # what the client gets if the app raises before answering
 
         async def sending(message: Message) -> None:
@@ -198,15 +214,18 @@ class Admission:
             await self.app(scope, receive, sending)
         finally:
             route = scope.get("route")  # set by the router on the scope it was given
-            self.metrics.observe_request(getattr(route, "path", inference or "unmatched"), status["code"],
+            self.metrics.observe_request(getattr(route, "path", "unmatched"), status["code"],
                                          time.perf_counter() - start)
 
     async def _answer(self, send: Send, status: int, message: str, route: str, start: float, *,
-                      retry: bool = False, close: bool = False, reason: str | None = None) -> None:
+                      retry: bool = False, close: bool = False, reason: str | None = None,
+                      allow: bytes | None = None) -> None:
         body = json.dumps({"error": message}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         if retry:
             headers.append((b"retry-after", str(self.limits.retry_after_s).encode()))
+        if allow is not None:
+            headers.append((b"allow", allow))
         if close:  # uvicorn closes the connection after this answer: the unread body is not read
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -216,22 +235,9 @@ class Admission:
         self.metrics.observe_request(route, status, time.perf_counter() - start)
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def header(scope: Scope, name: bytes) -> str | None:
+    """The value of header ``name`` (lower-case bytes) in ``scope``, stripped; None when absent."""
     for key, value in scope["headers"]:
         if key == name:
             return value.decode("latin-1").strip()
     return None
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that gives the app the body already read, then waits for the disconnect."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay

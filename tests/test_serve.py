@@ -81,7 +81,7 @@ def test_a_large_raw_image_is_decoded_off_the_loop_to_the_same_logits(server, va
     from PIL import Image
 
     from edgeport.runtimes import runner_class
-    from edgeport.serving.app import INLINE_DECODE_PIXELS
+    from edgeport.serving.inference import INLINE_DECODE_PIXELS
     from edgeport.serving.payloads import raw_image_pixels
     from edgeport.validation.dataset import open_image
     from edgeport.validation.preprocess import Preprocessing
@@ -204,6 +204,22 @@ def test_open_inference_protocol_v2(server, harness_logits, faces_dir, validated
     bad = {"inputs": [{"name": "pixel_values", "datatype": "FP32", "shape": [1, 3, 8, 8], "data": [0.0] * 192}]}
     r = requests.post(f"{server}/v2/models/tiny-vit/infer", json=bad, timeout=30)
     assert r.status_code == 400 and "[N, 3, 32, 32]" in r.json()["error"]
+
+
+def test_inference_routes_answer_post_only_and_name_their_model(server, faces_dir):
+    """The inference routes are answered by serving.inference, not FastAPI's router: another method
+    still gets 405 with Allow, another model's name 404, both as JSON errors, and both are counted."""
+    for path in ("/", "/models/tiny-vit", "/v2/models/tiny-vit/infer"):
+        r = requests.get(f"{server}{path}", timeout=5)
+        assert r.status_code == 405 and r.headers["Allow"] == "POST" and "POST" in r.json()["error"], path
+    good = _faces(faces_dir)[0].read_bytes()
+    r = requests.post(f"{server}/models/other", data=good, headers={"Content-Type": "image/jpeg"}, timeout=30)
+    assert r.status_code == 404 and "'other'" in r.json()["error"] and "'tiny-vit'" in r.json()["error"]
+    r = requests.post(f"{server}/v2/models/other/infer", json={"inputs": []}, timeout=30)
+    assert r.status_code == 404 and "'other'" in r.json()["error"]
+    metrics = requests.get(f"{server}/metrics", timeout=5).text
+    assert 'edgeport_requests_total{route="/",status="405"}' in metrics
+    assert 'edgeport_requests_total{route="/v2/models/{name}/infer",status="404"}' in metrics
 
 
 def test_a_request_that_waits_too_long_gets_504(validated_tiny, faces_dir):
