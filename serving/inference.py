@@ -24,8 +24,8 @@ from starlette.concurrency import run_in_threadpool
 
 from edgeport.serving.admission import header
 from edgeport.serving.batcher import Batcher, QueueFull
-from edgeport.serving.payloads import (RequestError, b64_bytes, check_count, decode_image, load_json, parse_body,
-                                       ranked, raw_image_pixels, short_repr)
+from edgeport.serving.payloads import (Parsed, RequestError, b64_bytes, check_count, decode_image, load_json,
+                                       parse_body, peek_raw_image, ranked, short_repr)
 from edgeport.serving.selection import ServedModel
 from edgeport.serving.settings import ServeSettings
 
@@ -83,12 +83,16 @@ class InferenceEndpoint:
     async def _classify(self, body: bytes, content_type: str | None) -> Any:
         model = self.model
 
-        def decode() -> tuple[Any, list[np.ndarray]]:  # one hop to the thread pool, not two
-            parsed = parse_body(body, content_type, self.max_images, model.preprocessing.open)
+        peeked = peek_raw_image(body, content_type)  # its header is read once, here
+
+        def decode() -> tuple[Parsed, list[np.ndarray]]:  # one hop to the thread pool, not two
+            if peeked is not None:
+                parsed = Parsed([decode_image(peeked, open_with=model.preprocessing.open)], None, None, batched=False)
+            else:
+                parsed = parse_body(body, content_type, self.max_images, model.preprocessing.open)
             return parsed, [model.preprocessing(im) for im in parsed.images]
 
-        pixel_count = raw_image_pixels(body, content_type)
-        if pixel_count is not None and pixel_count <= INLINE_DECODE_PIXELS:
+        if peeked is not None and peeked.width * peeked.height <= INLINE_DECODE_PIXELS:
             parsed, pixels = decode()
         else:
             parsed, pixels = await run_in_threadpool(decode)

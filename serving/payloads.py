@@ -12,7 +12,6 @@ import base64
 import binascii
 import io
 import json
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
@@ -20,12 +19,13 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image
 
-from edgeport.validation.dataset import open_image
+from edgeport.validation.dataset import open_image, peek_image
 
 FUNCTIONS = ("softmax", "sigmoid", "none")
 PARAMETERS = {"top_k", "function_to_apply"}
 DEFAULT_TOP_K = 5  # transformers' image-classification pipeline default
-Opener = Callable[[IO[bytes]], Image.Image]  # bytes -> RGB image (validation.dataset.open_image's contract)
+# a stream, or an image peek_raw_image read the header of -> RGB image (validation.dataset.open_image's contract)
+Opener = Callable[[IO[bytes] | Image.Image], Image.Image]
 
 
 class RequestError(Exception):
@@ -47,15 +47,16 @@ class Parsed:
     batched: bool
 
 
-def decode_image(data: bytes, where: str = "body", open_with: Opener = open_image) -> Image.Image:
-    """Bytes -> an RGB image, or a 400 naming what is wrong (empty, not an image, truncated, bomb).
+def decode_image(data: bytes | Image.Image, where: str = "body", open_with: Opener = open_image) -> Image.Image:
+    """Bytes (or an image ``peek_raw_image`` returned) -> an RGB image, or a 400 naming what is wrong
+    (empty, not an image, truncated, bomb).
 
     ``open_with``: the served model's decoding (``Preprocessing.open``: its decode mode), so that
     the pixels are those validation judged."""
     if not data:
         raise RequestError(400, f"{where} is empty: send the image bytes")
     try:
-        return open_with(io.BytesIO(data))
+        return open_with(data if isinstance(data, Image.Image) else io.BytesIO(data))
     except ValueError as exc:  # open_image's reasons: corrupt, truncated, unknown format, decompression bomb
         raise RequestError(400, f"{where}: {exc}") from None
 
@@ -117,20 +118,17 @@ def _body_kind(body: bytes, content_type: str | None) -> str:
     return kind
 
 
-def raw_image_pixels(body: bytes, content_type: str | None) -> int | None:
-    """How many pixels the raw image in ``body`` has, read from its header alone (about 20 us for
-    a JPEG, nothing decoded); None for a JSON body, another Content-Type, or bytes that are no
-    image (their error comes from ``parse_body``)."""
+def peek_raw_image(body: bytes, content_type: str | None) -> Image.Image | None:
+    """The raw image in ``body`` with its header read and nothing decoded (its size known, for the
+    server to choose where to decode it; ``decode_image`` then decodes this same object); None
+    for a JSON body, another Content-Type, or bytes that are no usable image (their error comes
+    from ``parse_body``)."""
     if _body_kind(body, content_type) != "image":
         return None
     try:
-        with warnings.catch_warnings():  # a bomb's warning is open_image's to raise, in parse_body
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(body)) as img:
-                width, height = img.size
-    except Exception:  # anything PIL cannot even read a header of: parse_body says why
+        return peek_image(io.BytesIO(body))
+    except ValueError:
         return None
-    return width * height
 
 
 def _parse_json(body: bytes, max_images: int | None, open_with: Opener) -> Parsed:

@@ -82,7 +82,7 @@ def test_a_large_raw_image_is_decoded_off_the_loop_to_the_same_logits(server, va
 
     from edgeport.runtimes import runner_class
     from edgeport.serving.inference import INLINE_DECODE_PIXELS
-    from edgeport.serving.payloads import raw_image_pixels
+    from edgeport.serving.payloads import peek_raw_image
     from edgeport.validation.dataset import open_image
     from edgeport.validation.preprocess import Preprocessing
 
@@ -91,7 +91,8 @@ def test_a_large_raw_image_is_decoded_off_the_loop_to_the_same_logits(server, va
     side = int(INLINE_DECODE_PIXELS ** 0.5) + 40
     Image.open(io.BytesIO(small)).resize((side, side)).save(buffer, format="PNG")
     large = buffer.getvalue()
-    assert raw_image_pixels(small, "image/jpeg") <= INLINE_DECODE_PIXELS < raw_image_pixels(large, "image/png")
+    small_image, large_image = peek_raw_image(small, "image/jpeg"), peek_raw_image(large, "image/png")
+    assert small_image.width * small_image.height <= INLINE_DECODE_PIXELS < large_image.width * large_image.height
     pre = Preprocessing.from_file(validated_tiny / "preprocessor_config.json")
     with runner_class("onnxruntime")(validated_tiny / "model.onnx") as runner:
         expected = runner.infer(np.stack([pre(open_image(io.BytesIO(b))) for b in (small, large)]))
@@ -102,24 +103,33 @@ def test_a_large_raw_image_is_decoded_off_the_loop_to_the_same_logits(server, va
         np.testing.assert_allclose([got["female"], got["male"]], _softmax(logits.astype(np.float64)), atol=1e-6)
 
 
-def test_raw_image_pixels_reads_the_header_alone():
+def test_peek_raw_image_reads_the_header_alone():
     import io
 
     from PIL import Image
 
-    from edgeport.serving.payloads import raw_image_pixels
+    from edgeport.serving.payloads import RequestError, decode_image, peek_raw_image
+
+    def pixels(body: bytes, content_type: str | None) -> int | None:
+        peeked = peek_raw_image(body, content_type)
+        return None if peeked is None else peeked.width * peeked.height
 
     buffer = io.BytesIO()
-    Image.new("RGB", (30, 20)).save(buffer, format="JPEG")
+    Image.new("RGB", (30, 20), (200, 10, 10)).save(buffer, format="JPEG")
     jpeg = buffer.getvalue()
-    assert raw_image_pixels(jpeg, "image/jpeg") == 600
-    assert raw_image_pixels(jpeg, None) == 600 and raw_image_pixels(jpeg, "application/octet-stream") == 600
-    assert raw_image_pixels(_bomb_png(), "image/png") is None  # past PIL's bomb limit: parse_body refuses it
-    assert raw_image_pixels(b'{"inputs": "x"}', None) is None  # JSON, by its first byte
-    assert raw_image_pixels(jpeg, "application/json") is None and raw_image_pixels(jpeg, "text/plain") is None
-    assert raw_image_pixels(b"not an image", "image/jpeg") is None and raw_image_pixels(b"", "image/jpeg") is None
+    assert pixels(jpeg, "image/jpeg") == 600
+    assert pixels(jpeg, None) == 600 and pixels(jpeg, "application/octet-stream") == 600
+    assert pixels(_bomb_png(), "image/png") is None  # past PIL's bomb limit: parse_body refuses it
+    assert pixels(b'{"inputs": "x"}', None) is None  # JSON, by its first byte
+    assert pixels(jpeg, "application/json") is None and pixels(jpeg, "text/plain") is None
+    assert pixels(b"not an image", "image/jpeg") is None and pixels(b"", "image/jpeg") is None
     # a header is all it reads: this PNG's pixel data could not be decoded into 2000 x 2000 pixels
-    assert raw_image_pixels(_bomb_png(2000, 2000), "image/png") == 4_000_000
+    assert pixels(_bomb_png(2000, 2000), "image/png") == 4_000_000
+    with pytest.raises(RequestError) as refused:
+        decode_image(peek_raw_image(_bomb_png(2000, 2000), "image/png"))
+    assert refused.value.status == 400 and "corrupt or truncated" in refused.value.message
+    # the peeked object is what gets decoded: the same pixels as decoding the bytes
+    assert np.array_equal(np.asarray(decode_image(peek_raw_image(jpeg, "image/jpeg"))), np.asarray(decode_image(jpeg)))
 
 
 def test_health_metadata_and_metrics(server, validated_tiny):

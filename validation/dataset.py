@@ -6,8 +6,9 @@ A file that cannot be used is reported by name with a reason and counted, never 
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -169,10 +170,10 @@ def scan_label_csv(csv_path: str | Path, labels: Sequence[str], label_map: dict[
     return result
 
 
-def open_image(path: Path | IO[bytes], *,
+def open_image(source: Path | IO[bytes] | Image.Image, *,
                draft: Callable[[int, int], tuple[int, int] | None] | None = None) -> Image.Image:
-    """Decode an image (a file, or a binary stream such as a request body), upright (EXIF
-    orientation applied), as RGB.
+    """Decode an image (a file, a binary stream such as a request body, or an image ``peek_image``
+    returned), upright (EXIF orientation applied), as RGB.
 
     Fully, unless ``draft`` is given: then a JPEG is decoded at the smallest of libjpeg's DCT
     scales (1/2, 1/4, 1/8) that is still at least the size ``draft(width, height)`` returns for
@@ -180,18 +181,36 @@ def open_image(path: Path | IO[bytes], *,
 
     Raises ValueError with a readable reason for anything that cannot be used.
     """
+    with _readable_errors():
+        img = source if isinstance(source, Image.Image) else Image.open(source)
+        with img:  # leaving the block closes the file; the pixels stay (Pillow >= 13)
+            size = draft(*img.size) if draft is not None else None
+            if size is not None:  # only JPEG (and MPO, phones' multi-picture JPEG) has a draft mode
+                img.draft(None, size)
+            img.load()
+            # in place: a copy of every image costs a request more than its decoding's last third
+            ImageOps.exif_transpose(img, in_place=True)
+            rgb = _to_rgb(img)
+    return rgb
+
+
+def peek_image(source: Path | IO[bytes]) -> Image.Image:
+    """An image with its header read and nothing decoded (its format and size known, about 20 us
+    for a JPEG), for ``open_image`` to decode; ValueError, as ``open_image`` raises, for anything
+    that is no usable image by its header."""
+    with _readable_errors():
+        img = Image.open(source)
+    return img
+
+
+@contextlib.contextmanager
+def _readable_errors() -> Iterator[None]:
+    """PIL's failures as ValueError with a readable reason; a decompression bomb refused from PIL's
+    pixel limit (PIL only warns between 1x and 2x it; that is a bomb here too)."""
     try:
         with warnings.catch_warnings():
-            # PIL only warns between 1x and 2x its pixel limit; treat that as a bomb too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:  # leaving the block closes the file; the pixels stay (Pillow >= 13)
-                size = draft(*img.size) if draft is not None else None
-                if size is not None:  # only JPEG (and MPO, phones' multi-picture JPEG) has a draft mode
-                    img.draft(None, size)
-                img.load()
-                # in place: a copy of every image costs a request more than its decoding's last third
-                ImageOps.exif_transpose(img, in_place=True)
-                return _to_rgb(img)
+            yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ValueError(f"image too large (decompression bomb guard): {exc}") from None
     except UnidentifiedImageError:
