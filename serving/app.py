@@ -50,6 +50,13 @@ def default_max_queue(p50_ms: float | None, max_batch: int, wait_s: float = QUEU
     return max(2 * max_batch, min(MAX_DEFAULT_QUEUE, math.ceil(wait_s * 1000.0 / p50_ms)))
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the OS tells it, else the machine's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Admission:
     """The ASGI app for ``settings`` (``model``: already selected, else selected from ``settings.model_dir``)."""
     from edgeport import __version__
@@ -60,7 +67,7 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Adm
     runner = runner_class(model.runtime)(model.path, threads=settings.threads)
     state: dict[str, Any] = {"ready": False}
     batcher = Batcher(runner.infer, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
-                      max_queue=settings.max_queue)
+                      max_queue=settings.max_queue, inline=usable_cores() == 1)
     metrics = Metrics(lambda: batcher.depth)
     batcher._on_batch = metrics.observe_batch
     endpoint = InferenceEndpoint(model, batcher, settings, ready=lambda: state["ready"])

@@ -28,6 +28,9 @@ class Metrics:
                                     buckets=BATCH_BUCKETS, registry=self.registry)
         self.inference = Histogram("edgeport_inference_seconds", "Runner time per batch",
                                    buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batches_on_loop = Counter("edgeport_batches_on_loop", "Batches run on the event loop rather than "
+                                       "the inference thread (a one-core server's short batches)",
+                                       registry=self.registry)
         self.queue = Gauge("edgeport_queue_depth", "Images waiting for a batch", registry=self.registry)
         self.queue.set_function(queue_depth)
         self.uploads = Gauge("edgeport_uploads_in_progress", "Inference requests whose body is being read",
@@ -47,9 +50,11 @@ class Metrics:
         self.uploads.set_function(uploading)
         self.in_progress.set_function(in_progress)
 
-    def observe_batch(self, size: int, seconds: float) -> None:
+    def observe_batch(self, size: int, seconds: float, on_loop: bool = False) -> None:
         self.batch_size.observe(size)
         self.inference.observe(seconds)
+        if on_loop:
+            self.batches_on_loop.inc()
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         self.requests.labels(route, str(status)).inc()

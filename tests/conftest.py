@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -133,9 +134,10 @@ def validated_tiny(exported_tiny, faces_dir, tmp_path_factory) -> Path:
 
 
 @contextlib.contextmanager
-def serving(model_dir: Path, *args: str, timeout: float = 90.0) -> Iterator[tuple[str, object, Path]]:
-    """``edgeport serve MODEL_DIR ARGS`` in its own process (bench-serve's launcher); yields
-    (base URL, process, path of its log: stdout and stderr)."""
+def serving(model_dir: Path, *args: str, timeout: float = 90.0,
+            cores: set[int] | None = None) -> Iterator[tuple[str, object, Path]]:
+    """``edgeport serve MODEL_DIR ARGS`` in its own process (bench-serve's launcher; ``cores``: pinned
+    to them); yields (base URL, process, path of its log: stdout and stderr)."""
     from edgeport.bench_serve import free_port, server_process
 
     port = free_port()
@@ -143,5 +145,11 @@ def serving(model_dir: Path, *args: str, timeout: float = 90.0) -> Iterator[tupl
     command = [sys.executable, "-m", "edgeport", "serve", str(model_dir), "--port", str(port), *args]
     with tempfile.TemporaryDirectory(prefix="edgeport-serve-test-") as tmp:
         log = Path(tmp) / "serve.log"
-        with server_process(command, log, url, ready_timeout_s=timeout) as proc:
+        with server_process(command, log, url, ready_timeout_s=timeout, cores=cores) as proc:
             yield url, proc, log
+
+
+def metric_value(text: str, name: str) -> float:
+    """A sample's value in Prometheus text (``name`` with its labels, if any); 0 when absent."""
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0

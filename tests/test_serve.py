@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import shutil
 import signal
 import struct
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import REPO, serving
+from conftest import REPO, metric_value, serving
 
 
 def _faces(faces_dir: Path) -> list[Path]:
@@ -71,6 +72,27 @@ def test_served_scores_are_the_harness_logits(server, harness_logits, faces_dir)
         logits = harness_logits[path.name]
         assert answer[0]["label"] == ["female", "male"][int(np.argmax(logits))]
         assert abs(answer[0]["score"] - float(logits.max())) < 1e-5
+
+
+def test_a_one_core_server_runs_short_batches_on_its_loop_to_the_same_scores(validated_tiny, harness_logits, faces_dir):
+    """Pinned to one core, the server runs its short batches on the event loop (serving.batcher's
+    inline mode, counted in /metrics): concurrent clients still get the harness's scores."""
+    import concurrent.futures
+
+    faces = _faces(faces_dir)
+    with serving(validated_tiny, "--variant", "onnx-fp32", cores={min(os.sched_getaffinity(0))}) as (url, _, _):
+        def ask(path: Path) -> tuple[str, dict[str, float]]:
+            r = requests.post(url, data=path.read_bytes(), headers={"Content-Type": "image/jpeg"}, timeout=30)
+            assert r.status_code == 200, r.text
+            return path.name, {a["label"]: a["score"] for a in r.json()}
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(ask, faces * 3))
+        metrics = requests.get(f"{url}/metrics", timeout=5).text
+    for name, got in answers:
+        np.testing.assert_allclose([got["female"], got["male"]], _softmax(harness_logits[name].astype(np.float64)),
+                                   atol=1e-6)
+    assert metric_value(metrics, "edgeport_batches_on_loop_total") > 0
 
 
 def test_a_large_raw_image_is_decoded_off_the_loop_to_the_same_logits(server, validated_tiny, faces_dir):
@@ -144,6 +166,8 @@ def test_health_metadata_and_metrics(server, validated_tiny):
     assert 'edgeport_requests_total{route="/health",status="200"}' in text
     assert "edgeport_batch_size_bucket" in text and "edgeport_queue_depth" in text
     assert "edgeport_request_seconds_bucket" in text
+    if len(os.sched_getaffinity(0)) > 1:  # this server has every core the tests have: its batches use the thread
+        assert metric_value(text, "edgeport_batches_on_loop_total") == 0
 
 
 def _bomb_png(width: int = 30000, height: int = 30000) -> bytes:
@@ -286,6 +310,42 @@ def test_the_queue_is_bounded():
 
     asyncio.run(scenario())
     assert seen == [1, 2, 1]  # grouped up to max_batch
+
+
+def test_an_inline_batcher_runs_short_batches_on_the_loop_and_long_ones_in_its_thread():
+    """With inline (a one-core server) a batch the last one's time per image puts within
+    INLINE_BATCH_S runs on the event loop's thread; the first batch, a batch past the bound, and
+    every batch without inline run in the inference thread; results are the same either way."""
+    from edgeport.serving.batcher import INLINE_BATCH_S, Batcher
+
+    delay = {"s": 0.0}
+    threads: list[int] = []
+
+    def infer(batch: np.ndarray) -> np.ndarray:
+        threads.append(threading.get_ident())
+        time.sleep(delay["s"])
+        return batch.reshape(len(batch), -1)[:, :2] * 2
+
+    async def run(batcher: Batcher, value: float, images: int = 1) -> None:
+        futures = batcher.submit([np.full((1, 2, 2), value, np.float32)] * images)
+        assert [float(r[0]) for r in await asyncio.gather(*futures)] == [2 * value] * images
+
+    async def scenario(inline: bool) -> list[bool]:
+        batcher = Batcher(infer, max_batch=8, inline=inline)
+        batcher.start()
+        loop_thread, on_loop = threading.get_ident(), []
+        for value, seconds in ((1.0, 0.0), (2.0, 0.0), (3.0, 2 * INLINE_BATCH_S), (4.0, 0.0), (5.0, 0.0)):
+            delay["s"] = seconds
+            threads.clear()
+            await run(batcher, value)
+            on_loop.append(threads == [loop_thread])
+        assert batcher.runs_inline(1) is inline and not batcher.runs_inline(int(2 * INLINE_BATCH_S / 1e-6))
+        await batcher.stop()
+        return on_loop
+
+    # first: no time known yet; third: slow (2x the bound), so the fourth goes to the thread too
+    assert asyncio.run(scenario(inline=True)) == [False, True, True, False, True]
+    assert asyncio.run(scenario(inline=False)) == [False] * 5
 
 
 def test_serve_refuses_failed_or_changed_variants(validated_tiny, tmp_path, capsys):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import serving
+from conftest import metric_value, serving
 
 GRACE_S = 1.0  # --body-grace-s for these servers: short, so a stalled upload is evicted in about a second
 SHORT = ["--variant", "onnx-fp32", "--body-grace-s", str(GRACE_S), "--body-timeout-s", "3",
@@ -92,11 +92,6 @@ def _closed_within(sock: socket.socket, seconds: float) -> tuple[bool, bytes]:
         return True, data
 
 
-def _metric(text: str, name: str) -> float:
-    match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
-    return float(match.group(1)) if match else 0.0
-
-
 @pytest.fixture(scope="module")
 def short_server(validated_tiny):
     with serving(validated_tiny, *SHORT) as running:
@@ -113,8 +108,8 @@ def test_stalled_uploads_do_not_starve_ready_requests(short_server, faces_dir):
     opened = time.monotonic()
     time.sleep(0.2)
     metrics = requests.get(f"{url}/metrics", timeout=5).text
-    assert _metric(metrics, "edgeport_uploads_in_progress") == 64
-    assert _metric(metrics, "edgeport_inference_in_progress") == 0  # a stalled body holds no inference place
+    assert metric_value(metrics, "edgeport_uploads_in_progress") == 64
+    assert metric_value(metrics, "edgeport_inference_in_progress") == 0  # a stalled body holds no inference place
     latencies = []
     while time.monotonic() - opened < GRACE_S * 0.8:  # all the while the 64 are stalled
         start = time.perf_counter()
@@ -131,8 +126,8 @@ def test_stalled_uploads_do_not_starve_ready_requests(short_server, faces_dir):
     for sock in stalled:
         sock.close()
     metrics = requests.get(f"{url}/metrics", timeout=5).text
-    assert _metric(metrics, 'edgeport_body_timeouts_total{reason="rate"}') >= 64
-    assert _metric(metrics, "edgeport_uploads_in_progress") == 0
+    assert metric_value(metrics, 'edgeport_body_timeouts_total{reason="rate"}') >= 64
+    assert metric_value(metrics, "edgeport_uploads_in_progress") == 0
     assert 'edgeport_requests_total{route="/",status="408"}' in metrics
     assert proc.poll() is None
 
@@ -192,7 +187,7 @@ def test_slow_headers_and_idle_connections_are_closed(short_server):
     assert closed
     kept.close()
     metrics = requests.get(f"{url}/metrics", timeout=5).text
-    assert _metric(metrics, "edgeport_header_timeouts_total") >= 3
+    assert metric_value(metrics, "edgeport_header_timeouts_total") >= 3
 
 
 def test_a_body_nobody_reads_holds_its_connection_briefly(short_server):
@@ -295,12 +290,12 @@ def test_bodies_the_parser_cannot_take_get_400_and_no_traceback(validated_tiny, 
             assert closed and (not data or data.startswith(b"HTTP/1.1 4")), (raw[:40], data[:200])
         # clients that hang up halfway through their body: counted (499), nothing answered or logged
         name = 'edgeport_requests_total{route="/",status="499"}'
-        before = _metric(requests.get(f"{url}/metrics", timeout=5).text, name)  # a raw case above may count too
+        before = metric_value(requests.get(f"{url}/metrics", timeout=5).text, name)  # a raw case above may count too
         for _ in range(3):
             _start_upload(url, declared=50_000, sent=1000).close()
         deadline = time.monotonic() + 5
         while True:  # the server sees each hang-up a moment later
-            gone = _metric(requests.get(f"{url}/metrics", timeout=5).text, name) - before
+            gone = metric_value(requests.get(f"{url}/metrics", timeout=5).text, name) - before
             if gone >= 3 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
@@ -359,5 +354,5 @@ def test_upload_and_connection_bounds(validated_tiny, faces_dir):
         time.sleep(0.2)
         assert requests.get(f"{url}/health", timeout=5).status_code == 200
         metrics = requests.get(f"{url}/metrics", timeout=5).text
-        assert _metric(metrics, 'edgeport_refused_total{bound="uploads"}') >= 1
-        assert _metric(metrics, "edgeport_connections_refused_total") >= 1
+        assert metric_value(metrics, 'edgeport_refused_total{bound="uploads"}') >= 1
+        assert metric_value(metrics, "edgeport_connections_refused_total") >= 1
