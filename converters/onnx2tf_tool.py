@@ -19,6 +19,7 @@ from edgeport.converters.atomic import atomic_path
 from edgeport.converters.checksums import sha256_file
 from edgeport.converters.child_process import measure_command
 from edgeport.converters.onnx_rewrites import expand_reduce_l2
+from edgeport.runtimes.lean_start import UNUSED_BY_KERAS, hiding_code
 from edgeport.runtimes.onnxruntime_runner import UNSAFE_OPTIMIZERS
 
 # The file name onnx2tf looks for before it tries to download its sample.
@@ -195,7 +196,8 @@ def run_onnx2tf(args: Sequence[str], *, work_dir: Path, log_path: Path, savedmod
     env["CUDA_VISIBLE_DEVICES"] = "-1"
     args = list(args)
     tf_backend = "-tb" in args and args[args.index("-tb") + 1:][:1] == ["tf_converter"]
-    code = ((_SAVEDMODEL_ONLY if savedmodel_only else "")
+    # the child runs onnx2tf alone: Keras need not import scikit-learn there (runtimes.lean_start)
+    code = (hiding_code(UNUSED_BY_KERAS) + (_SAVEDMODEL_ONLY if savedmodel_only else "")
             + ("\n" + _LAYOUT_FIX.read_text() if tf_backend else "")
             + "\nimport sys, onnx2tf; sys.exit(onnx2tf.main())")
     cmd = [sys.executable, "-c", code, *args]

@@ -135,11 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     folder, step = Path(argv[0]), argv[1]
-    from edgeport.variants import STEPS
+    from edgeport.runtimes.lean_start import hide_unused_packages
+    from edgeport.variants import STEPS, VARIANTS
 
     if step not in STEPS:
         print(f"unknown step {step!r}; known: {', '.join(STEPS)}", file=sys.stderr)
         return 2
+    hide_unused_packages(VARIANTS[step].unused_packages)  # this process runs this step alone
     result = run_stage_in_process(step, load_context(folder))
     out = {"error": result.error} if result.error else {"settings": result.settings}
     tmp = folder / f".{step}.result.json.tmp"

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeport.runtimes.lean_start import UNUSED_BY_CLASSIFIERS, UNUSED_BY_ORT_TOOLS
+
 
 @dataclass
 class ExportContext:
@@ -81,6 +83,9 @@ class VariantSpec:
     calibrated: bool = False  # quantized with the calibration images (needs calibration = "DIR")
     searched: bool = False  # its precision search aims at the variant's budget (part of the reuse key)
     default: bool = True  # in the default variant list; False: opt-in, named in the config or --variants
+    # installed packages the step's libraries import at start-up without using them here, hidden
+    # from its own process (runtimes.lean_start); a wrong entry fails the step with ImportError
+    unused_packages: tuple[str, ...] = ()
 
 
 # TFLite variants quantized from the tflite-fp32 artifact with calibration images.
@@ -248,16 +253,19 @@ VARIANTS: dict[str, VariantSpec] = {
     spec.name: spec
     for spec in [
         VariantSpec("onnx-fp32", "onnxruntime", "fp32", "model.onnx", None, _onnx_fp32,
-                    "ONNX fp32 from optimum's exporter, dynamic batch", recipe="2"),
+                    "ONNX fp32 from optimum's exporter, dynamic batch", recipe="2", unused_packages=UNUSED_BY_CLASSIFIERS),
         VariantSpec("onnx-fp16", "onnxruntime", "fp16", "model_fp16.onnx", "onnx-fp32", _onnx_fp16,
                     "ONNX fp16 weights and compute, float32 I/O (onnxruntime float16 converter)"),
         VariantSpec("onnx-int8-dynamic", "onnxruntime", "int8", "model_int8_dynamic.onnx", "onnx-fp32",
-                    _onnx_int8_dynamic, "ONNX dynamic int8 on MatMul/Gemm (patch Conv stays float)"),
+                    _onnx_int8_dynamic, "ONNX dynamic int8 on MatMul/Gemm (patch Conv stays float)",
+                    unused_packages=UNUSED_BY_ORT_TOOLS),
         VariantSpec("onnx-int8-static", "onnxruntime", "int8", "model_int8_static.onnx", "onnx-fp32",
                     _onnx_int8_static, "ONNX static int8 QDQ, per-channel, calibrated; the precision search keeps the "
-                    "layers the budget needs float", recipe="5", calibrated=True, searched=True),
+                    "layers the budget needs float", recipe="5", calibrated=True, searched=True,
+                    unused_packages=UNUSED_BY_ORT_TOOLS),
         VariantSpec("savedmodel-fp32", "savedmodel", "fp32", "savedmodel", "onnx-fp32", _savedmodel_fp32,
-                    "TensorFlow SavedModel fp32 (onnx2tf TF backend, SavedModel only), NHWC, batch 1", recipe="4"),
+                    "TensorFlow SavedModel fp32 (onnx2tf TF backend, SavedModel only), NHWC, batch 1", recipe="4",
+                    unused_packages=UNUSED_BY_ORT_TOOLS),
         VariantSpec("tflite-fp32", "tflite", "fp32", "model_fp32.tflite", "onnx-fp32", _tflite_fp32,
                     "TFLite fp32 (onnx2tf flatbuffer_direct, Linear layers as FULLY_CONNECTED), NHWC, batch 1",
                     recipe="5"),

@@ -34,6 +34,9 @@ class Runner(abc.ABC):
     runtime: ClassVar[str] = ""
     #: the loaded artifact's static batch size (None: any batch runs); set by ``_load``
     _fixed: int | None = None
+    #: installed packages this runtime's libraries import at start-up without using them, hidden in
+    #: validation's worker process, which runs this runner alone (runtimes.lean_start)
+    unused_packages: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

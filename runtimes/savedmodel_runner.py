@@ -4,12 +4,14 @@ from __future__ import annotations
 import numpy as np
 
 from edgeport.runtimes.base import Runner, RunnerError
+from edgeport.runtimes.lean_start import UNUSED_BY_KERAS
 
 
 class SavedModelRunner(Runner):
     """Runs a SavedModel directory written by onnx2tf (NHWC input)."""
 
     runtime = "savedmodel"
+    unused_packages = UNUSED_BY_KERAS
 
     def _load(self) -> None:
         import tensorflow as tf

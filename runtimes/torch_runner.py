@@ -4,12 +4,14 @@ from __future__ import annotations
 import numpy as np
 
 from edgeport.runtimes.base import Runner, RunnerError
+from edgeport.runtimes.lean_start import UNUSED_BY_CLASSIFIERS
 
 
 class TorchRunner(Runner):
     """Runs a Hugging Face image-classification model directory (or hub id) in PyTorch."""
 
     runtime = "torch"
+    unused_packages = UNUSED_BY_CLASSIFIERS
 
     def __init__(self, path, *, threads: int = 2, revision: str | None = None, allow_pickle: bool = False) -> None:
         super().__init__(path, threads=threads)

@@ -37,9 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("USE_TF", "0")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from edgeport.runtimes import RunnerError, runner_class
+    from edgeport.runtimes.lean_start import hide_unused_packages
 
-    inputs = np.load(args.inputs, mmap_mode="r")
     cls = runner_class(args.runtime)
+    hide_unused_packages(cls.unused_packages)  # this process runs this runner and nothing else
+    inputs = np.load(args.inputs, mmap_mode="r")
     kwargs = {"revision": args.revision, "allow_pickle": args.allow_pickle} if args.runtime == "torch" else {}
     try:
         with cls(args.path, threads=args.threads, **kwargs) as runner:
