@@ -56,11 +56,11 @@ class InferenceEndpoint:
         headers: list[tuple[bytes, bytes]] = []
         try:
             if route == "/v2/models/{name}/infer":
-                self._check_name(scope["path"].split("/")[3])
+                check_name(scope["path"].split("/")[3], self.model)
                 answer = await self._v2_infer(body)
             else:
                 if route != "/":
-                    self._check_name(scope["path"][len("/models/"):])
+                    check_name(scope["path"][len("/models/"):], self.model)
                 answer = await self._classify(body, header(scope, b"content-type"))
             status = 200
         except RequestError as exc:
@@ -76,9 +76,6 @@ class InferenceEndpoint:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
         return status
-
-    def _check_name(self, name: str) -> None:
-        check_name(name, self.model)
 
     async def _classify(self, body: bytes, content_type: str | None) -> Any:
         model = self.model

@@ -164,8 +164,8 @@ class Preprocessing:
         """Turn a PIL image into a float32 (C, H, W) array."""
         x = self.pixels(image)
         table = self._value_table
-        out = np.empty((x.shape[2], x.shape[0], x.shape[1]), dtype=np.float32)
-        for k, c in enumerate((2, 1, 0) if self.channel_order == "BGR" else range(x.shape[2])):
+        out = np.empty((3, x.shape[0], x.shape[1]), dtype=np.float32)
+        for k, c in enumerate((2, 1, 0) if self.channel_order == "BGR" else (0, 1, 2)):
             np.take(table[c], x[..., c], out=out[k])
         return out
 
