@@ -17,7 +17,10 @@ One run, on one machine, side by side:
    1 client against batch 1, more clients against the max batch (issue #35).
 3. The server a user would write by hand (``edgeport.bench_serve_baseline``: FastAPI + a
    transformers pipeline, one request at a time) on the same model's PyTorch weights, same
-   images, same threads, same concurrencies.
+   images, same threads, same concurrencies. Both servers are up together on the same cores and
+   their closed-loop phases alternate (edgeport at 1 client, the hand-written server at 1 client,
+   edgeport at 4, ...), so that each ratio compares phases seconds apart: the machine's speed
+   drifts by 10-25% over minutes (docs/benchmarks.md, 2026-12-06), more than a ratio can absorb.
 
 Writes OUT/bench-serve.json and OUT/bench-serve.md with every figure against the targets of
 issues #19 and #35. Every load phase is bounded in time and in requests in flight.
@@ -226,11 +229,13 @@ def run_phase(url: str, images: list[Path], pid: int, work: Path, cores: set[int
     from edgeport.bench_serve_load import LoadSpec
 
     load = LoadSpec(url=url, images=[str(p) for p in images], **spec)
+    started = time.time()
     with MemoryWatch(pid) as memory:
         result = _run_child("edgeport.bench_serve_load", load, work, "load", "load generator",
                             timeout=load.duration_s + load.timeout_s + 120, cores=cores)
     result["server_memory"] = memory.summary()
     result["spec"].pop("url", None)
+    result["started_at"] = round(started, 3)  # seconds since the epoch: the phases' order in time
     return result
 
 
@@ -392,7 +397,8 @@ def run_bench_serve(opts: BenchServeOptions) -> dict[str, Any]:
 
 def _run_servers(opts: BenchServeOptions, model_dir: Path, images: list[Path], source: str | None,
                  result: dict[str, Any], work: Path) -> None:
-    """Every load phase against edgeport serve, then the closed loop against the hand-written server."""
+    """The runner alone; then both servers up, their closed-loop phases alternating; then
+    edgeport's open-loop phases."""
     import requests
 
     server_cores, load_cores = core_split(opts.pin)
@@ -403,14 +409,16 @@ def _run_servers(opts: BenchServeOptions, model_dir: Path, images: list[Path], s
     def phase(url: str, pid: int, **spec: Any) -> dict[str, Any]:
         return run_phase(url, images, pid, work, cores=load_cores, **spec)
 
-    def closed_loop(url: str, pid: int) -> dict[str, dict[str, Any]]:
-        """A short warm-up, then the closed loop at each concurrency: the comparison both servers get."""
-        phase(url, pid, mode="closed", concurrency=2, duration_s=3)
-        sweep = {}
+    def closed_loops(servers: dict[str, tuple[str, int]]) -> dict[str, dict[str, dict[str, Any]]]:
+        """A short warm-up of each server, then at each concurrency the closed loop on each in turn."""
+        for url, pid in servers.values():
+            phase(url, pid, mode="closed", concurrency=2, duration_s=3)
+        sweeps: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in servers}
         for c in opts.concurrency:
-            sweep[str(c)] = phase(url, pid, mode="closed", concurrency=c, duration_s=opts.duration_s)
-            log(_phase_line(f"concurrency {c}", sweep[str(c)]))
-        return sweep
+            for name, (url, pid) in servers.items():
+                sweeps[name][str(c)] = phase(url, pid, mode="closed", concurrency=c, duration_s=opts.duration_s)
+                log(_phase_line(f"{name}, concurrency {c}", sweeps[name][str(c)]))
+        return sweeps
 
     # before the server starts: the runner has the server's cores to itself, and a runner that
     # cannot run stops the benchmark before its long phases rather than after
@@ -437,7 +445,22 @@ def _run_servers(opts: BenchServeOptions, model_dir: Path, images: list[Path], s
         if meta["variant"] != result["runner_alone"]["variant"]:  # the same selection on the same files: a bug
             raise RuntimeError(f"the server serves {meta['variant']}, the runner alone timed "
                                f"{result['runner_alone']['variant']}: their figures would not compare")
-        sweep = closed_loop(url, proc.pid)
+        servers = {"edgeport": (url, proc.pid)}
+        with contextlib.ExitStack() as handwritten:  # up for the closed loops only
+            if source is not None:
+                base_port = free_port()
+                base_url = f"http://127.0.0.1:{base_port}"
+                log(f"bench-serve: the hand-written server (FastAPI + transformers pipeline, PyTorch) on {source}")
+                base_command = [sys.executable, "-m", "edgeport.bench_serve_baseline", source, "--port",
+                                str(base_port), "--threads", str(threads)]
+                base = handwritten.enter_context(server_process(base_command, opts.out_dir / "baseline.log",
+                                                                base_url, cores=server_cores))
+                servers["hand-written"] = (base_url, base.pid)
+            sweeps = closed_loops(servers)
+        if "hand-written" in sweeps:
+            result["handwritten"] = {"sweep": sweeps["hand-written"], "what": "FastAPI + transformers pipeline"
+                                     "('image-classification') in PyTorch eager, one request at a time"}
+        sweep = sweeps["edgeport"]
         capacity = max(r["throughput_rps"] for r in sweep.values())
         pids = worker_pids(proc.pid)
         # the highest rate it sustains: the first share of the best throughput with no error (a bounded search)
@@ -469,16 +492,6 @@ def _run_servers(opts: BenchServeOptions, model_dir: Path, images: list[Path], s
         malformed["workers_unchanged"] = alive and worker_pids(proc.pid) == pids
     result["edgeport"] = {"sweep": sweep, "capacity_rps": capacity, "sustained": sustained, "overload": overload,
                           "malformed": malformed}
-    if source is not None:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        log(f"bench-serve: the hand-written server (FastAPI + transformers pipeline, PyTorch) on {source}")
-        command = [sys.executable, "-m", "edgeport.bench_serve_baseline", source, "--port", str(port),
-                   "--threads", str(threads)]
-        with server_process(command, opts.out_dir / "baseline.log", url, cores=server_cores) as proc:
-            base = closed_loop(url, proc.pid)
-        result["handwritten"] = {"sweep": base, "what": "FastAPI + transformers pipeline('image-classification') "
-                                                        "in PyTorch eager, one request at a time"}
 
 
 def compared_batch(concurrency: int, max_batch: int) -> int:
