@@ -623,6 +623,8 @@ def render_markdown(r: dict[str, Any]) -> str:
              "## Targets", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {t['target']} | {t['value']} | {_met(t['met'])} |" for t in r["targets"]]
     lines += ["", "## Closed loop, side by side", "",
+              "Both servers up on the same cores; at each concurrency edgeport's phase, then the hand-written "
+              "server's.", "",
               "| concurrency | edgeport req/s | p50 ms | p90 ms | p99 ms | errors | hand-written req/s | p50 ms | p99 ms | ratio |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for c, row in ours["sweep"].items():
