@@ -39,5 +39,6 @@ def hide_unused_packages(packages: tuple[str, ...]) -> list[str]:
 
 
 def hiding_code(packages: tuple[str, ...]) -> str:
-    """Python source that does ``hide_unused_packages(packages)``, for a ``python -c`` child."""
-    return f"import sys\nfor _name in {tuple(packages)!r}:\n    sys.modules.setdefault(_name, None)\n"
+    """Python source that calls ``hide_unused_packages(packages)``, for a ``python -c`` child."""
+    return ("from edgeport.runtimes.lean_start import hide_unused_packages\n"
+            f"hide_unused_packages({tuple(packages)!r})\n")
