@@ -50,7 +50,7 @@ class Metrics:
         self.uploads.set_function(uploading)
         self.in_progress.set_function(in_progress)
 
-    def observe_batch(self, size: int, seconds: float, on_loop: bool = False) -> None:
+    def observe_batch(self, size: int, seconds: float, on_loop: bool) -> None:
         self.batch_size.observe(size)
         self.inference.observe(seconds)
         if on_loop:
