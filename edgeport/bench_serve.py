@@ -13,8 +13,10 @@ One run, on one machine, side by side:
 2. The served variant's runner alone (``edgeport.bench_serve_runner``), in a process of its own
    on the server's cores with the server's threads, on the same images decoded and preprocessed
    as the server does: images/s at batch 1 and at ``--max-batch``, and what a request costs
-   without HTTP (decode + preprocess, runner). Each closed-loop throughput is then a share of it:
-   1 client against batch 1, more clients against the max batch (issue #35).
+   without HTTP (decode + preprocess, runner). Again just before each closed-loop concurrency,
+   at the largest batch its clients can make (one image each, up to ``--max-batch``), with the
+   servers idle: each closed-loop throughput is a share of that figure, measured seconds before
+   it (issue #35).
 3. The server a user would write by hand (``edgeport.bench_serve_baseline``: FastAPI + a
    transformers pipeline, one request at a time) on the same model's PyTorch weights, same
    images, same threads, same concurrencies. Both servers are up together on the same cores and
@@ -253,13 +255,15 @@ def _run_child(module: str, spec: Any, work: Path, stem: str, what: str, *, time
 
 
 def run_runner_alone(model_dir: Path, variant: str | None, images: list[Path], threads: int, max_batch: int,
-                     seconds: float, work: Path, cores: set[int] | None = None) -> dict[str, Any]:
+                     seconds: float, work: Path, cores: set[int] | None = None,
+                     only_batch: int | None = None) -> dict[str, Any]:
     """The served variant's runner timed without a server (``edgeport.bench_serve_runner``), in a
-    process of its own on ``cores``: the server's, so that both figures come from the same CPUs."""
+    process of its own on ``cores``: the server's, so that both figures come from the same CPUs.
+    With ``only_batch``, that batch alone (result ``batch``), as before each closed-loop phase."""
     from edgeport.bench_serve_runner import RunnerSpec
 
     spec = RunnerSpec(model_dir=str(model_dir), images=[str(p) for p in images], variant=variant, threads=threads,
-                      max_batch=max_batch, seconds=seconds, repetitions=RUNNER_REPETITIONS)
+                      max_batch=max_batch, seconds=seconds, repetitions=RUNNER_REPETITIONS, only_batch=only_batch)
     # three measurements, plus loading the artifact and the warm-up (an OpenVINO compile takes seconds)
     result = _run_child("edgeport.bench_serve_runner", spec, work, "runner", "runner alone",
                         timeout=3 * seconds + 600, cores=cores, env=_child_env())
@@ -386,7 +390,7 @@ def run_bench_serve(opts: BenchServeOptions) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="edgeport-bench-serve-") as tmp:  # the load generator's spec and result
         _run_servers(opts, model_dir, images, source, result, Path(tmp))
     shares = result["runner_alone"]["server_share"] = runner_shares(result["edgeport"]["sweep"],
-                                                                     result["runner_alone"], opts.max_batch)
+                                                                     result["runner_alone"]["beside"])
     log("bench-serve: edgeport serve's closed loop as a share of the runner alone: "
         + ", ".join(f"{c} client{'s' if c != '1' else ''} {s['share']:.0%} (against batch {s['batch']})"
                     for c, s in shares.items()))
@@ -410,11 +414,18 @@ def _run_servers(opts: BenchServeOptions, model_dir: Path, images: list[Path], s
         return run_phase(url, images, pid, work, cores=load_cores, **spec)
 
     def closed_loops(servers: dict[str, tuple[str, int]]) -> dict[str, dict[str, dict[str, Any]]]:
-        """A short warm-up of each server, then at each concurrency the closed loop on each in turn."""
+        """A short warm-up of each server, then at each concurrency the runner alone at the batch it
+        is compared with (the servers idle) and the closed loop on each server in turn."""
         for url, pid in servers.values():
             phase(url, pid, mode="closed", concurrency=2, duration_s=3)
         sweeps: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in servers}
+        beside = result["runner_alone"]["beside"] = {}
         for c in opts.concurrency:
+            batch, started = compared_batch(c, opts.max_batch), time.time()
+            beside[str(c)] = run_runner_alone(model_dir, opts.variant, images, threads, opts.max_batch, runner_s,
+                                              work, cores=server_cores, only_batch=batch)["batch"]
+            beside[str(c)]["started_at"] = round(started, 3)
+            log(f"  runner alone before concurrency {c}: batch {batch} {beside[str(c)]['images_per_s']:.1f} images/s")
             for name, (url, pid) in servers.items():
                 sweeps[name][str(c)] = phase(url, pid, mode="closed", concurrency=c, duration_s=opts.duration_s)
                 log(_phase_line(f"{name}, concurrency {c}", sweeps[name][str(c)]))
@@ -495,22 +506,20 @@ def _run_servers(opts: BenchServeOptions, model_dir: Path, images: list[Path], s
 
 
 def compared_batch(concurrency: int, max_batch: int) -> int:
-    """The runner-alone batch a closed loop of ``concurrency`` clients is compared with: 1 client
-    sends one image at a time, so batch 1; more clients, the max batch, the most the batcher can
-    make of them (with fewer clients than --max-batch, a ceiling it cannot reach)."""
-    return 1 if concurrency == 1 else max_batch
+    """The runner-alone batch a closed loop of ``concurrency`` clients is compared with: the
+    largest batch the batcher can make of them, one image per client up to --max-batch (1 client:
+    batch 1; 16 clients and --max-batch 8: batch 8)."""
+    return max(1, min(concurrency, max_batch))
 
 
-def runner_shares(sweep: dict[str, dict[str, Any]], runner: dict[str, Any],
-                  max_batch: int) -> dict[str, dict[str, Any]]:
-    """Each concurrency's closed-loop throughput as a share of the runner alone's images/s (a
-    request holds one image, so req/s and images/s count the same thing)."""
+def runner_shares(sweep: dict[str, dict[str, Any]], beside: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each concurrency's closed-loop throughput as a share of the runner alone's images/s measured
+    just before that phase (``beside``: figures by concurrency, each with its ``batch``); a request
+    holds one image, so req/s and images/s count the same thing."""
     shares = {}
     for c, row in sweep.items():
-        batch = compared_batch(int(c), max_batch)
-        alone = runner["batch_1" if batch == 1 else "max_batch"]["images_per_s"]
-        served = row["throughput_rps"]
-        shares[c] = {"batch": batch, "server_rps": served, "runner_images_per_s": alone,
+        alone, served = beside[c]["images_per_s"], row["throughput_rps"]
+        shares[c] = {"batch": beside[c]["batch"], "server_rps": served, "runner_images_per_s": alone,
                      "share": round(served / alone, 3) if alone else None}
     return shares
 
@@ -672,8 +681,9 @@ def _runner_markdown(ra: dict[str, Any]) -> list[str]:
              f"{request['ms_per_image']:.2f} (decode + preprocess {request['decode_preprocess_ms']:.2f}, runner "
              f"{request['runner_ms']:.2f}) |"]
     if ra.get("server_share"):
-        lines += ["", "edgeport serve's closed-loop throughput as a share of the runner alone (1 client against "
-                  "batch 1, more against the max batch):", "",
+        lines += ["", "edgeport serve's closed-loop throughput as a share of the runner alone, measured again just "
+                  "before each concurrency's phases (the servers idle), at the largest batch its clients can make "
+                  "(one image each, up to the max batch):", "",
                   "| concurrency | edgeport req/s | runner alone images/s | at batch | share |",
                   "|---|---|---|---|---|"]
         lines += [f"| {c} | {x['server_rps']:.1f} | {x['runner_images_per_s']:.1f} | {x['batch']} | "

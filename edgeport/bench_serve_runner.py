@@ -14,6 +14,10 @@ Three measurements, each after a warm-up and bounded in time (``seconds``, split
 - **request**: decode + preprocess + runner at batch 1 from each image's raw bytes, timed
   apart, so the report shows where a request's time goes without HTTP.
 
+With ``only_batch`` set, the one measurement at that batch instead (``batch``): what
+`edgeport bench-serve` takes just before each closed-loop phase, so that a phase's share of the
+runner alone compares figures seconds apart rather than minutes (the machine drifts).
+
 Images are decoded and preprocessed as the server does (the served model's
 ``Preprocessing.open`` on the bytes, with its decode mode, then its steps); the variant is chosen as the server
 chooses it (``serving.selection.select_variant``).
@@ -50,6 +54,7 @@ class RunnerSpec:
     max_batch: int = 8
     seconds: float = 3.0  # per measurement
     repetitions: int = 5
+    only_batch: int | None = None  # measure this batch alone (result "batch"), not the three above
 
 
 def timed_rates(step: Callable[[], int], seconds: float, repetitions: int) -> list[float]:
@@ -85,41 +90,43 @@ def run_runner(spec: RunnerSpec) -> dict[str, Any]:
     if not bodies:
         raise ValueError("no images to time the runner on")
     pixels = [model.preprocessing(model.preprocessing.open(io.BytesIO(b))) for b in bodies]
-    singles = [x[None] for x in pixels]
     b = max(1, spec.max_batch)
-    # stacked beforehand: the runner alone is timed, not np.stack (the server's batcher pays that)
-    batches = [np.stack([pixels[(i * b + j) % len(pixels)] for j in range(b)])
-               for i in range(max(1, len(pixels) // b))]
     runner = runner_class(model.runtime)(model.path, threads=spec.threads)
     runner.activate()
     try:
-        for x in [*singles[:WARMUP_RUNS], *batches[:1] * WARMUP_RUNS]:
-            runner.infer(x)
         result: dict[str, Any] = {
             "variant": model.variant, "runtime": model.runtime, "artifact": model.path.name,
             "threads": spec.threads, "images": len(bodies),
             "cores": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "seconds_per_measurement": spec.seconds, "repetitions": spec.repetitions}
-        turn = {"single": 0, "batch": 0}  # which image or batch comes next: every one in turn
-
-        def single() -> int:
-            runner.infer(singles[turn["single"] % len(singles)])
-            turn["single"] += 1
-            return 1
-
-        def batch() -> int:
-            runner.infer(batches[turn["batch"] % len(batches)])
-            turn["batch"] += 1
-            return b
-
-        result["batch_1"] = _figures(timed_rates(single, spec.seconds, spec.repetitions), 1)
+        if spec.only_batch is not None:
+            result["batch"] = _batch_figures(runner.infer, pixels, max(1, spec.only_batch), spec)
+            return result
+        result["batch_1"] = _batch_figures(runner.infer, pixels, 1, spec)
         # at max batch 1 the server never batches: the same figure, not a second measurement
-        result["max_batch"] = (dict(result["batch_1"]) if b == 1 else
-                               _figures(timed_rates(batch, spec.seconds, spec.repetitions), b))
+        result["max_batch"] = dict(result["batch_1"]) if b == 1 else _batch_figures(runner.infer, pixels, b, spec)
         result["request"] = _request_path(runner.infer, model.preprocessing, bodies, spec)
     finally:
         runner.deactivate()
     return result
+
+
+def _batch_figures(infer: Callable[[np.ndarray], np.ndarray], pixels: list[np.ndarray], b: int,
+                   spec: RunnerSpec) -> dict[str, Any]:
+    """The runner on batches of ``b`` of ``pixels`` (each image in turn), after a warm-up."""
+    # stacked beforehand: the runner alone is timed, not np.stack (the server's batcher pays that)
+    batches = [np.stack([pixels[(i * b + j) % len(pixels)] for j in range(b)])
+               for i in range(max(1, len(pixels) // b))]
+    for i in range(WARMUP_RUNS):
+        infer(batches[i % len(batches)])
+    turn = [0]  # which batch comes next: every one in turn
+
+    def step() -> int:
+        infer(batches[turn[0] % len(batches)])
+        turn[0] += 1
+        return b
+
+    return _figures(timed_rates(step, spec.seconds, spec.repetitions), b)
 
 
 def _request_path(infer: Callable[[np.ndarray], np.ndarray], preprocessing: Preprocessing,

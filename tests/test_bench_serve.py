@@ -65,9 +65,11 @@ def test_bench_serve_runs_both_servers_and_judges_the_targets(validated_tiny, fa
     assert malformed["spec"]["stalled_uploads"] == 64 and sum(malformed["stalled"].values()) >= 64
     assert set(malformed["stalled"]) <= {"0", "408", "503"}
     assert result["handwritten"]["sweep"]["2"]["ok"] > 0
-    # the two servers' closed loops alternate, then edgeport's open-loop phases follow
-    theirs = result["handwritten"]["sweep"]
-    order = [ours["sweep"]["1"], theirs["1"], ours["sweep"]["2"], theirs["2"], ours["sustained"], ours["malformed"]]
+    # at each concurrency the runner alone, then the two servers' closed loops in turn; then
+    # edgeport's open-loop phases
+    theirs, beside = result["handwritten"]["sweep"], result["runner_alone"]["beside"]
+    order = [beside["1"], ours["sweep"]["1"], theirs["1"], beside["2"], ours["sweep"]["2"], theirs["2"],
+             ours["sustained"], ours["malformed"]]
     assert [p["started_at"] for p in order] == sorted(p["started_at"] for p in order)
     targets = {t["target"].split(",")[0]: t for t in result["targets"]}
     assert len(result["targets"]) == 7 and all(t["met"] in (True, False) for t in result["targets"])
@@ -81,10 +83,12 @@ def test_bench_serve_runs_both_servers_and_judges_the_targets(validated_tiny, fa
         assert alone[key]["images_per_s"] > 0 and alone[key]["ms_per_image"] > 0
     assert (alone["batch_1"]["batch"], alone["max_batch"]["batch"]) == (1, 8)
     assert alone["request"]["decode_preprocess_ms"] > 0 and alone["request"]["runner_ms"] > 0
-    share = alone["server_share"]["2"]  # 2 clients: against the max batch
-    assert share["batch"] == 8 and share["runner_images_per_s"] == alone["max_batch"]["images_per_s"]
+    # 2 clients: against the runner alone at batch 2, measured just before their phase
+    assert (beside["1"]["batch"], beside["2"]["batch"]) == (1, 2) and beside["2"]["images_per_s"] > 0
+    share = alone["server_share"]["2"]
+    assert share["batch"] == 2 and share["runner_images_per_s"] == beside["2"]["images_per_s"]
     assert share["server_rps"] == ours["sweep"]["2"]["throughput_rps"]
-    assert share["share"] == pytest.approx(share["server_rps"] / alone["max_batch"]["images_per_s"], abs=1e-3)
+    assert share["share"] == pytest.approx(share["server_rps"] / beside["2"]["images_per_s"], abs=1e-3)
     assert targets["throughput >= 60% of the runner alone"]["met"] == (share["share"] >= 0.6)
     md = (out / "bench-serve.md").read_text()
     assert "| 2 |" in md and "hand-written" in md and "overload" in md
@@ -92,20 +96,22 @@ def test_bench_serve_runs_both_servers_and_judges_the_targets(validated_tiny, fa
     assert f"| runner, batch 8 (the server's max batch) | {alone['max_batch']['images_per_s']:.1f} |" in md
 
 
-def test_runner_share_compares_one_client_with_batch_1_and_more_with_the_max_batch():
-    from edgeport.bench_serve import ratio_target, runner_shares, share_targets
+def test_runner_share_compares_each_concurrency_with_the_largest_batch_its_clients_make():
+    from edgeport.bench_serve import compared_batch, ratio_target, runner_shares, share_targets
 
+    # one image per client, up to the max batch; a server that never batches: batch 1 throughout
+    assert [compared_batch(c, 8) for c in (1, 2, 4, 8, 16)] == [1, 2, 4, 8, 8]
+    assert [compared_batch(c, 1) for c in (1, 4, 16)] == [1, 1, 1]
     sweep = {"1": {"throughput_rps": 50.0}, "4": {"throughput_rps": 120.0}, "16": {"throughput_rps": 200.0}}
-    runner = {"batch_1": {"images_per_s": 80.0}, "max_batch": {"images_per_s": 250.0}}
-    shares = runner_shares(sweep, runner, max_batch=8)
-    assert {c: (s["batch"], s["share"]) for c, s in shares.items()} == {"1": (1, 0.625), "4": (8, 0.48),
-                                                                         "16": (8, 0.8)}
+    # each against the runner alone measured just before its own phase
+    beside = {"1": {"batch": 1, "images_per_s": 80.0}, "4": {"batch": 4, "images_per_s": 250.0},
+              "16": {"batch": 8, "images_per_s": 240.0}}
+    shares = runner_shares(sweep, beside)
+    assert {c: (s["batch"], s["share"]) for c, s in shares.items()} == {"1": (1, 0.625), "4": (4, 0.48),
+                                                                         "16": (8, 0.833)}
     rows = share_targets(shares)
     assert [r["met"] for r in rows] == [True, False, True]  # 48% is under the 60% target
-    assert rows[1]["target"].endswith("concurrency 4 (against batch 8)") and rows[1]["value"].endswith("= 48%")
-    # a server that never batches is compared with batch 1 at every concurrency
-    assert runner_shares(sweep, runner, max_batch=1)["16"] == {"batch": 1, "server_rps": 200.0,
-                                                              "runner_images_per_s": 80.0, "share": 2.5}
+    assert rows[1]["target"].endswith("concurrency 4 (against batch 4)") and rows[1]["value"].endswith("= 48%")
     assert share_targets({"1": {"batch": 1, "server_rps": 0.0, "runner_images_per_s": 0.0, "share": None}})[0]["met"] \
         is None
     # against the hand-written server: 3.5x at 1 client, 5x with more
