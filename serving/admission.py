@@ -28,13 +28,13 @@ req/s (of 925 and 1075 offered), p99 1244 against 467 ms; 16 clients, 514 agains
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from edgeport.serving.connections import json_bytes
 from edgeport.serving.metrics import Metrics
 
 Scope = dict[str, Any]
@@ -220,7 +220,7 @@ class Admission:
     async def _answer(self, send: Send, status: int, message: str, route: str, start: float, *,
                       retry: bool = False, close: bool = False, reason: str | None = None,
                       allow: bytes | None = None) -> None:
-        body = json.dumps({"error": message}).encode()
+        body = json_bytes({"error": message})
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         if retry:
             headers.append((b"retry-after", str(self.limits.retry_after_s).encode()))
@@ -241,3 +241,4 @@ def header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return value.decode("latin-1").strip()
     return None
+

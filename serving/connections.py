@@ -60,9 +60,16 @@ def configure(limits: ConnectionLimits) -> None:
     LIMITS = limits
 
 
+def json_bytes(doc: Any) -> bytes:
+    """``doc`` as the bytes Starlette's JSONResponse sends (compact, UTF-8), so that every answer of
+    the server, from FastAPI's routes, the inference endpoint, the admission stage or this guard,
+    is written alike."""
+    return json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
 def raw_response(status: int, reason: str, message: str, extra: list[tuple[str, str]] = ()) -> bytes:
     """A complete HTTP/1.1 response with a JSON ``{"error": message}`` body that closes the connection."""
-    body = json.dumps({"error": message}).encode()
+    body = json_bytes({"error": message})
     lines = [f"HTTP/1.1 {status} {reason}", "content-type: application/json",
              f"content-length: {len(body)}", "connection: close", *(f"{k}: {v}" for k, v in extra)]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body

@@ -14,7 +14,6 @@ routes (health, metadata, metrics, v2 metadata) stay FastAPI's.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from edgeport.serving.admission import header
+from edgeport.serving.connections import json_bytes
 from edgeport.serving.batcher import Batcher, QueueFull
 from edgeport.serving.payloads import (Parsed, RequestError, b64_bytes, check_count, decode_image, load_json,
                                        parse_body, peek_raw_image, ranked, short_repr)
@@ -70,8 +70,7 @@ class InferenceEndpoint:
         except Exception:
             log.exception("error while answering %s %s", scope["method"], scope["path"])
             status, answer = 500, {"error": "internal error (logged by the server)"}
-        # the bytes Starlette's JSONResponse would send, so answers are the same on every route
-        payload = json.dumps(answer, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        payload = json_bytes(answer)
         headers += [(b"content-length", str(len(payload)).encode()), (b"content-type", b"application/json")]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})

@@ -232,12 +232,19 @@ def test_open_inference_protocol_v2(server, harness_logits, faces_dir, validated
 def test_inference_routes_answer_post_only_and_name_their_model(server, faces_dir):
     """The inference routes are answered by serving.inference, not FastAPI's router: another method
     still gets 405 with Allow, another model's name 404, both as JSON errors, and both are counted."""
+    from edgeport.serving.connections import json_bytes
+
     for path in ("/", "/models/tiny-vit", "/v2/models/tiny-vit/infer"):
         r = requests.get(f"{server}{path}", timeout=5)
         assert r.status_code == 405 and r.headers["Allow"] == "POST" and "POST" in r.json()["error"], path
     good = _faces(faces_dir)[0].read_bytes()
     r = requests.post(f"{server}/models/other", data=good, headers={"Content-Type": "image/jpeg"}, timeout=30)
     assert r.status_code == 404 and "'other'" in r.json()["error"] and "'tiny-vit'" in r.json()["error"]
+    # every error body written alike (compact JSON, as FastAPI's routes write theirs): the admission
+    # stage's 405 above, the endpoint's 404, FastAPI's own 404
+    unknown = requests.get(f"{server}/nowhere", timeout=5)
+    for answer in (r, requests.get(f"{server}/", timeout=5), unknown):
+        assert answer.content == json_bytes(answer.json()) and b'": "' not in answer.content, answer.content
     r = requests.post(f"{server}/v2/models/other/infer", json={"inputs": []}, timeout=30)
     assert r.status_code == 404 and "'other'" in r.json()["error"]
     metrics = requests.get(f"{server}/metrics", timeout=5).text

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from conftest import metric_value, serving
+from edgeport.serving.connections import json_bytes
 
 GRACE_S = 1.0  # --body-grace-s for these servers: short, so a stalled upload is evicted in about a second
 SHORT = ["--variant", "onnx-fp32", "--body-grace-s", str(GRACE_S), "--body-timeout-s", "3",
@@ -349,6 +350,8 @@ def test_upload_and_connection_bounds(validated_tiny, faces_dir):
         extra = _connect(url)
         closed, data = _closed_within(extra, 2)
         assert closed and data.startswith(b"HTTP/1.1 503") and b"--max-connections" in data, data
+        body = data.split(b"\r\n\r\n", 1)[1]  # written like every other answer (compact JSON)
+        assert body == json_bytes(json.loads(body)), body
         for sock in held + [extra]:
             sock.close()
         time.sleep(0.2)
