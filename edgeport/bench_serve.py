@@ -23,6 +23,8 @@ One run, on one machine, side by side:
    their closed-loop phases alternate (edgeport at 1 client, the hand-written server at 1 client,
    edgeport at 4, ...), so that each ratio compares phases seconds apart: the machine's speed
    drifts by 10-25% over minutes (docs/benchmarks.md, 2026-12-06), more than a ratio can absorb.
+   With ``--rounds N`` the runner alone and both servers' closed loops run N times over; each
+   ratio and share is then judged on its median round (``median_round``), every round reported.
 
 Writes OUT/bench-serve.json and OUT/bench-serve.md with every figure against the targets of
 issues #19 and #35. Every load phase is bounded in time and in requests in flight.
@@ -128,6 +130,7 @@ class BenchServeOptions:
     project_dir: Path | None = None
     config_path: Path | None = None
     max_images: int = 64
+    rounds: int = 1  # closed-loop rounds; each figure judged is its median round
     pin: bool = True  # servers and load generator on separate cores (core_split)
     random_head: bool = False  # --arch: keep the random classifier instead of fitting a probe head
 
@@ -385,12 +388,14 @@ def run_bench_serve(opts: BenchServeOptions) -> dict[str, Any]:
                                                "the evaluation images: throughput only"),
         "settings": {k: v for k, v in asdict(opts).items()
                      if k in ("concurrency", "duration_s", "threads", "workers", "max_batch", "max_wait_ms",
-                              "max_queue")},
+                              "max_queue", "rounds")},
     }
     with tempfile.TemporaryDirectory(prefix="edgeport-bench-serve-") as tmp:  # the load generator's spec and result
         _run_servers(opts, model_dir, images, source, result, Path(tmp))
-    shares = result["runner_alone"]["server_share"] = runner_shares(result["edgeport"]["sweep"],
-                                                                     result["runner_alone"]["beside"])
+    rounds = result["closed_loop_rounds"]
+    shares = result["runner_alone"]["server_share"] = runner_shares(rounds["edgeport"], rounds["runner alone"])
+    if "hand-written" in rounds:
+        result["handwritten"]["ratio"] = server_ratios(rounds["edgeport"], rounds["hand-written"])
     log("bench-serve: edgeport serve's closed loop as a share of the runner alone: "
         + ", ".join(f"{c} client{'s' if c != '1' else ''} {s['share']:.0%} (against batch {s['batch']})"
                     for c, s in shares.items()))
@@ -414,22 +419,39 @@ def _run_servers(opts: BenchServeOptions, model_dir: Path, images: list[Path], s
         return run_phase(url, images, pid, work, cores=load_cores, **spec)
 
     def closed_loops(servers: dict[str, tuple[str, int]]) -> dict[str, dict[str, dict[str, Any]]]:
-        """A short warm-up of each server, then at each concurrency the runner alone at the batch it
-        is compared with (the servers idle) and the closed loop on each server in turn."""
+        """A short warm-up of each server, then ``--rounds`` times: at each concurrency the runner
+        alone at the batch it is compared with (the servers idle) and the closed loop on each
+        server in turn. Each figure judged is its median round (``median_round``); every round is
+        kept under ``rounds``."""
         for url, pid in servers.values():
             phase(url, pid, mode="closed", concurrency=2, duration_s=3)
-        sweeps: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in servers}
-        beside = result["runner_alone"]["beside"] = {}
-        for c in opts.concurrency:
-            batch, started = compared_batch(c, opts.max_batch), time.time()
-            beside[str(c)] = run_runner_alone(model_dir, opts.variant, images, threads, opts.max_batch, runner_s,
-                                              work, cores=server_cores, only_batch=batch)["batch"]
-            beside[str(c)]["started_at"] = round(started, 3)
-            log(f"  runner alone before concurrency {c}: batch {batch} {beside[str(c)]['images_per_s']:.1f} images/s")
-            for name, (url, pid) in servers.items():
-                sweeps[name][str(c)] = phase(url, pid, mode="closed", concurrency=c, duration_s=opts.duration_s)
-                log(_phase_line(f"{name}, concurrency {c}", sweeps[name][str(c)]))
-        return sweeps
+        rounds: dict[str, dict[str, list[dict[str, Any]]]] = {name: {str(c): [] for c in opts.concurrency}
+                                                              for name in ("runner alone", *servers)}
+        for r in range(opts.rounds):
+            for c in opts.concurrency:
+                batch, started = compared_batch(c, opts.max_batch), time.time()
+                alone = run_runner_alone(model_dir, opts.variant, images, threads, opts.max_batch, runner_s, work,
+                                         cores=server_cores, only_batch=batch)["batch"]
+                alone["started_at"] = round(started, 3)
+                rounds["runner alone"][str(c)].append(alone)
+                where = f"concurrency {c}" + (f", round {r + 1} of {opts.rounds}" if opts.rounds > 1 else "")
+                log(f"  runner alone, {where}: batch {batch} {alone['images_per_s']:.1f} images/s")
+                for name, (url, pid) in servers.items():
+                    rounds[name][str(c)].append(phase(url, pid, mode="closed", concurrency=c,
+                                                      duration_s=opts.duration_s))
+                    log(_phase_line(f"{name}, {where}", rounds[name][str(c)][-1]))
+        result["closed_loop_rounds"] = rounds
+        result["runner_alone"]["beside"] = {c: median_round(figures, "images_per_s")
+                                            for c, figures in rounds["runner alone"].items()}
+        # shown side by side and run open-loop from: per concurrency the round whose ratio is the
+        # median (both servers' phases of one round), or edgeport's median round without the other
+        if "hand-written" in rounds:
+            chosen = {c: median_index([x or 0.0 for x in ratio["ratio_by_round"]]) for c, ratio in
+                      server_ratios(rounds["edgeport"], rounds["hand-written"], by_round=True).items()}
+        else:
+            chosen = {c: median_index([p["throughput_rps"] for p in phases]) for c, phases in rounds["edgeport"].items()}
+        return {name: {c: phases[chosen[c]] for c, phases in by_c.items()}
+                for name, by_c in rounds.items() if name != "runner alone"}
 
     # before the server starts: the runner has the server's cores to itself, and a runner that
     # cannot run stops the benchmark before its long phases rather than after
@@ -505,6 +527,17 @@ def _run_servers(opts: BenchServeOptions, model_dir: Path, images: list[Path], s
                           "malformed": malformed}
 
 
+def median_index(values: list[float]) -> int:
+    """The index of the median of ``values`` (the lower of the two middle ones for an even count: a
+    figure one round measured, never an average no round saw)."""
+    return sorted(range(len(values)), key=values.__getitem__)[(len(values) - 1) // 2]
+
+
+def median_round(rounds: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The round (a dict of figures) whose ``key`` is the median of ``rounds`` (``median_index``)."""
+    return rounds[median_index([r[key] for r in rounds])]
+
+
 def compared_batch(concurrency: int, max_batch: int) -> int:
     """The runner-alone batch a closed loop of ``concurrency`` clients is compared with: the
     largest batch the batcher can make of them, one image per client up to --max-batch (1 client:
@@ -512,16 +545,37 @@ def compared_batch(concurrency: int, max_batch: int) -> int:
     return max(1, min(concurrency, max_batch))
 
 
-def runner_shares(sweep: dict[str, dict[str, Any]], beside: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def runner_shares(served: dict[str, list[dict[str, Any]]],
+                  alone: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """Each concurrency's closed-loop throughput as a share of the runner alone's images/s measured
-    just before that phase (``beside``: figures by concurrency, each with its ``batch``); a request
-    holds one image, so req/s and images/s count the same thing."""
+    just before that phase, in each round (``served``: closed-loop phases by concurrency, a list of
+    rounds; ``alone``: the runner alone's figures, each with its ``batch``, the same way); the
+    median round's (a request holds one image, so req/s and images/s count the same thing)."""
     shares = {}
-    for c, row in sweep.items():
-        alone, served = beside[c]["images_per_s"], row["throughput_rps"]
-        shares[c] = {"batch": beside[c]["batch"], "server_rps": served, "runner_images_per_s": alone,
-                     "share": round(served / alone, 3) if alone else None}
+    for c, phases in served.items():
+        rows = [{"batch": a["batch"], "server_rps": p["throughput_rps"], "runner_images_per_s": a["images_per_s"],
+                 "share": p["throughput_rps"] / a["images_per_s"] if a["images_per_s"] else None}
+                for p, a in zip(phases, alone[c])]
+        shares[c] = dict(median_round(rows, "share") if all(r["share"] is not None for r in rows) else rows[0])
+        if len(rows) > 1:
+            shares[c]["share_by_round"] = [r["share"] for r in rows]  # unrounded: judged exactly
     return shares
+
+
+def server_ratios(ours: dict[str, list[dict[str, Any]]], theirs: dict[str, list[dict[str, Any]]],
+                  by_round: bool = False) -> dict[str, dict[str, Any]]:
+    """Each concurrency's closed-loop throughput over the hand-written server's in the same round
+    (phases seconds apart), the median round's; both as lists of rounds by concurrency.
+    ``by_round``: every round's ratio under ``ratio_by_round`` even with one round."""
+    ratios = {}
+    for c, phases in ours.items():
+        rows = [{"server_rps": p["throughput_rps"], "handwritten_rps": h["throughput_rps"],
+                 "ratio": p["throughput_rps"] / h["throughput_rps"] if h["throughput_rps"] else None}
+                for p, h in zip(phases, theirs[c])]
+        ratios[c] = dict(median_round(rows, "ratio") if all(r["ratio"] is not None for r in rows) else rows[0])
+        if len(rows) > 1 or by_round:
+            ratios[c]["ratio_by_round"] = [r["ratio"] for r in rows]
+    return ratios
 
 
 def share_targets(shares: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -529,7 +583,9 @@ def share_targets(shares: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"target": f"throughput >= {RUNNER_SHARE_TARGET:.0%} of the runner alone, concurrency {c} "
                        f"(against batch {s['batch']})",
              "value": f"{s['server_rps']:.1f} req/s vs {s['runner_images_per_s']:.1f} images/s = "
-                      + (f"{s['share']:.0%}" if s["share"] is not None else "-"),
+                      + (f"{s['share']:.1%}" if s["share"] is not None else "-")
+                      + (f" (the median of {len(s['share_by_round'])} rounds: "
+                         f"{', '.join(f'{x:.1%}' for x in s['share_by_round'])})" if "share_by_round" in s else ""),
              "met": (s["share"] >= RUNNER_SHARE_TARGET) if s["share"] is not None else None}
             for c, s in shares.items()]
 
@@ -543,15 +599,16 @@ def judge_targets(result: dict[str, Any], opts: BenchServeOptions) -> list[dict[
     """Issues #19's and #35's load targets, each with its measured value and whether it was met."""
     ours = result["edgeport"]
     rows = []
-    base = (result.get("handwritten") or {}).get("sweep")
+    ratios = (result.get("handwritten") or {}).get("ratio")
     for c in opts.concurrency:
-        mine = ours["sweep"][str(c)]["throughput_rps"]
-        theirs = base[str(c)]["throughput_rps"] if base else None
-        ratio = round(mine / theirs, 2) if theirs else None
+        r = ratios[str(c)] if ratios else None
+        value = (f"{ours['sweep'][str(c)]['throughput_rps']:.1f} req/s; hand-written server not run" if r is None else
+                 f"{r['server_rps']:.1f} vs {r['handwritten_rps']:.1f} req/s = {r['ratio']:.2f}x"
+                 + (f" (the median of {len(r['ratio_by_round'])} rounds: "
+                    f"{', '.join(f'{x:.2f}x' for x in r['ratio_by_round'])})" if "ratio_by_round" in r else ""))
         rows.append({"target": f"throughput >= {ratio_target(c):g}x the hand-written server, concurrency {c}",
-                     "value": f"{mine:.1f} vs {theirs:.1f} req/s = {ratio}x" if theirs else f"{mine:.1f} req/s; "
-                              "hand-written server not run",
-                     "met": (ratio >= ratio_target(c)) if ratio is not None else None})
+                     "value": value,
+                     "met": (r["ratio"] >= ratio_target(c)) if r and r["ratio"] is not None else None})
     if result.get("runner_alone", {}).get("server_share"):
         rows += share_targets(result["runner_alone"]["server_share"])
     s = ours["sustained"]
@@ -631,18 +688,33 @@ def render_markdown(r: dict[str, Any]) -> str:
                 not in (None, "all") else "sharing the cores with the server."), "",
              "## Targets", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {t['target']} | {t['value']} | {_met(t['met'])} |" for t in r["targets"]]
+    rounds, ratios = r.get("closed_loop_rounds", {}), (r.get("handwritten") or {}).get("ratio", {})
+    several = any(len(phases) > 1 for phases in rounds.get("edgeport", {}).values())
     lines += ["", "## Closed loop, side by side", "",
-              "Both servers up on the same cores; at each concurrency edgeport's phase, then the hand-written "
-              "server's.", "",
+              "Both servers up on the same cores; at each concurrency the runner alone, edgeport's phase, then the "
+              "hand-written server's."
+              + (f" {r['settings']['rounds']} rounds of all that; shown, at each concurrency, the round whose ratio "
+                 "is the median (every round below)." if several else ""), "",
               "| concurrency | edgeport req/s | p50 ms | p90 ms | p99 ms | errors | hand-written req/s | p50 ms | p99 ms | ratio |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for c, row in ours["sweep"].items():
         b = base.get(c)
-        ratio = f"{row['throughput_rps'] / b['throughput_rps']:.2f}x" if b and b["throughput_rps"] else "-"
+        ratio = f"{ratios[c]['ratio']:.2f}x" if ratios.get(c, {}).get("ratio") is not None else "-"
         lines.append(f"| {c} | {row['throughput_rps']:.1f} | {row['latency_ms']['p50']} | {row['latency_ms']['p90']} | "
                      f"{row['latency_ms']['p99']} | {row['good'] - row['ok']} | "
                      + (f"{b['throughput_rps']:.1f} | {b['latency_ms']['p50']} | {b['latency_ms']['p99']} | "
                         if b else "- | - | - | ") + f"{ratio} |")
+    if several:
+        lines += ["", "Every round (a round runs every concurrency in turn):", "",
+                  "| concurrency | round | runner alone images/s | edgeport req/s | hand-written req/s | ratio | share |",
+                  "|---|---|---|---|---|---|---|"]
+        for c, phases in rounds["edgeport"].items():
+            theirs = rounds.get("hand-written", {}).get(c, [None] * len(phases))
+            for k, (p, a, h) in enumerate(zip(phases, rounds["runner alone"][c], theirs), 1):
+                lines.append(f"| {c} | {k} | {a['images_per_s']:.1f} | {p['throughput_rps']:.1f} | "
+                             + (f"{h['throughput_rps']:.1f} | {p['throughput_rps'] / h['throughput_rps']:.2f}x | "
+                                if h and h["throughput_rps"] else "- | - | ")
+                             + (f"{p['throughput_rps'] / a['images_per_s']:.0%} |" if a["images_per_s"] else "- |"))
     if r.get("runner_alone"):
         lines += _runner_markdown(r["runner_alone"])
     lines += ["", "## Open loop (edgeport)", "",
@@ -683,7 +755,9 @@ def _runner_markdown(ra: dict[str, Any]) -> list[str]:
     if ra.get("server_share"):
         lines += ["", "edgeport serve's closed-loop throughput as a share of the runner alone, measured again just "
                   "before each concurrency's phases (the servers idle), at the largest batch its clients can make "
-                  "(one image each, up to the max batch):", "",
+                  "(one image each, up to the max batch)"
+                  + ("; with several rounds, the round with the median share:" if any(
+                      "share_by_round" in x for x in ra["server_share"].values()) else ":"), "",
                   "| concurrency | edgeport req/s | runner alone images/s | at batch | share |",
                   "|---|---|---|---|---|"]
         lines += [f"| {c} | {x['server_rps']:.1f} | {x['runner_images_per_s']:.1f} | {x['batch']} | "

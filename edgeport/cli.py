@@ -347,6 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output folder (default: ARTIFACTS/bench-serve/<model>)")
     p.add_argument("--concurrency", default="1,4,16", help="closed-loop client counts (default %(default)s)")
     p.add_argument("--duration-s", type=float, default=15.0, help="seconds per load phase (default %(default)s)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="closed-loop rounds: at each concurrency the runner alone and both servers' phases run "
+                        "this many times in turn, and each target judges the median round's ratio and share "
+                        "(default %(default)s; 3 or 5 on a noisy machine)")
     p.add_argument("--threads", type=int, help="threads per runner, both servers (default: the config's)")
     p.add_argument("--workers", type=int, default=1, help="edgeport serve --workers (default 1)")
     p.add_argument("--max-batch", type=int, default=8, help="edgeport serve --max-batch (default 8)")
@@ -851,8 +855,8 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
         concurrency = sorted({int(c) for c in args.concurrency.split(",") if c.strip()})
     except ValueError:
         raise ValueError(f"--concurrency expects comma-separated client counts, got {args.concurrency!r}") from None
-    if not concurrency or concurrency[0] < 1 or args.duration_s <= 0:
-        raise ValueError("--concurrency needs counts >= 1 and --duration-s a positive number")
+    if not concurrency or concurrency[0] < 1 or args.duration_s <= 0 or args.rounds < 1:
+        raise ValueError("--concurrency needs counts >= 1, --duration-s a positive number and --rounds at least 1")
     cfg = _config(args)
     eval_dir = args.eval or (cfg.models[0].eval_dir if args.arch and cfg.models else None)
     calibration_dir = cfg.models[0].calibration_dir if args.arch and cfg.models else None
@@ -863,7 +867,7 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
         concurrency=concurrency,
         duration_s=args.duration_s, threads=args.threads or cfg.run.threads, workers=args.workers,
         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
-        baseline=not args.no_baseline, project_dir=cfg.base_dir,
+        baseline=not args.no_baseline, project_dir=cfg.base_dir, rounds=args.rounds,
         config_path=args.config, random_head=args.random_head, pin=not args.no_pin)
     if args.model_dir is not None:
         from edgeport.serving.selection import ServeError, select_variant
