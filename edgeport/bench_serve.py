@@ -421,8 +421,8 @@ def _run_servers(opts: BenchServeOptions, model_dir: Path, images: list[Path], s
     def closed_loops(servers: dict[str, tuple[str, int]]) -> dict[str, dict[str, dict[str, Any]]]:
         """A short warm-up of each server, then ``--rounds`` times: at each concurrency the runner
         alone at the batch it is compared with (the servers idle) and the closed loop on each
-        server in turn. Each figure judged is its median round (``median_round``); every round is
-        kept under ``rounds``."""
+        server in turn. Every round is kept (``closed_loop_rounds``); each ratio and share is judged
+        on its median round (``server_ratios``, ``runner_shares``)."""
         for url, pid in servers.values():
             phase(url, pid, mode="closed", concurrency=2, duration_s=3)
         rounds: dict[str, dict[str, list[dict[str, Any]]]] = {name: {str(c): [] for c in opts.concurrency}
