@@ -241,4 +241,3 @@ def header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return value.decode("latin-1").strip()
     return None
-
