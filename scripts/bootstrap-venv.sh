@@ -46,5 +46,11 @@ else
         --no-deps --ignore-requires-python "${find_links[@]}" -r requirements.lock
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+# The project's own modules, compiled once for the same reason as --compile-bytecode above: an
+# editable install leaves them as sources, and with PYTHONDONTWRITEBYTECODE set every one of the
+# dozens of processes export-all and the tests start compiled them again (0.24 s each for the CLI,
+# pipeline, stage, worker and server modules, docs/benchmarks.md 2026-12-06). A module edited later
+# is compiled from its source as usual: Python checks each cached file against its source.
+"$VENV/bin/python" -m compileall -q -j 0 converters runtimes validation serving distillation edgeport >/dev/null
 echo "$want" > "$STAMP"
 echo "==> $VENV ready"
