@@ -691,10 +691,11 @@ def render_markdown(r: dict[str, Any]) -> str:
     rounds, ratios = r.get("closed_loop_rounds", {}), (r.get("handwritten") or {}).get("ratio", {})
     several = any(len(phases) > 1 for phases in rounds.get("edgeport", {}).values())
     lines += ["", "## Closed loop, side by side", "",
-              "Both servers up on the same cores; at each concurrency the runner alone, edgeport's phase, then the "
-              "hand-written server's."
-              + (f" {r['settings']['rounds']} rounds of all that; shown, at each concurrency, the round whose ratio "
-                 "is the median (every round below)." if several else ""), "",
+              ("Both servers up on the same cores; at each concurrency the runner alone, edgeport's phase, then the "
+               "hand-written server's." if base else "edgeport alone (the hand-written server was not run); at each "
+               "concurrency the runner alone, then edgeport's phase.")
+              + (f" {r['settings']['rounds']} rounds of all that; shown, at each concurrency, the round whose "
+                 + ("ratio" if base else "throughput") + " is the median (every round below)." if several else ""), "",
               "| concurrency | edgeport req/s | p50 ms | p90 ms | p99 ms | errors | hand-written req/s | p50 ms | p99 ms | ratio |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for c, row in ours["sweep"].items():
