@@ -502,7 +502,8 @@ def _run_servers(opts: BenchServeOptions, model_dir: Path, images: list[Path], s
             rate = round(share * capacity, 2)
             sustained = phase(url, proc.pid, mode="open", rate=rate, duration_s=opts.duration_s)
             log(_phase_line(f"open load at {rate} req/s ({share:.0%} of the best)", sustained))
-            tried.append({"share": share, "rate": rate, "errors": sustained["good"] - sustained["ok"]})
+            tried.append({"share": share, "rate": rate, "errors": sustained["good"] - sustained["ok"],
+                          "client_saturated": sustained["client_saturated"]})
             if sustained["good"] == sustained["ok"] and not sustained["client_saturated"]:
                 break
         sustained["tried"] = tried

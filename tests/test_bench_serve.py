@@ -51,9 +51,12 @@ def test_bench_serve_runs_both_servers_and_judges_the_targets(validated_tiny, fa
     assert "decode exact" in (out / "bench-serve.md").read_text().splitlines()[0]
     assert ours["sweep"]["2"]["ok"] > 0 and ours["sweep"]["2"]["ok"] == ours["sweep"]["2"]["good"]
     assert ours["capacity_rps"] == max(ours["sweep"][c]["throughput_rps"] for c in ("1", "2"))
-    tried = ours["sustained"]["tried"]  # 90%, 75%, ... of the best, until a phase had no error
-    assert tried[0]["share"] == 0.9 and all(t["errors"] > 0 for t in tried[:-1])
-    assert tried[-1]["errors"] == 0 or len(tried) == 4
+    # 90%, 75%, ... of the best, until a phase had no error and the generator started every request
+    # (on a busy machine it may not keep up with a rate: a phase the server did not fail, but not
+    # the rate asked either)
+    tried = ours["sustained"]["tried"]
+    assert tried[0]["share"] == 0.9 and all(t["errors"] > 0 or t["client_saturated"] > 0 for t in tried[:-1])
+    assert (tried[-1]["errors"] == 0 and tried[-1]["client_saturated"] == 0) or len(tried) == 4
     assert ours["sustained"]["spec"]["rate"] == pytest.approx(tried[-1]["share"] * ours["capacity_rps"], abs=0.01)
     assert ours["overload"]["spec"]["rate"] == pytest.approx(2 * ours["sustained"]["spec"]["rate"], abs=0.02)
     # bad requests: each kind answered 4xx (or 503 when busy), never a crash, and the server lived on
