@@ -580,7 +580,9 @@ def server_ratios(ours: dict[str, list[dict[str, Any]]], theirs: dict[str, list[
 
 
 def share_targets(shares: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Issue #35's targets: at each concurrency, at least RUNNER_SHARE_TARGET of the runner alone."""
+    """Issue #35's targets: with more than one client, at least RUNNER_SHARE_TARGET of the runner
+    alone. One client is not held to it (the issue sets it at 4 and 16 clients): between its
+    requests the server waits for the client's next one, and the share is reported all the same."""
     return [{"target": f"throughput >= {RUNNER_SHARE_TARGET:.0%} of the runner alone, concurrency {c} "
                        f"(against batch {s['batch']})",
              "value": f"{s['server_rps']:.1f} req/s vs {s['runner_images_per_s']:.1f} images/s = "
@@ -588,7 +590,7 @@ def share_targets(shares: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                       + (f" (the median of {len(s['share_by_round'])} rounds: "
                          f"{', '.join(f'{x:.1%}' for x in s['share_by_round'])})" if "share_by_round" in s else ""),
              "met": (s["share"] >= RUNNER_SHARE_TARGET) if s["share"] is not None else None}
-            for c, s in shares.items()]
+            for c, s in shares.items() if int(c) > 1]
 
 
 def ratio_target(concurrency: int) -> float:
