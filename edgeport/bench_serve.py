@@ -24,7 +24,7 @@ One run, on one machine, side by side:
    edgeport at 4, ...), so that each ratio compares phases seconds apart: the machine's speed
    drifts by 10-25% over minutes (docs/benchmarks.md, 2026-12-06), more than a ratio can absorb.
    With ``--rounds N`` the runner alone and both servers' closed loops run N times over; each
-   ratio and share is then judged on its median round (``median_round``), every round reported.
+   ratio and share is then judged on its median round (``judged_round``), every round reported.
 
 Writes OUT/bench-serve.json and OUT/bench-serve.md with every figure against the targets of
 issues #19 and #35. Every load phase is bounded in time and in requests in flight.
@@ -394,8 +394,6 @@ def run_bench_serve(opts: BenchServeOptions) -> dict[str, Any]:
         _run_servers(opts, model_dir, images, source, result, Path(tmp))
     rounds = result["closed_loop_rounds"]
     shares = result["runner_alone"]["server_share"] = runner_shares(rounds["edgeport"], rounds["runner alone"])
-    if "hand-written" in rounds:
-        result["handwritten"]["ratio"] = server_ratios(rounds["edgeport"], rounds["hand-written"])
     log("bench-serve: edgeport serve's closed loop as a share of the runner alone: "
         + ", ".join(f"{c} client{'s' if c != '1' else ''} {s['share']:.0%} (against batch {s['batch']})"
                     for c, s in shares.items()))
@@ -418,11 +416,13 @@ def _run_servers(opts: BenchServeOptions, model_dir: Path, images: list[Path], s
     def phase(url: str, pid: int, **spec: Any) -> dict[str, Any]:
         return run_phase(url, images, pid, work, cores=load_cores, **spec)
 
-    def closed_loops(servers: dict[str, tuple[str, int]]) -> dict[str, dict[str, dict[str, Any]]]:
+    def closed_loops(servers: dict[str, tuple[str, int]]
+                     ) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, dict[str, Any]] | None]:
         """A short warm-up of each server, then ``--rounds`` times: at each concurrency the runner
         alone at the batch it is compared with (the servers idle) and the closed loop on each
         server in turn. Every round is kept (``closed_loop_rounds``); each ratio and share is judged
-        on its median round (``server_ratios``, ``runner_shares``)."""
+        on its median round (``server_ratios``, ``runner_shares``). Returns each server's phases
+        shown side by side, and the ratios (None without the hand-written server)."""
         for url, pid in servers.values():
             phase(url, pid, mode="closed", concurrency=2, duration_s=3)
         rounds: dict[str, dict[str, list[dict[str, Any]]]] = {name: {str(c): [] for c in opts.concurrency}
@@ -445,13 +445,11 @@ def _run_servers(opts: BenchServeOptions, model_dir: Path, images: list[Path], s
                                             for c, figures in rounds["runner alone"].items()}
         # shown side by side and run open-loop from: per concurrency the round whose ratio is the
         # median (both servers' phases of one round), or edgeport's median round without the other
-        if "hand-written" in rounds:
-            chosen = {c: median_index([x or 0.0 for x in ratio["ratio_by_round"]]) for c, ratio in
-                      server_ratios(rounds["edgeport"], rounds["hand-written"], by_round=True).items()}
-        else:
-            chosen = {c: median_index([p["throughput_rps"] for p in phases]) for c, phases in rounds["edgeport"].items()}
+        ratios = server_ratios(rounds["edgeport"], rounds["hand-written"]) if "hand-written" in rounds else None
+        chosen = ({c: r["round"] for c, r in ratios.items()} if ratios else
+                  {c: median_index([p["throughput_rps"] for p in phases]) for c, phases in rounds["edgeport"].items()})
         return {name: {c: phases[chosen[c]] for c, phases in by_c.items()}
-                for name, by_c in rounds.items() if name != "runner alone"}
+                for name, by_c in rounds.items() if name != "runner alone"}, ratios
 
     # before the server starts: the runner has the server's cores to itself, and a runner that
     # cannot run stops the benchmark before its long phases rather than after
@@ -489,10 +487,11 @@ def _run_servers(opts: BenchServeOptions, model_dir: Path, images: list[Path], s
                 base = handwritten.enter_context(server_process(base_command, opts.out_dir / "baseline.log",
                                                                 base_url, cores=server_cores))
                 servers["hand-written"] = (base_url, base.pid)
-            sweeps = closed_loops(servers)
-        if "hand-written" in sweeps:
-            result["handwritten"] = {"sweep": sweeps["hand-written"], "what": "FastAPI + transformers pipeline"
-                                     "('image-classification') in PyTorch eager, one request at a time"}
+            sweeps, ratios = closed_loops(servers)
+        if ratios is not None:
+            result["handwritten"] = {"sweep": sweeps["hand-written"], "ratio": ratios,
+                                     "what": "FastAPI + transformers pipeline ('image-classification') in PyTorch "
+                                             "eager, one request at a time"}
         sweep = sweeps["edgeport"]
         capacity = max(r["throughput_rps"] for r in sweep.values())
         pids = worker_pids(proc.pid)
@@ -557,26 +556,33 @@ def runner_shares(served: dict[str, list[dict[str, Any]]],
         rows = [{"batch": a["batch"], "server_rps": p["throughput_rps"], "runner_images_per_s": a["images_per_s"],
                  "share": p["throughput_rps"] / a["images_per_s"] if a["images_per_s"] else None}
                 for p, a in zip(phases, alone[c])]
-        shares[c] = dict(median_round(rows, "share") if all(r["share"] is not None for r in rows) else rows[0])
-        if len(rows) > 1:
-            shares[c]["share_by_round"] = [r["share"] for r in rows]  # unrounded: judged exactly
+        shares[c] = judged_round(rows, "share")
     return shares
 
 
-def server_ratios(ours: dict[str, list[dict[str, Any]]], theirs: dict[str, list[dict[str, Any]]],
-                  by_round: bool = False) -> dict[str, dict[str, Any]]:
+def server_ratios(ours: dict[str, list[dict[str, Any]]],
+                  theirs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """Each concurrency's closed-loop throughput over the hand-written server's in the same round
-    (phases seconds apart), the median round's; both as lists of rounds by concurrency.
-    ``by_round``: every round's ratio under ``ratio_by_round`` even with one round."""
+    (phases seconds apart), the median round's; both as lists of rounds by concurrency."""
     ratios = {}
     for c, phases in ours.items():
         rows = [{"server_rps": p["throughput_rps"], "handwritten_rps": h["throughput_rps"],
                  "ratio": p["throughput_rps"] / h["throughput_rps"] if h["throughput_rps"] else None}
                 for p, h in zip(phases, theirs[c])]
-        ratios[c] = dict(median_round(rows, "ratio") if all(r["ratio"] is not None for r in rows) else rows[0])
-        if len(rows) > 1 or by_round:
-            ratios[c]["ratio_by_round"] = [r["ratio"] for r in rows]
+        ratios[c] = judged_round(rows, "ratio")
     return ratios
+
+
+def judged_round(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The row of the round judged on ``key``: the median round (the first when a round has no
+    figure), with its index as ``round`` and, for several rounds, every round's figure under
+    ``KEY_by_round`` (unrounded: judged exactly)."""
+    values = [r[key] for r in rows]
+    k = median_index(values) if None not in values else 0
+    judged = dict(rows[k], round=k)
+    if len(rows) > 1:
+        judged[f"{key}_by_round"] = values
+    return judged
 
 
 def share_targets(shares: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

@@ -138,12 +138,12 @@ def test_rounds_are_judged_on_their_median_round_of_ratios_and_shares():
     ours = {"4": [{"throughput_rps": 700.0}, {"throughput_rps": 500.0}, {"throughput_rps": 650.0}]}
     theirs = {"4": [{"throughput_rps": 140.0}, {"throughput_rps": 90.0}, {"throughput_rps": 160.0}]}
     ratio = server_ratios(ours, theirs)["4"]  # 5.0x, 5.56x, 4.06x: the median round is the first
-    assert (ratio["server_rps"], ratio["handwritten_rps"], ratio["ratio"]) == (700.0, 140.0, 5.0)
+    assert (ratio["server_rps"], ratio["handwritten_rps"], ratio["ratio"], ratio["round"]) == (700.0, 140.0, 5.0, 0)
     assert [round(x, 2) for x in ratio["ratio_by_round"]] == [5.0, 5.56, 4.06]
     alone = {"4": [{"batch": 4, "images_per_s": 1000.0}, {"batch": 4, "images_per_s": 800.0},
                    {"batch": 4, "images_per_s": 1300.0}]}
     share = runner_shares(ours, alone)["4"]  # 70%, 62.5%, 50%: the median round is the second
-    assert (share["server_rps"], share["runner_images_per_s"], share["share"]) == (500.0, 800.0, 0.625)
+    assert (share["server_rps"], share["runner_images_per_s"], share["share"], share["round"]) == (500.0, 800.0, 0.625, 1)
     assert len(share["share_by_round"]) == 3
     # one round: no per-round lists
     assert "ratio_by_round" not in server_ratios({"4": ours["4"][:1]}, {"4": theirs["4"][:1]})["4"]
