@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from edgeport import __version__
+from edgeport.runtimes.machine import affinity
 
 REPO = Path(__file__).resolve().parent.parent
 # the sustained-rate phase runs at the first of these shares of the best closed-loop throughput with no error
@@ -90,7 +91,7 @@ def core_split(pin: bool) -> tuple[set[int] | None, set[int] | None]:
     and the hand-written server gets the same cores as ours. None, None: no pinning (one core, or
     --no-pin).
     """
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    cores = affinity() or []
     if not pin or len(cores) < 2:
         return None, None
     return set(cores[:-1]), {cores[-1]}

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import statistics
 import sys
 import time
@@ -36,6 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from edgeport.runtimes.machine import affinity
 
 if TYPE_CHECKING:
     from edgeport.validation.preprocess import Preprocessing
@@ -97,7 +98,7 @@ def run_runner(spec: RunnerSpec) -> dict[str, Any]:
         result: dict[str, Any] = {
             "variant": model.variant, "runtime": model.runtime, "artifact": model.path.name,
             "threads": spec.threads, "images": len(bodies),
-            "cores": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "cores": affinity(),
             "seconds_per_measurement": spec.seconds, "repetitions": spec.repetitions}
         if spec.only_batch is not None:
             result["batch"] = _batch_figures(runner.infer, pixels, max(1, spec.only_batch), spec)

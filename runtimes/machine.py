@@ -30,6 +30,17 @@ def has_vnni() -> bool:
     return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
 
 
+def affinity() -> list[int] | None:
+    """The cores this process may run on (its CPU affinity), sorted; None where the OS does not say."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
+def usable_cores() -> int:
+    """How many cores this process may run on (its affinity where the OS tells it, else the machine's)."""
+    cores = affinity()
+    return len(cores) if cores is not None else (os.cpu_count() or 1)
+
+
 def cpu_description() -> dict[str, Any]:
     """CPU model, core count and relevant instruction-set extensions, for reports."""
     info: dict[str, Any] = {"machine": platform.machine(), "cores": os.cpu_count()}

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from edgeport.runtimes.machine import usable_cores
 from edgeport.serving import connections
 from edgeport.serving.admission import Admission
 from edgeport.serving.batcher import Batcher
@@ -48,13 +49,6 @@ def default_max_queue(p50_ms: float | None, max_batch: int, wait_s: float = QUEU
     if not p50_ms or p50_ms <= 0:
         return MAX_DEFAULT_QUEUE
     return max(2 * max_batch, min(MAX_DEFAULT_QUEUE, math.ceil(wait_s * 1000.0 / p50_ms)))
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity where the OS tells it, else the machine's)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Admission:

@@ -22,8 +22,8 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from edgeport.serving.admission import header
-from edgeport.serving.connections import json_bytes
 from edgeport.serving.batcher import Batcher, QueueFull
+from edgeport.serving.connections import json_bytes
 from edgeport.serving.payloads import (Parsed, RequestError, b64_bytes, check_count, decode_image, load_json,
                                        parse_body, peek_raw_image, ranked, short_repr)
 from edgeport.serving.selection import ServedModel
