@@ -24,7 +24,6 @@ chooses it (``serving.selection.select_variant``).
 """
 from __future__ import annotations
 
-import io
 import json
 import statistics
 import sys
@@ -90,7 +89,7 @@ def run_runner(spec: RunnerSpec) -> dict[str, Any]:
     bodies = [Path(p).read_bytes() for p in spec.images]
     if not bodies:
         raise ValueError("no images to time the runner on")
-    pixels = [model.preprocessing(model.preprocessing.open(io.BytesIO(b))) for b in bodies]
+    pixels = [model.preprocessing(model.preprocessing.open(b)) for b in bodies]
     b = max(1, spec.max_batch)
     runner = runner_class(model.runtime)(model.path, threads=spec.threads)
     runner.activate()
@@ -138,7 +137,7 @@ def _request_path(infer: Callable[[np.ndarray], np.ndarray], preprocessing: Prep
 
     def one() -> int:
         t0 = time.perf_counter()
-        x = preprocessing(preprocessing.open(io.BytesIO(bodies[turn[0] % len(bodies)])))[None]
+        x = preprocessing(preprocessing.open(bodies[turn[0] % len(bodies)]))[None]
         t1 = time.perf_counter()
         infer(x)
         parts.append((t1 - t0, time.perf_counter() - t1))

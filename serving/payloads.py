@@ -10,22 +10,22 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from edgeport.validation.dataset import open_image, peek_image
+from edgeport.validation.jpeg_turbo import TurboJpeg
 
 FUNCTIONS = ("softmax", "sigmoid", "none")
 PARAMETERS = {"top_k", "function_to_apply"}
 DEFAULT_TOP_K = 5  # transformers' image-classification pipeline default
-# a stream, or an image peek_raw_image read the header of -> RGB image (validation.dataset.open_image's contract)
-Opener = Callable[[IO[bytes] | Image.Image], Image.Image]
+# bytes, or an image peek_raw_image read the header of -> RGB image (validation.dataset.open_image's contract)
+Opener = Callable[[bytes | Image.Image | TurboJpeg], Image.Image]
 
 
 class RequestError(Exception):
@@ -47,7 +47,8 @@ class Parsed:
     batched: bool
 
 
-def decode_image(data: bytes | Image.Image, where: str = "body", open_with: Opener = open_image) -> Image.Image:
+def decode_image(data: bytes | Image.Image | TurboJpeg, where: str = "body",
+                 open_with: Opener = open_image) -> Image.Image:
     """Bytes (or an image ``peek_raw_image`` returned) -> an RGB image, or a 400 naming what is wrong
     (empty, not an image, truncated, bomb).
 
@@ -56,7 +57,7 @@ def decode_image(data: bytes | Image.Image, where: str = "body", open_with: Open
     if not data:
         raise RequestError(400, f"{where} is empty: send the image bytes")
     try:
-        return open_with(data if isinstance(data, Image.Image) else io.BytesIO(data))
+        return open_with(data)
     except ValueError as exc:  # open_image's reasons: corrupt, truncated, unknown format, decompression bomb
         raise RequestError(400, f"{where}: {exc}") from None
 
@@ -118,7 +119,7 @@ def _body_kind(body: bytes, content_type: str | None) -> str:
     return kind
 
 
-def peek_raw_image(body: bytes, content_type: str | None) -> Image.Image | None:
+def peek_raw_image(body: bytes, content_type: str | None) -> Image.Image | TurboJpeg | None:
     """The raw image in ``body`` with its header read and nothing decoded (its size known, for the
     server to choose where to decode it; ``decode_image`` then decodes this same object); None
     for a JSON body, another Content-Type, or bytes that are no usable image (their error comes
@@ -126,7 +127,7 @@ def peek_raw_image(body: bytes, content_type: str | None) -> Image.Image | None:
     if _body_kind(body, content_type) != "image":
         return None
     try:
-        return peek_image(io.BytesIO(body))
+        return peek_image(body)
     except ValueError:
         return None
 

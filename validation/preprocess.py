@@ -21,12 +21,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from edgeport.validation.dataset import open_image
+from edgeport.validation.dataset import ImageSource, open_image
 
 # PIL resample codes as stored in Hugging Face preprocessor configs.
 RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
@@ -135,8 +135,8 @@ class Preprocessing:
         side = DRAFT_GAP * max(self.resize_size(width, height))
         return side, side
 
-    def open(self, source: str | Path | IO[bytes] | Image.Image) -> Image.Image:
-        """Decode ``source`` (a file, a binary stream, or an image ``peek_image`` returned) as this
+    def open(self, source: ImageSource) -> Image.Image:
+        """Decode ``source`` (a file, bytes, a binary stream, or what ``peek_image`` returned) as this
         model's inputs are decoded everywhere, validation and serving alike (``open_image``)."""
         return open_image(source, draft=self.draft_size)
 
