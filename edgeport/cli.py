@@ -837,9 +837,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"edgeport serve: {model.name} on http://{args.host}:{args.port}/ ({args.workers} worker(s), "
           f"batches of up to {args.max_batch} within {args.max_wait_ms:g} ms, queue {settings.max_queue})", flush=True)
     # http=PROTOCOL: uvicorn's httptools protocol with a header deadline and a connection bound
-    # (serving.connections); timeout_keep_alive: uvicorn's own idle keep-alive limit
+    # (serving.connections); timeout_keep_alive: uvicorn's own idle keep-alive limit. No access log:
+    # at log level warning it prints nothing, yet uvicorn formats its arguments for every request.
     uvicorn.run(app, host=args.host, port=args.port, workers=args.workers, factory=args.workers > 1,
-                log_level="warning", timeout_graceful_shutdown=int(max(args.timeout_s, 1)) + 5,
+                log_level="warning", access_log=False, timeout_graceful_shutdown=int(max(args.timeout_s, 1)) + 5,
                 http=PROTOCOL, timeout_keep_alive=max(args.keep_alive_s, 0.0))
     return EXIT_OK
 

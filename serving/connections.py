@@ -60,11 +60,16 @@ def configure(limits: ConnectionLimits) -> None:
     LIMITS = limits
 
 
+# Starlette's JSONResponse settings; one encoder, since json.dumps builds a new one for each call
+# that passes options
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def json_bytes(doc: Any) -> bytes:
     """``doc`` as the bytes Starlette's JSONResponse sends (compact, UTF-8), so that every answer of
     the server, from FastAPI's routes, the inference endpoint, the admission stage or this guard,
     is written alike."""
-    return json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    return _ENCODER.encode(doc).encode()
 
 
 def raw_response(status: int, reason: str, message: str, extra: list[tuple[str, str]] = ()) -> bytes:

@@ -44,6 +44,9 @@ class Metrics:
                                      "--body-timeout-s, rate: under --min-body-rate-kb)", ["reason"],
                                      registry=self.registry)
         self.registry.register(_ConnectionEvents())
+        # the labelled children, looked up once: prometheus_client's labels() validates and locks on
+        # every call, twice per request
+        self._request_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
 
     def watch_stages(self, uploading: Callable[[], int], in_progress: Callable[[], int]) -> None:
         """Report the admission stages' occupancy (serving.admission) at each scrape."""
@@ -57,8 +60,12 @@ class Metrics:
             self.batches_on_loop.inc()
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        children = self._request_children.get((route, status))
+        if children is None:
+            children = self._request_children[(route, status)] = (self.requests.labels(route, str(status)),
+                                                                  self.latency.labels(route))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

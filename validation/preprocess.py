@@ -166,7 +166,7 @@ class Preprocessing:
         table = self._value_table
         out = np.empty((3, x.shape[0], x.shape[1]), dtype=np.float32)
         for k, c in enumerate((2, 1, 0) if self.channel_order == "BGR" else (0, 1, 2)):
-            np.take(table[c], x[..., c], out=out[k])
+            table[c].take(x[..., c], out=out[k])
         return out
 
     @cached_property
