@@ -78,6 +78,10 @@ def test_what_turbo_cannot_promise_goes_to_pillow(monkeypatch, tmp_path):
     red.convert("CMYK").save(cmyk, "JPEG")
     assert peek_jpeg(cmyk.getvalue()) is None and open_image(cmyk.getvalue()).getpixel((5, 5))[0] > 200
     assert peek_jpeg(b"\x89PNG\r\n\x1a\n") is None
+    plain = _jpeg(40, 20)
+    assert peek_jpeg(plain) is not None
+    sof = plain.index(b"\xff\xc0")
+    assert peek_jpeg(plain[:sof + 1] + b"\xc3" + plain[sof + 2:]) is None  # a lossless frame: Pillow's
 
     # tiny: asked for 2x2, TurboJPEG would decode at 3/8 where Pillow decodes at 1/2
     tiny = _jpeg(3, 3)

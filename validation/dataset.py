@@ -198,7 +198,7 @@ def open_image(source: ImageSource, *,
         rgb = decode_jpeg(source, draft(*source.size) if draft is not None else None)
         if rgb is not None:
             return rgb
-        source = io.BytesIO(source.data)  # libjpeg warned: Pillow's path gives its answer
+        source = io.BytesIO(source.data)  # libjpeg warned, or another scale: Pillow's path answers
     with _readable_errors():
         img = source if isinstance(source, Image.Image) else Image.open(source)
         with img:  # leaving the block closes the file; the pixels stay (Pillow >= 13)

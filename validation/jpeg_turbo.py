@@ -18,10 +18,10 @@ identically and leaves everything else to Pillow:
   1/8), and only where TurboJPEG's own choice of scale for that output size is the same one.
 
 Anything libjpeg warns about (truncated or corrupt data) also goes back to Pillow, whose errors the
-callers already turn into readable ones. Before its first use in a process the path decodes a
-test image both ways, at full and half scale, and turns itself off if any pixel differs (another
-libjpeg-turbo build behind either package, say); without simplejpeg installed it is off and
-Pillow decodes everything, with the same result.
+callers already turn into readable ones. Before its first use in a process the path decodes
+three test JPEGs both ways, at full and half scale, and turns itself off if any pixel differs
+(another libjpeg-turbo build behind either package, say); without simplejpeg installed it is off
+and Pillow decodes everything, with the same result.
 """
 from __future__ import annotations
 
@@ -114,8 +114,9 @@ def turbo_scale(width: int, height: int, min_width: int, min_height: int) -> tup
 
 
 def _markers_taken(data: bytes) -> bool:
-    """Whether the segments before the first scan are ones this path takes (see the docstring)."""
-    i, n = 2, len(data)
+    """Whether the segments before the first scan are ones this path takes (see the docstring):
+    a frame it decodes, and no APP1."""
+    i, n, framed = 2, len(data), False
     while i + 4 <= n:
         if data[i] != 0xFF:
             return False
@@ -124,9 +125,10 @@ def _markers_taken(data: bytes) -> bool:
             i += 1
             continue
         if marker == _SOS:
-            return True
+            return framed
         if marker == _APP1 or marker in _SOF_OTHER:
             return False
+        framed = framed or marker in _SOF_TAKEN
         if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # no length field
             i += 2
             continue
