@@ -28,6 +28,7 @@ from edgeport.serving.metrics import Metrics
 from edgeport.serving.payloads import RequestError
 from edgeport.serving.selection import ServedModel
 from edgeport.serving.settings import ServeSettings
+from edgeport.validation import jpeg_turbo
 
 log = logging.getLogger("edgeport.serve")
 CONFIG_ENV = "EDGEPORT_SERVE_CONFIG"  # how `edgeport serve --workers N` hands each worker its settings
@@ -67,9 +68,13 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Adm
     endpoint = InferenceEndpoint(model, batcher, settings, ready=lambda: state["ready"])
     connections.configure(settings.connection_limits())
 
+    def warm() -> None:
+        runner.activate()
+        jpeg_turbo.available()  # the JPEG path's one-time self-check, before the first request rather than in it
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        await run_in_threadpool(runner.activate)
+        await run_in_threadpool(warm)
         batcher.start()
         state["ready"] = True
         try:
@@ -102,7 +107,7 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Adm
 
     @app.get("/metadata")
     async def metadata():
-        return {**model.metadata(__version__), "limits": settings.limits()}
+        return {**model.metadata(__version__), "limits": settings.limits(), "jpeg_decoder": jpeg_turbo.decoder_name()}
 
     @app.get("/metrics")
     async def prometheus():

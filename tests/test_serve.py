@@ -153,10 +153,29 @@ def test_health_metadata_and_metrics(server, validated_tiny):
     assert meta["variant"] == "onnx-fp32" and meta["runtime"] == "onnxruntime" and meta["labels"] == ["female", "male"]
     assert meta["artifact_sha256"] == artifact_sha256(validated_tiny / "model.onnx")
     assert meta["preprocessing"]["height"] == 32 and meta["edgeport_version"]
+    assert meta["jpeg_decoder"].startswith("libjpeg-turbo")  # simplejpeg is in the lock
     text = requests.get(f"{server}/metrics", timeout=5).text
     assert 'edgeport_requests_total{route="/health",status="200"}' in text
     assert "edgeport_batch_size_bucket" in text and "edgeport_queue_depth" in text
     assert "edgeport_request_seconds_bucket" in text
+
+
+def test_the_server_runs_the_jpeg_self_check_before_it_is_ready(validated_tiny):
+    import asyncio
+
+    from edgeport.serving.app import create_app
+    from edgeport.serving.settings import ServeSettings
+    from edgeport.validation import jpeg_turbo
+
+    jpeg_turbo._agrees_with_pillow.cache_clear()
+    app = create_app(ServeSettings(model_dir=str(validated_tiny), threads=1))
+    assert jpeg_turbo._agrees_with_pillow.cache_info().currsize == 0
+
+    async def checked_on_start() -> int:
+        async with app.app.router.lifespan_context(app.app):
+            return jpeg_turbo._agrees_with_pillow.cache_info().currsize
+
+    assert asyncio.run(checked_on_start()) == 1
 
 
 def _bomb_png(width: int = 30000, height: int = 30000) -> bytes:

@@ -62,6 +62,17 @@ class TurboJpeg:
         return self.width, self.height
 
 
+def available() -> bool:
+    """Whether this path is on in this process: simplejpeg installed and agreeing with Pillow. The
+    first call runs the self-check (about 30 ms), which a server does before it reports ready."""
+    return simplejpeg is not None and _agrees_with_pillow()
+
+
+def decoder_name() -> str:
+    """What decodes the JPEGs this path takes, in this process (for a server's metadata)."""
+    return "libjpeg-turbo via simplejpeg (Pillow's pixels); Pillow for the rest" if available() else "Pillow"
+
+
 def peek_jpeg(data: bytes) -> TurboJpeg | None:
     """``data`` as a JPEG this path decodes to Pillow's pixels, or None: not a JPEG, one Pillow
     must decode (see the module's docstring), or simplejpeg missing or disagreeing with Pillow."""
@@ -76,7 +87,7 @@ def peek_jpeg(data: bytes) -> TurboJpeg | None:
     limit = Image.MAX_IMAGE_PIXELS
     if limit is not None and width * height > limit:
         return None
-    if not _agrees_with_pillow():
+    if not available():
         return None
     return TurboJpeg(bytes(data), width, height)
 
