@@ -190,10 +190,8 @@ def open_image(source: ImageSource, *,
 
     Raises ValueError with a readable reason for anything that cannot be used.
     """
-    if isinstance(source, (str, Path)):
-        source = _read(source)
-    if isinstance(source, bytes):
-        source = peek_jpeg(source) or io.BytesIO(source)
+    if isinstance(source, (str, Path, bytes)):
+        source = peek_image(source)
     if isinstance(source, TurboJpeg):
         rgb = decode_jpeg(source, draft(*source.size) if draft is not None else None)
         if rgb is not None:
