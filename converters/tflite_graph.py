@@ -121,6 +121,76 @@ def batch_matmul_to_fully_connected(data: bytes) -> tuple[bytes, int]:
     return _save(model), rewritten
 
 
+def fully_connected_bias(data: bytes) -> tuple[bytes, int]:
+    """FULLY_CONNECTED(x, W) read only by ADD(it, constant b) -> FULLY_CONNECTED(x, W, b); returns
+    (model, count).
+
+    ONNX writes a Linear layer on a 3-D input as MatMul + Add, and onnx2tf keeps the Add: every
+    Linear layer of a ViT came out as a FULLY_CONNECTED without bias and an ADD of the bias after
+    it, a second pass over the layer's output. TFLite's FULLY_CONNECTED takes the bias itself
+    (XNNPACK adds it as the GEMM writes its output; the quantizers make it int32/int64 beside the
+    weights); TensorFlow's own converter writes Linear layers that way. The same sum, in another
+    rounding order. Only where b is float32, one value per output feature (shape [N] or
+    [1, ..., 1, N]), the FULLY_CONNECTED has no bias yet and its output no other reader, and the
+    ADD has no fused activation, or a ReLU one while the FULLY_CONNECTED has none (it moves there).
+    """
+    s = _schema()
+    model = _load(data)
+    rewritten = 0
+    for g, graph in enumerate(model.subgraphs):
+        producers = {out: op for op in graph.operators for out in op.outputs}
+        readers: dict[int, list] = {}
+        for op in graph.operators:
+            for i in op.inputs:
+                readers.setdefault(i, []).append(op)
+        graph_outputs = {int(i) for i in graph.outputs}
+        dead = []
+        for add in graph.operators:
+            if _builtin(model, add) != s.BuiltinOperator.ADD or len(add.inputs) != 2:
+                continue
+            for k in (0, 1):
+                fc, bias_index = producers.get(add.inputs[k]), add.inputs[1 - k]
+                if fc is not None and _builtin(model, fc) == s.BuiltinOperator.FULLY_CONNECTED:
+                    break
+            else:
+                continue
+            if len(fc.inputs) > 2 and fc.inputs[2] >= 0 or readers.get(fc.outputs[0]) != [add] \
+                    or fc.outputs[0] in graph_outputs:
+                continue
+            bias_tensor, out = graph.tensors[bias_index], graph.tensors[fc.outputs[0]]
+            bias = _constant(model, bias_tensor) if bias_tensor.type == s.TensorType.FLOAT32 else None
+            weight = graph.tensors[fc.inputs[1]]
+            features = int(weight.shape[0]) if weight.shape is not None and len(weight.shape) == 2 else -1
+            if bias is None or bias.size != features or any(int(d) != 1 for d in bias.shape[:-1]) \
+                    or list(graph.tensors[add.outputs[0]].shape) != list(out.shape):
+                continue
+            fc_act = getattr(fc.builtinOptions, "fusedActivationFunction", 0) if fc.builtinOptions else 0
+            add_act = getattr(add.builtinOptions, "fusedActivationFunction", 0) if add.builtinOptions else 0
+            if add_act and (fc_act or add_act not in (s.ActivationFunctionType.RELU, s.ActivationFunctionType.RELU6,
+                                                      s.ActivationFunctionType.RELU_N1_TO_1)):
+                continue
+            if bias.ndim != 1 or len(readers.get(bias_index, [])) != 1:
+                # FULLY_CONNECTED wants [N], and a tensor of its own (the exporter shares equal
+                # constants between layers); named after the layer, as the quantizer wants names unique
+                bias_index = _add_tensor(model, graph, f"{_name(graph.tensors[add.outputs[0]])}/edgeport_bias",
+                                         [features], s.TensorType.FLOAT32, bias.reshape(-1).astype(np.float32))
+            if fc.builtinOptions is None:
+                fc.builtinOptionsType = s.BuiltinOptions.FullyConnectedOptions
+                fc.builtinOptions = s.FullyConnectedOptionsT()
+            if add_act:
+                fc.builtinOptions.fusedActivationFunction = add_act
+            fc.inputs = [fc.inputs[0], fc.inputs[1], bias_index]
+            fc.outputs = list(add.outputs)
+            dead.append(add)
+            rewritten += 1
+        if dead:
+            graph.operators = [op for op in graph.operators if not any(op is d for d in dead)]
+            _drop_unused_tensors(model, g)
+    if not rewritten:
+        return data, 0
+    return _save(model), rewritten
+
+
 # Ops whose output is >= 0 when their fused activation is RELU / RELU6 (or that are RELUs).
 _RELU_ACTIVATIONS = ("RELU", "RELU6", "RELU_N1_TO_1")
 

@@ -178,6 +178,51 @@ def test_linear_layers_become_fully_connected_with_identical_outputs(exported_ti
     assert "BATCH_MATMUL" in tflite_operators(exported_tiny / "model_fp32.tflite")  # attention's act x act stays
 
 
+def _fully_connected_biases(data: bytes) -> tuple[list[bool], int]:
+    """(whether each FULLY_CONNECTED has a bias input, the number of ADD ops) of a .tflite file."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=data)
+    interpreter.allocate_tensors()
+    ops = [op for op in interpreter._get_ops_details() if op["op_name"] != "DELEGATE"]
+    return ([len(op["inputs"]) > 2 and int(op["inputs"][2]) >= 0 for op in ops if op["op_name"] == "FULLY_CONNECTED"],
+            sum(op["op_name"] == "ADD" for op in ops))
+
+
+def test_linear_biases_move_into_fully_connected_in_the_dynamic_file(exported_tiny):
+    """tflite-int8-dynamic's FULLY_CONNECTEDs carry their Linear layer's bias instead of an ADD
+    after them; in float the same rewrite changes ops, not outputs."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeport.converters.tflite_graph import fully_connected_bias
+
+    source = (exported_tiny / "model_fp32.tflite").read_bytes()
+    fp32_biases, fp32_adds = _fully_connected_biases(source)
+    rewritten, count = fully_connected_bias(source)
+    assert count == 12  # 2 layers x (query, key, value, attention output, 2 MLP); the classifier has its bias
+    biases, adds = _fully_connected_biases(rewritten)
+    assert fp32_biases.count(False) == count and all(biases) and adds == fp32_adds - count  # residual ADDs stay
+    assert fully_connected_bias(rewritten) == (rewritten, 0)
+    batch = np.random.default_rng(0).standard_normal((1, 32, 32, 3)).astype(np.float32)
+    outs = []
+    for data in (source, rewritten):
+        interpreter = Interpreter(model_content=data)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], batch)
+        interpreter.invoke()
+        outs.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+    assert float(np.abs(outs[0] - outs[1]).max()) < 1e-5
+
+    manifest = json.loads((exported_tiny / "manifest.json").read_text())
+    rec = {v["name"]: v for v in manifest["variants"]}
+    assert rec["tflite-int8-dynamic"]["settings"]["linear_biases_in_fully_connected"] == count
+    dynamic_biases, _ = _fully_connected_biases((exported_tiny / "model_int8_dynamic.tflite").read_bytes())
+    assert all(dynamic_biases)
+    # the full-integer files keep the ADDs: their 16x8 FULLY_CONNECTED with a bias ran 3x slower
+    int8_biases, _ = _fully_connected_biases((exported_tiny / "model_int8.tflite").read_bytes())
+    assert int8_biases.count(False) == count
+
+
 def test_full_integer_files_compute_only_in_integers(exported_tiny):
     from edgeport.converters.tflite_ops import float_compute_ops, op_precisions
 
