@@ -272,7 +272,8 @@ VARIANTS: dict[str, VariantSpec] = {
         VariantSpec("tflite-fp16", "tflite", "fp16", "model_fp16.tflite", "tflite-fp32", _tflite_fp16,
                     "TFLite fp16 weights (ai-edge-quantizer float casting)", recipe="2"),
         VariantSpec("tflite-int8-dynamic", "tflite", "int8", "model_int8_dynamic.tflite", "tflite-fp32",
-                    _tflite_int8_dynamic, "TFLite dynamic-range int8 weights (ai-edge-quantizer)", recipe="2"),
+                    _tflite_int8_dynamic, "TFLite dynamic-range int8 weights, Linear biases inside FULLY_CONNECTED "
+                    "(ai-edge-quantizer)", recipe="3"),
         VariantSpec("tflite-int8", "tflite", "int8", "model_int8.tflite", "tflite-fp32", _tflite_int8,
                     "TFLite full-integer, int8 weights, float32 I/O, calibrated (ai-edge-quantizer); activations "
                     "int8, op kinds the budget needs int16 (precision search), or per model all int16", recipe="6",
