@@ -9,7 +9,7 @@ GEMM writes the output instead of in a second pass. gender-vit's file ran 5% fas
 one thread (782 against 821 us, medians of 6 alternating runs), its logits within 0.004 of the
 unfolded file's. Only here: the full-integer files (tflite-int8, -io) ran 3x slower with the bias
 in their 16x8 FULLY_CONNECTEDs (38.0 against 12.3 ms), and tflite-fp16 no faster (2.01 against
-2.02 ms); tflite-fp32 stays the file its own budget and the other variants are judged from.
+2.02 ms); so tflite-fp32, the file every TFLite variant starts from, keeps its ADDs.
 """
 from __future__ import annotations
 
