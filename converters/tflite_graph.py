@@ -137,12 +137,8 @@ def fully_connected_bias(data: bytes) -> tuple[bytes, int]:
     s = _schema()
     model = _load(data)
     rewritten = 0
-    for g, graph in enumerate(model.subgraphs):
-        producers = {out: op for op in graph.operators for out in op.outputs}
-        readers: dict[int, list] = {}
-        for op in graph.operators:
-            for i in op.inputs:
-                readers.setdefault(i, []).append(op)
+    for graph in model.subgraphs:
+        producers, readers = _links(graph)
         graph_outputs = {int(i) for i in graph.outputs}
         dead = []
         for add in graph.operators:
@@ -184,8 +180,7 @@ def fully_connected_bias(data: bytes) -> tuple[bytes, int]:
             dead.append(add)
             rewritten += 1
         if dead:
-            graph.operators = [op for op in graph.operators if not any(op is d for d in dead)]
-            _drop_unused_tensors(model, g)
+            _remove_ops(model, graph, dead)
     if not rewritten:
         return data, 0
     return _save(model), rewritten
@@ -221,11 +216,7 @@ def max_pool_padding_to_zeros(data: bytes) -> tuple[bytes, int]:
     pad_index = None
     rewritten = 0
     for graph in model.subgraphs:
-        producers = {out: op for op in graph.operators for out in op.outputs}
-        readers: dict[int, list] = {}
-        for op in graph.operators:
-            for i in op.inputs:
-                readers.setdefault(i, []).append(op)
+        producers, readers = _links(graph)
         for op in graph.operators:
             if _builtin(model, op) != s.BuiltinOperator.PADV2 or len(op.inputs) != 3:
                 continue
@@ -262,11 +253,7 @@ def hard_swish_from_parts(data: bytes) -> tuple[bytes, int]:
     rewritten = 0
     hard_swish = None
     for graph in model.subgraphs:
-        producers = {out: op for op in graph.operators for out in op.outputs}
-        readers: dict[int, list] = {}
-        for op in graph.operators:
-            for i in op.inputs:
-                readers.setdefault(i, []).append(op)
+        producers, readers = _links(graph)
 
         def only_reader(tensor: int, op) -> bool:
             return readers.get(tensor, []) == [op]
@@ -308,11 +295,26 @@ def hard_swish_from_parts(data: bytes) -> tuple[bytes, int]:
             dead += [mul, add, relu]
             rewritten += 1
         if dead:
-            graph.operators = [op for op in graph.operators if not any(op is d for d in dead)]
-            _drop_unused_tensors(model, model.subgraphs.index(graph))
+            _remove_ops(model, graph, dead)
     if not rewritten:
         return data, 0
     return _save(model), rewritten
+
+
+def _links(graph) -> tuple[dict[int, Any], dict[int, list]]:
+    """Each tensor's producing operator, and the operators reading it, in ``graph``."""
+    producers = {out: op for op in graph.operators for out in op.outputs}
+    readers: dict[int, list] = {}
+    for op in graph.operators:
+        for i in op.inputs:
+            readers.setdefault(i, []).append(op)
+    return producers, readers
+
+
+def _remove_ops(model, graph, dead: list) -> None:
+    """Take the ``dead`` operators out of ``graph``, then the tensors nothing refers to any more."""
+    graph.operators = [op for op in graph.operators if not any(op is d for d in dead)]
+    _drop_unused_tensors(model, model.subgraphs.index(graph))
 
 
 def _drop_unused_tensors(model, subgraph: int) -> None:
@@ -356,11 +358,7 @@ def reciprocal_sqrt(data: bytes) -> tuple[bytes, int]:
     rewritten = 0
     rsqrt = None
     for graph in model.subgraphs:
-        producers = {out: op for op in graph.operators for out in op.outputs}
-        readers: dict[int, list] = {}
-        for op in graph.operators:
-            for i in op.inputs:
-                readers.setdefault(i, []).append(op)
+        producers, readers = _links(graph)
         dead = []
         for div in graph.operators:
             if _builtin(model, div) != s.BuiltinOperator.DIV or len(div.inputs) != 2:
@@ -390,8 +388,7 @@ def reciprocal_sqrt(data: bytes) -> tuple[bytes, int]:
             dead.append(sqrt)
             rewritten += 1
         if dead:
-            graph.operators = [op for op in graph.operators if not any(op is d for d in dead)]
-            _drop_unused_tensors(model, model.subgraphs.index(graph))
+            _remove_ops(model, graph, dead)
     if not rewritten:
         return data, 0
     return _save(model), rewritten

@@ -136,4 +136,3 @@ def test_the_self_check_turns_the_path_off_when_pixels_differ(monkeypatch):
         assert isinstance(peek_jpeg(_jpeg(64, 64)), TurboJpeg)
     finally:
         jpeg_turbo._agrees_with_pillow.cache_clear()
-

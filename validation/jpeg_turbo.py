@@ -87,7 +87,7 @@ def peek_jpeg(data: bytes) -> TurboJpeg | None:
     limit = Image.MAX_IMAGE_PIXELS
     if limit is not None and width * height > limit:
         return None
-    if not available():
+    if not _agrees_with_pillow():  # simplejpeg is installed: checked first thing
         return None
     return TurboJpeg(bytes(data), width, height)
 
