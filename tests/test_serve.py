@@ -363,6 +363,35 @@ def test_an_inline_batcher_runs_short_batches_on_the_loop_and_long_ones_in_its_t
     assert asyncio.run(scenario(inline=False)) == [False] * 5
 
 
+def test_a_batch_is_timed_where_it_runs_not_while_the_loop_is_busy():
+    """A batch in the inference thread is timed in the thread: the event loop resuming late (held
+    by other requests, or a busy machine) is not the runner's time, and must not keep a fast
+    model's next batches off the loop."""
+    from edgeport.serving.batcher import INLINE_BATCH_S, Batcher
+
+    threads: list[int] = []
+    seconds: list[float] = []
+
+    def infer(batch: np.ndarray) -> np.ndarray:
+        threads.append(threading.get_ident())
+        return batch.reshape(len(batch), -1)[:, :2]
+
+    async def scenario() -> bool:
+        batcher = Batcher(infer, max_batch=8, inline=True, on_batch=lambda n, s, on_loop: seconds.append(s))
+        batcher.start()
+        first = batcher.submit([np.zeros((1, 2, 2), np.float32)])
+        # runs after the batcher hands the first batch to its thread: the loop is held for twice
+        # the inline bound while the (instant) runner finishes
+        asyncio.get_running_loop().call_soon(time.sleep, 2 * INLINE_BATCH_S)
+        await asyncio.gather(*first)
+        threads.clear()
+        await asyncio.gather(*batcher.submit([np.zeros((1, 2, 2), np.float32)]))
+        await batcher.stop()
+        return threads == [threading.get_ident()]
+
+    assert asyncio.run(scenario()), "the second batch went to the thread: the loop's pause was timed"
+    assert seconds[0] < INLINE_BATCH_S
+
 def test_serve_refuses_failed_or_changed_variants(validated_tiny, tmp_path, capsys):
     from edgeport.cli import main
     from edgeport.serving.selection import ServeError, select_variant
