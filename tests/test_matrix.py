@@ -257,13 +257,14 @@ def test_a_tflite_file_that_computes_something_else_falls_back_to_the_other_back
 
     model = make_model("focalnet", tmp_path / "focalnet")
     # With random weights the wrong file still lands within tolerance; trained weights show it
-    # (0.59 off after the matrix's 600 steps), so train as the matrix does, on the 8 calibration faces.
+    # (1.6 off after 100 steps, 3.1 after the matrix's 600; tolerance 1e-3), so train as the matrix
+    # does, briefly, on the 8 calibration faces.
     train = tmp_path / "train"
     for path in sorted(calib_dir.glob("*.jpg")):
         folder = train / ("female" if path.name.split("_")[1] == "1" else "male")
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, folder / path.name)
-    train_quickly(model, train, steps=600, max_images=8)
+    train_quickly(model, train, steps=100, max_images=8)
     result = export_model("focalnet", resolve_source(str(model)), tmp_path / "out", variants=["tflite-fp32"],
                           images_dir=None, calibration_dir=calib_dir, eval_dir=faces_dir, progress=False,
                           isolate=False)
