@@ -13,7 +13,8 @@ Conventions the pages follow (each one is a check below):
 - Every fenced block tagged `sh`, `bash`, `shell` or `python` is run from the repository root,
   unless the line right before its opening fence is `<!-- not run: REASON -->`. sh blocks run under
   `bash -e`, python blocks with this interpreter; the environment has the interpreter's folder
-  (.venv/bin) first on PATH and USE_TF=0, HF_HUB_OFFLINE=1, TF_CPP_MIN_LOG_LEVEL=2. A block must
+  (.venv/bin) first on PATH and USE_TF=0, HF_HUB_OFFLINE=1, TF_CPP_MIN_LOG_LEVEL=2, and TMPDIR a
+  folder of the block's own, removed after it (`mktemp -d` stands for a user's folder). A block must
   exit 0 within BLOCK_TIMEOUT_S, stop whatever it started, and leave `git status` (ignored paths
   included) as it found it; over SLOW_BLOCK_S it passes with a warning. A run sh block never calls
   make, pip install, pytest, docker, kubectl, helm or apt (minutes, network, or outside the
@@ -716,9 +717,11 @@ def run_block(argv: list[str]) -> BlockRun:
     the run open; whatever is left of the session afterwards is killed.
     """
     t0 = time.monotonic()
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(argv, cwd=REPO, env=block_env(), stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+    # TMPDIR a folder of the run's own, removed after it: a block's `mktemp -d` (docs/install.md's
+    # "stands for your repository") otherwise left a folder in /tmp on every run of the suite
+    with tempfile.TemporaryFile() as log, tempfile.TemporaryDirectory(prefix="edgeport-doc-block-") as tmp:
+        proc = subprocess.Popen(argv, cwd=REPO, env={**block_env(), "TMPDIR": tmp}, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             returncode: int | None = proc.wait(timeout=BLOCK_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -914,7 +917,8 @@ def test_edgeport_invocations_find_commands_in_position() -> None:
 
 
 def test_run_block_timeout_and_leftovers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A block past its time is killed and reported; a background process it leaves is killed."""
+    """A block past its time is killed and reported; a background process it leaves is killed; what
+    it makes with mktemp is removed."""
     monkeypatch.setattr(sys.modules[__name__], "BLOCK_TIMEOUT_S", 0.5)
     slow = run_block(["bash", "-e", "-c", "echo started; sleep 30"])
     assert slow.returncode is None and "started" in slow.output and slow.seconds < 5
@@ -922,6 +926,9 @@ def test_run_block_timeout_and_leftovers(monkeypatch: pytest.MonkeyPatch) -> Non
     assert left.returncode == 0 and left.left_running and left.seconds < 5
     clean = run_block(["bash", "-e", "-c", "false; echo unreachable"])
     assert clean.returncode == 1 and not clean.left_running and "unreachable" not in clean.output
+    scratch = run_block(["bash", "-e", "-c", 'cd "$(mktemp -d)" && touch edgeport.toml && pwd'])
+    made = Path(scratch.output.strip())
+    assert scratch.returncode == 0 and made.name.startswith("tmp.") and not made.parent.exists(), scratch.output
 
 
 def test_link_problem_on_examples() -> None:
