@@ -392,6 +392,7 @@ def test_a_batch_is_timed_where_it_runs_not_while_the_loop_is_busy():
     assert asyncio.run(scenario()), "the second batch went to the thread: the loop's pause was timed"
     assert seconds[0] < INLINE_BATCH_S
 
+
 def test_serve_refuses_failed_or_changed_variants(validated_tiny, tmp_path, capsys):
     from edgeport.cli import main
     from edgeport.serving.selection import ServeError, select_variant
