@@ -153,6 +153,43 @@ def resolve_source(source: str, revision: str | None = None, base_dir: str | Pat
     raise ModelSourceError(f"model not found: {path} is not a folder (and {source!r} is not a hub id)")
 
 
+# What an export reads from a hub model's snapshot: the files resolve_source requires of a local
+# folder, and its weights (safetensors, or the shard index and its shards).
+HUB_FILES = ["config.json", "preprocessor_config.json", WEIGHTS, SHARD_INDEX, "model-*-of-*.safetensors"]
+HUB_PICKLE_FILES = ["*.bin", "*.bin.index.json", "*.pt", "*.pth", "*.ckpt"]  # with --allow-pickle only
+
+
+def model_folder(source: ModelSource) -> Path:
+    """The folder the model's files are read from: a local model's own; for a hub id, its snapshot
+    at the pinned revision in the Hugging Face cache, with the files an export reads fetched into
+    it first (from the cache alone where the Hub cannot be reached or HF_HUB_OFFLINE=1).
+
+    Why the converters get a folder rather than the id: optimum's exporter loads a hub model's
+    processors by id without its revision, from ``main``: with the Hub out of reach and
+    HF_HUB_OFFLINE unset, its retries held an export for minutes; with the Hub in reach, it read
+    files of another revision. A folder pins everything that reads it.
+    """
+    if source.local:
+        return Path(source.location)
+    from huggingface_hub import snapshot_download
+
+    patterns = HUB_FILES + (HUB_PICKLE_FILES if source.allow_pickle else [])
+    try:
+        folder = Path(snapshot_download(source.location, revision=source.revision, allow_patterns=patterns))
+    except Exception as exc:  # huggingface_hub's lookup and HTTP errors, whatever their class
+        raise ModelSourceError(f"cannot read {source.location!r} at revision {source.revision!r} into the local "
+                               f"Hugging Face cache: {type(exc).__name__}: {str(exc)[:300]}") from None
+    weights = [n for n in (WEIGHTS, SHARD_INDEX) if (folder / n).is_file()] or \
+        (_pickle_files(folder) if source.allow_pickle else [])
+    if not weights:
+        raise ModelSourceError(
+            f"{source.location!r} at revision {source.revision!r} has no {WEIGHTS} (nor {SHARD_INDEX}) in {folder}: "
+            f"download it where the Hub is reachable (`huggingface-cli download {source.location} --revision "
+            f"{source.revision}`) and copy the cache folder (HF_HOME) here"
+            + ("" if source.allow_pickle else ", or pass --allow-pickle if the repository has only pickle weights"))
+    return folder
+
+
 def _check_hub_revision(repo_id: str, revision: str) -> None:
     """Fail now, with the fix, when ``repo_id`` at ``revision`` cannot be read (hub or local cache)."""
     from huggingface_hub import constants, hf_hub_download

@@ -20,7 +20,8 @@ from edgeport.converters.atomic import atomic_path
 from edgeport.converters.checksums import artifact_sha256, sha256_file
 from edgeport.mobile_bundle import write_mobile_bundle
 from edgeport.distillation.summary import distillation_summary
-from edgeport.model_source import DISTILL_REPORT, ModelSource, copy_model_metadata, is_multi_label, read_labels
+from edgeport.model_source import (DISTILL_REPORT, ModelSource, copy_model_metadata, is_multi_label, model_folder,
+                                   read_labels)
 from edgeport.portable import absolute_from, relative_path, scrub, scrub_prefixes
 from edgeport.stage import StageResult, run_stage, run_stage_in_process, save_context
 from edgeport.variants import (CALIBRATED, FULL_INTEGER_ACTIVATIONS, SEARCHED, TFLITE_CALIBRATED, VARIANTS,
@@ -197,6 +198,9 @@ def export_model(
     calib_sha = [sha256_file(p) for p in calib_paths]
     if calib_paths and eval_dir:
         check_disjoint(calib_sha, list_images(eval_dir), calibration_dir, eval_dir)
+    # a hub model as its snapshot folder at the pinned revision (fetched before anything is
+    # written): every converter then reads files, and none asks the Hub for another revision
+    model_dir = model_folder(source)
     out_dir.mkdir(parents=True, exist_ok=True)
     previous = {} if force else _previous_records(out_dir)
     copy_model_metadata(source, out_dir)
@@ -205,7 +209,7 @@ def export_model(
     preprocessing = Preprocessing.from_file(out_dir / "preprocessor_config.json", decode=decode)
     images = sample_images(images_dir or calibration_dir) if (images_dir or calibration_dir) else []
     work_dir = out_dir / ".work"
-    ctx = ExportContext(source.location, source.revision, out_dir, work_dir, images, opset,
+    ctx = ExportContext(str(model_dir), source.revision if source.local else None, out_dir, work_dir, images, opset,
                         full_integer_activations=full_integer_activations,
                         input_size=(preprocessing.height, preprocessing.width))
     if calib_paths and CALIBRATED & set(names):

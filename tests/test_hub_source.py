@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -34,12 +35,30 @@ def hf_home(tiny_vit, tmp_path):
     return home
 
 
-def _edgeport(hf_home, tmp_path, *args):
-    env = dict(os.environ, HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", USE_TF="0")
+def _edgeport(hf_home, tmp_path, *args, env: dict[str, str] | None = None, timeout: float = 600):
+    env = env or dict(os.environ, HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", USE_TF="0")
     config = tmp_path / "empty.toml"
     config.write_text("")
     return subprocess.run([sys.executable, "-m", "edgeport.cli", *args, "--config", str(config)], env=env,
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+                          cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+
+
+def test_an_export_by_id_reads_the_pinned_snapshot_and_never_the_hub(hf_home, tmp_path):
+    """Without HF_HUB_OFFLINE, on a machine where the Hub refuses every connection, an export by
+    id and revision reads the cached snapshot and asks the Hub for nothing: optimum's exporter,
+    given the id, loaded the processors from ``main`` and retried for minutes."""
+    with socket.socket() as s:  # a port nothing listens on: every request is refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(HF_HOME=str(hf_home), HF_ENDPOINT=f"http://127.0.0.1:{port}", USE_TF="0")
+    out = tmp_path / "out"
+    run = _edgeport(hf_home, tmp_path, "export", REPO_ID, "--revision", REVISION, "--out", str(out),
+                    "--variants", "onnx-fp32", "--no-progress", env=env, timeout=240)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Retrying" not in run.stderr and f"127.0.0.1:{port}" not in run.stderr, run.stderr[-3000:]
+    source = json.loads((out / "manifest.json").read_text())["source"]
+    assert source["id"] == REPO_ID and source["revision"] == REVISION and len(source["weights_sha256"]) == 64
 
 
 def test_export_by_id_and_revision_from_the_cache_without_images(hf_home, faces_dir, tmp_path):
@@ -63,6 +82,18 @@ def test_export_by_id_and_revision_from_the_cache_without_images(hf_home, faces_
     passed = {v["name"]: v["passed"] for v in report["variants"]}
     assert passed == {"onnx-fp32": True, "tflite-fp32": True, "onnx-int8-static": False}
     assert str(tmp_path) not in (out / "report.json").read_text()
+
+
+def test_a_cached_snapshot_without_weights_fails_before_writing(hf_home, tmp_path):
+    """A snapshot in the cache with its config but not its weights: one clear line with the fix,
+    and no output folder."""
+    (hf_home / "hub" / f"models--{REPO_ID.replace('/', '--')}" / "snapshots" / REVISION / "model.safetensors").unlink()
+    run = _edgeport(hf_home, tmp_path, "export", REPO_ID, "--revision", REVISION, "--out", str(tmp_path / "o"),
+                    "--variants", "onnx-fp32")
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert f"'{REPO_ID}' at revision '{REVISION}' has no model.safetensors" in run.stderr
+    assert "huggingface-cli download" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_unknown_revision_fails_with_a_clear_error(hf_home, tmp_path):
