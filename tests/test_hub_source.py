@@ -84,15 +84,24 @@ def test_export_by_id_and_revision_from_the_cache_without_images(hf_home, faces_
     assert str(tmp_path) not in (out / "report.json").read_text()
 
 
-def test_a_cached_snapshot_without_weights_fails_before_writing(hf_home, tmp_path):
-    """A snapshot in the cache with its config but not its weights: one clear line with the fix,
-    and no output folder."""
+def test_a_cached_snapshot_without_weights_fails_before_writing(hf_home, tmp_path, monkeypatch):
+    """A snapshot in the cache with its config but not its weights: the error names the fix, and
+    nothing is written. In process (the cache folder is read from huggingface_hub's constants at
+    each call), offline as the suite runs."""
+    from huggingface_hub import constants
+
+    from edgeport.model_source import ModelSourceError, resolve_source
+    from edgeport.pipeline import export_model
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     (hf_home / "hub" / f"models--{REPO_ID.replace('/', '--')}" / "snapshots" / REVISION / "model.safetensors").unlink()
-    run = _edgeport(hf_home, tmp_path, "export", REPO_ID, "--revision", REVISION, "--out", str(tmp_path / "o"),
-                    "--variants", "onnx-fp32")
-    assert run.returncode == 2, run.stdout + run.stderr
-    assert f"'{REPO_ID}' at revision '{REVISION}' has no model.safetensors" in run.stderr
-    assert "huggingface-cli download" in run.stderr and "Traceback" not in run.stderr
+    source = resolve_source(REPO_ID, REVISION)  # its config is there: the id and revision are fine
+    with pytest.raises(ModelSourceError) as caught:
+        export_model("tiny", source, tmp_path / "o", variants=["onnx-fp32"], images_dir=None, calibration_dir=None,
+                     eval_dir=None, progress=False, isolate=False)
+    assert f"'{REPO_ID}' at revision '{REVISION}' has no model.safetensors" in str(caught.value)
+    assert "huggingface-cli download" in str(caught.value)
     assert not (tmp_path / "o").exists()
 
 
