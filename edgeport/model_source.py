@@ -88,6 +88,13 @@ def shard_names(index: Path) -> list[str]:
     return names
 
 
+def missing_shards(folder: Path) -> list[str]:
+    """The shards ``folder``'s shard index names that are not in it (none without an index)."""
+    if not (folder / SHARD_INDEX).is_file():
+        return []
+    return [n for n in shard_names(folder / SHARD_INDEX) if not (folder / n).is_file()]
+
+
 def _sharded(index: Path, shards: list[Path]) -> dict[str, Any]:
     """A sharded checkpoint's provenance: each shard's sha256, and one sha256 over the index and
     all of them, which changes when any file does (the export's reuse key reads it)."""
@@ -125,7 +132,7 @@ def resolve_source(source: str, revision: str | None = None, base_dir: str | Pat
             )
         check_image_classifier(path / "config.json")
         if (path / SHARD_INDEX).exists() and not (path / WEIGHTS).exists():
-            missing = [n for n in shard_names(path / SHARD_INDEX) if not (path / n).is_file()]
+            missing = missing_shards(path)
             if missing:
                 raise ModelSourceError(f"{path / SHARD_INDEX} names {len(missing)} shard(s) that are not in {path}: "
                                        f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}; copy every "
@@ -179,14 +186,19 @@ def model_folder(source: ModelSource) -> Path:
     except Exception as exc:  # huggingface_hub's lookup and HTTP errors, whatever their class
         raise ModelSourceError(f"cannot read {source.location!r} at revision {source.revision!r} into the local "
                                f"Hugging Face cache: {type(exc).__name__}: {str(exc)[:300]}") from None
+    fix = (f"download it where the Hub is reachable (`huggingface-cli download {source.location} --revision "
+           f"{source.revision}`) and copy the cache folder (HF_HOME) here")
+    where = f"{source.location!r} at revision {source.revision!r}"
     weights = [n for n in (WEIGHTS, SHARD_INDEX) if (folder / n).is_file()] or \
         (_pickle_files(folder) if source.allow_pickle else [])
     if not weights:
-        raise ModelSourceError(
-            f"{source.location!r} at revision {source.revision!r} has no {WEIGHTS} (nor {SHARD_INDEX}) in {folder}: "
-            f"download it where the Hub is reachable (`huggingface-cli download {source.location} --revision "
-            f"{source.revision}`) and copy the cache folder (HF_HOME) here"
-            + ("" if source.allow_pickle else ", or pass --allow-pickle if the repository has only pickle weights"))
+        raise ModelSourceError(f"{where} has no {WEIGHTS} (nor {SHARD_INDEX}) in {folder}: {fix}"
+                               + ("" if source.allow_pickle else
+                                  ", or pass --allow-pickle if the repository has only pickle weights"))
+    missing = [] if WEIGHTS in weights else missing_shards(folder)
+    if missing:
+        raise ModelSourceError(f"{where}: {SHARD_INDEX} names {len(missing)} shard(s) that are not in {folder}: "
+                               f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}; {fix}")
     return folder
 
 

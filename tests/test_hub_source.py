@@ -105,6 +105,42 @@ def test_a_cached_snapshot_without_weights_fails_before_writing(hf_home, tmp_pat
     assert not (tmp_path / "o").exists()
 
 
+def test_a_sharded_hub_snapshot_exports_and_a_missing_shard_is_named(tiny_vit, tmp_path, monkeypatch):
+    """A checkpoint saved in shards, by id from the cache: exported with every shard recorded; with
+    one shard missing from the cache, the error names it and nothing is written."""
+    from huggingface_hub import constants
+    from transformers import AutoModelForImageClassification
+
+    from edgeport.model_source import ModelSourceError, resolve_source
+    from edgeport.pipeline import export_model
+
+    hub = tmp_path / "hf" / "hub"
+    repo = hub / f"models--{REPO_ID.replace('/', '--')}"
+    snapshot = repo / "snapshots" / REVISION
+    AutoModelForImageClassification.from_pretrained(str(tiny_vit)).save_pretrained(
+        snapshot, safe_serialization=True, max_shard_size="30KB")
+    shutil.copyfile(tiny_vit / "preprocessor_config.json", snapshot / "preprocessor_config.json")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(REVISION)
+    shards = sorted(p.name for p in snapshot.glob("model-*-of-*.safetensors"))
+    assert len(shards) > 2 and not (snapshot / "model.safetensors").exists()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+    result = export_model("tiny", resolve_source(REPO_ID, REVISION), tmp_path / "out", variants=["onnx-fp32"],
+                          images_dir=None, progress=False, isolate=False)
+    assert result.failed == []
+    source = json.loads((tmp_path / "out" / "manifest.json").read_text())["source"]
+    assert source["id"] == REPO_ID and [s["file"] for s in source["weights_shards"]] == shards
+
+    (snapshot / shards[1]).unlink()
+    with pytest.raises(ModelSourceError) as caught:
+        export_model("tiny", resolve_source(REPO_ID, REVISION), tmp_path / "o", variants=["onnx-fp32"],
+                     images_dir=None, progress=False, isolate=False)
+    assert f"names 1 shard(s) that are not in {snapshot}: {shards[1]}" in str(caught.value)
+    assert not (tmp_path / "o").exists()
+
+
 def test_unknown_revision_fails_with_a_clear_error(hf_home, tmp_path):
     run = _edgeport(hf_home, tmp_path, "export", REPO_ID, "--revision", "deadbeef", "--out", str(tmp_path / "o"))
     assert run.returncode == 2
