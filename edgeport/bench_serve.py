@@ -6,7 +6,8 @@ One run, on one machine, side by side:
    a process of its own on loopback (on a core of its own: ``core_split``): closed-loop
    throughput and latency at each concurrency; open-loop phases at 90%, then 75%, 60%, 45% of
    the best throughput until one has no error (the rate it sustains);
-   one at twice that rate (the queue bound must hold: 503s, a bounded p99, flat memory); one
+   one at twice that rate (the queue bound must hold: 503s, a bounded p99, flat memory; run
+   once unjudged before, see serving-overload-warmup.md under docs/decisions); one
    at half the best throughput with 10% malformed requests and 64 clients holding stalled
    uploads open all phase long (every good request answered, every bad one a 4xx, every stalled
    upload answered 408 or 503 by the server's body limits, no worker lost).
@@ -68,7 +69,7 @@ THROUGHPUT_RATIO_TARGET_1_CLIENT = 3.5
 RUNNER_SHARE_TARGET = 0.6
 RUNNER_PHASE_S = 3.0  # each runner-alone measurement lasts this long (at most --duration-s)
 RUNNER_REPETITIONS = 5  # timed runs per runner-alone measurement; the median is reported
-MEMORY_GROWTH_LIMIT = 0.05  # RSS of the overload phase's last quarter over its first quarter, at most +5%
+MEMORY_GROWTH_LIMIT = 0.05  # RSS of the overload phase's last quarter over its first (after its warm-up), at most +5%
 P99_GROWTH_LIMIT = 1.5  # overload: the last third's p99 over the middle third's, at most
 MAX_OVERLOAD_S = 180.0
 # what --arch exports before serving (the server then takes the fastest that passed): the int8 files of
@@ -510,9 +511,17 @@ def _run_servers(opts: BenchServeOptions, model_dir: Path, images: list[Path], s
         # long enough for the queue to fill in the first third (a slow model takes max_queue / capacity
         # seconds to fill it), so that the last third shows the bounded steady state
         fill_s = max_queue / max(capacity, 1e-9)
-        overload = phase(url, proc.pid, mode="open", rate=round(OVERLOAD_FACTOR * rate, 2),
-                         duration_s=min(max(opts.duration_s, 3 * fill_s), MAX_OVERLOAD_S),
-                         max_in_flight=max(256, 4 * max_queue))
+        overload_spec = dict(mode="open", rate=round(OVERLOAD_FACTOR * rate, 2),
+                             duration_s=min(max(opts.duration_s, 3 * fill_s), MAX_OVERLOAD_S),
+                             max_in_flight=max(256, 4 * max_queue))
+        # The same overload once before, not judged: a server's memory climbs to a ceiling over its
+        # first seconds of overload (gender-vit: 91 -> 114 MB over 18 s, then flat; heap fragmentation
+        # under as many requests in flight as the bounds let in), and a phase judged on that climb
+        # judged the allocator's first exposure, not a leak. A leak still grows in the judged phase.
+        warmup = phase(url, proc.pid, **overload_spec)
+        log(_phase_line(f"open load at {OVERLOAD_FACTOR:g}x ({OVERLOAD_FACTOR * rate:.1f} req/s), warm-up", warmup))
+        overload = phase(url, proc.pid, **overload_spec)
+        overload["warmup"] = {k: warmup[k] for k in ("started_at", "seconds", "good", "ok", "statuses", "server_memory")}
         log(_phase_line(f"open load at {OVERLOAD_FACTOR:g}x ({OVERLOAD_FACTOR * rate:.1f} req/s)", overload))
         half = round(MALFORMED_SHARE * capacity, 2)
         malformed = phase(url, proc.pid, mode="open", rate=half, duration_s=opts.duration_s,
@@ -526,6 +535,12 @@ def _run_servers(opts: BenchServeOptions, model_dir: Path, images: list[Path], s
         malformed["workers_unchanged"] = alive and worker_pids(proc.pid) == pids
     result["edgeport"] = {"sweep": sweep, "capacity_rps": capacity, "sustained": sustained, "overload": overload,
                           "malformed": malformed}
+
+
+def _warmup_memory(overload: dict[str, Any]) -> str:
+    """The unjudged warm-up's RSS, first and last quarter (a result of an older run has none)."""
+    mem = (overload.get("warmup") or {}).get("server_memory") or {}
+    return f"{mem['first_quarter_mb']} -> {mem['last_quarter_mb']} MB" if mem.get("first_quarter_mb") else "not run"
 
 
 def median_index(values: list[float]) -> int:
@@ -644,11 +659,12 @@ def judge_targets(result: dict[str, Any], opts: BenchServeOptions) -> list[dict[
     bounded = middle is not None and last is not None and last <= P99_GROWTH_LIMIT * middle + 50
     rows.append({"target": f"at {OVERLOAD_FACTOR:g}x that rate: rejections are 503, accepted p99 bounded "
                            f"(last third of the phase <= {P99_GROWTH_LIMIT:g}x the middle third + 50 ms), memory flat "
-                           f"(+{MEMORY_GROWTH_LIMIT:.0%} at most)",
+                           f"(+{MEMORY_GROWTH_LIMIT:.0%} at most, after the same overload once, not judged)",
                  "value": f"{rejected} of {o['good']} rejected with 503, {o['ok']} answered, other statuses "
                           f"{unexpected or 'none'}; p99 {o['latency_ms']['p99']} ms (by third {thirds['first']} / {middle} / "
                           f"{last} ms over {o['spec']['duration_s']:.0f} s); "
-                          f"RSS {mem['first_quarter_mb']} -> {mem['last_quarter_mb']} MB (peak {mem['peak_mb']})",
+                          f"RSS {mem['first_quarter_mb']} -> {mem['last_quarter_mb']} MB (peak {mem['peak_mb']}; "
+                          f"during the warm-up {_warmup_memory(o)})",
                  "met": bool(not unexpected and rejected > 0 and bounded and growth is not None
                              and growth <= MEMORY_GROWTH_LIMIT)})
     m = ours["malformed"]

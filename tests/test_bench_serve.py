@@ -59,6 +59,10 @@ def test_bench_serve_runs_both_servers_and_judges_the_targets(validated_tiny, fa
     assert (tried[-1]["errors"] == 0 and tried[-1]["client_saturated"] == 0) or len(tried) == 4
     assert ours["sustained"]["spec"]["rate"] == pytest.approx(tried[-1]["share"] * ours["capacity_rps"], abs=0.01)
     assert ours["overload"]["spec"]["rate"] == pytest.approx(2 * ours["sustained"]["spec"]["rate"], abs=0.02)
+    # the overload once unjudged first (the memory's climb to its ceiling), then the judged phase
+    warmup = ours["overload"]["warmup"]
+    assert warmup["good"] > 0 and warmup["server_memory"]["peak_mb"] > 0
+    assert ours["sustained"]["started_at"] < warmup["started_at"] < ours["overload"]["started_at"]
     # bad requests: each kind answered 4xx (or 503 when busy), never a crash, and the server lived on
     malformed = ours["malformed"]
     assert malformed["malformed"] and all(k.startswith("4") or k == "503"
@@ -98,6 +102,8 @@ def test_bench_serve_runs_both_servers_and_judges_the_targets(validated_tiny, fa
     assert targets["throughput >= 60% of the runner alone"]["met"] == (share["share"] >= 0.6)
     md = (out / "bench-serve.md").read_text()
     assert "| 2 |" in md and "hand-written" in md and "overload" in md
+    mem = warmup["server_memory"]
+    assert f"during the warm-up {mem['first_quarter_mb']} -> {mem['last_quarter_mb']} MB" in md
     assert "## Runner alone" in md
     assert f"| runner, batch 8 (the server's max batch) | {alone['max_batch']['images_per_s']:.1f} |" in md
 
