@@ -27,6 +27,7 @@ import base64
 import concurrent.futures
 import http.client
 import json
+import select
 import sys
 import threading
 import time
@@ -131,6 +132,20 @@ class _Requests:
         return body, {"Content-Type": "text/plain"}, kind
 
 
+def closed_by_server(connection: http.client.HTTPConnection) -> bool:
+    """Whether an idle keep-alive connection has been closed by the server (its keep-alive limit):
+    readable while no request is outstanding means end of file. http.client would send the next
+    request on it and fail (``status 0``), counting the server's ordinary idle close as a lost
+    request; urllib3 makes the same check before reusing a connection (``is_connection_dropped``)."""
+    sock = connection.sock
+    if sock is None:
+        return False
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):  # closed or invalid descriptor: not reusable either
+        return True
+
+
 def _stalled_uploads(spec: LoadSpec, deadline: float) -> tuple[list[threading.Thread], list[tuple[int, float]]]:
     """Threads that each keep one stalled upload open until ``deadline``; (status, seconds held) per upload."""
     import socket
@@ -182,6 +197,8 @@ def run_load(spec: LoadSpec) -> LoadResult:
         connection = getattr(local, "connection", None)
         if connection is None:
             connection = local.connection = http.client.HTTPConnection(host, port, timeout=spec.timeout_s)
+        elif closed_by_server(connection):
+            connection.close()  # reopened by the request below, as urllib3 and browsers do
         body, headers, kind = source.next()
         start = time.perf_counter()
         try:

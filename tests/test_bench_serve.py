@@ -28,6 +28,41 @@ def test_summary_counts_good_and_malformed_apart(tmp_path):
     assert r.stalled_hold_s == {"median": 5.1, "max": 5.3}  # of those the server answered
 
 
+def test_a_keep_alive_connection_the_server_closed_is_reopened_not_counted_lost(faces_dir):
+    """A server that closes idle keep-alive connections after 0.05 s, and open load slow enough
+    that each client's connection idles past it: every request is answered, none counted as
+    lost (``status 0``), as with urllib3, which checks a connection before reusing it."""
+    import http.server
+    import threading
+
+    from edgeport.bench_serve_load import run_load
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive
+        timeout = 0.05  # an idle connection is closed after 0.05 s, without a word
+
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        image = str(sorted(faces_dir.rglob("*.jpg"))[0])
+        result = run_load(LoadSpec(url=f"http://127.0.0.1:{server.server_address[1]}/", images=[image], mode="open",
+                                   rate=5, duration_s=2, max_in_flight=1, timeout_s=5))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.good >= 9 and result.statuses == {"200": result.good}, result.statuses
+
+
 def test_malformed_requests_come_in_every_kind_at_the_asked_share(faces_dir):
     image = sorted(faces_dir.rglob("*.jpg"))[0]
     source = _Requests(LoadSpec(url="", images=[str(image)], malformed_fraction=0.3, seed=3))
