@@ -7,7 +7,7 @@ One run, on one machine, side by side:
    throughput and latency at each concurrency; open-loop phases at 90%, then 75%, 60%, 45% of
    the best throughput until one has no error (the rate it sustains);
    one at twice that rate (the queue bound must hold: 503s, a bounded p99, flat memory; run
-   once unjudged before, see serving-overload-warmup.md under docs/decisions); one
+   unjudged first until the memory settles, see serving-overload-warmup.md under docs/decisions); one
    at half the best throughput with 10% malformed requests and 64 clients holding stalled
    uploads open all phase long (every good request answered, every bad one a 4xx, every stalled
    upload answered 408 or 503 by the server's body limits, no worker lost).
@@ -70,6 +70,7 @@ RUNNER_SHARE_TARGET = 0.6
 RUNNER_PHASE_S = 3.0  # each runner-alone measurement lasts this long (at most --duration-s)
 RUNNER_REPETITIONS = 5  # timed runs per runner-alone measurement; the median is reported
 MEMORY_GROWTH_LIMIT = 0.05  # RSS of the overload phase's last quarter over its first (after its warm-up), at most +5%
+OVERLOAD_WARMUPS = 4  # unjudged overload phases at most before the judged one (until one grows <= half the limit)
 P99_GROWTH_LIMIT = 1.5  # overload: the last third's p99 over the middle third's, at most
 MAX_OVERLOAD_S = 180.0
 # what --arch exports before serving (the server then takes the fastest that passed): the int8 files of
@@ -514,14 +515,23 @@ def _run_servers(opts: BenchServeOptions, model_dir: Path, images: list[Path], s
         overload_spec = dict(mode="open", rate=round(OVERLOAD_FACTOR * rate, 2),
                              duration_s=min(max(opts.duration_s, 3 * fill_s), MAX_OVERLOAD_S),
                              max_in_flight=max(256, 4 * max_queue))
-        # The same overload once before, not judged: a server's memory climbs to a ceiling over its
-        # first seconds of overload (gender-vit: 91 -> 114 MB over 18 s, then flat; heap fragmentation
-        # under as many requests in flight as the bounds let in), and a phase judged on that climb
-        # judged the allocator's first exposure, not a leak. A leak still grows in the judged phase.
-        warmup = phase(url, proc.pid, **overload_spec)
-        log(_phase_line(f"open load at {OVERLOAD_FACTOR:g}x ({OVERLOAD_FACTOR * rate:.1f} req/s), warm-up", warmup))
+        # The same overload first, not judged, until the server's memory settles (a phase that grows
+        # by at most half the limit; at most OVERLOAD_WARMUPS phases): a server's memory climbs to a
+        # ceiling over its first seconds of overload (gender-vit: 91 -> 114 MB over 18 s in one run,
+        # to 117 MB after 12 s in another; heap fragmentation under as many requests in flight as the
+        # bounds let in), and a phase judged on that climb judged the allocator, not a leak. A leak
+        # keeps growing: the judged phase still sees it.
+        warmups = []
+        for _ in range(OVERLOAD_WARMUPS):
+            warmup = phase(url, proc.pid, **overload_spec)
+            log(_phase_line(f"open load at {OVERLOAD_FACTOR:g}x ({OVERLOAD_FACTOR * rate:.1f} req/s), warm-up "
+                            f"{len(warmups) + 1}", warmup) + f"; RSS {_quarters(warmup['server_memory'])}")
+            warmups.append({k: warmup[k] for k in ("started_at", "seconds", "good", "ok", "statuses", "server_memory")})
+            growth = _growth(warmup["server_memory"])
+            if growth is not None and growth <= MEMORY_GROWTH_LIMIT / 2:
+                break
         overload = phase(url, proc.pid, **overload_spec)
-        overload["warmup"] = {k: warmup[k] for k in ("started_at", "seconds", "good", "ok", "statuses", "server_memory")}
+        overload["warmups"] = warmups
         log(_phase_line(f"open load at {OVERLOAD_FACTOR:g}x ({OVERLOAD_FACTOR * rate:.1f} req/s)", overload))
         half = round(MALFORMED_SHARE * capacity, 2)
         malformed = phase(url, proc.pid, mode="open", rate=half, duration_s=opts.duration_s,
@@ -537,10 +547,21 @@ def _run_servers(opts: BenchServeOptions, model_dir: Path, images: list[Path], s
                           "malformed": malformed}
 
 
+def _quarters(mem: dict[str, Any]) -> str:
+    """A phase's RSS as 'first quarter -> last quarter MB'."""
+    return f"{mem.get('first_quarter_mb')} -> {mem.get('last_quarter_mb')} MB"
+
+
+def _growth(mem: dict[str, Any]) -> float | None:
+    """A phase's RSS growth, last quarter over first (None without samples)."""
+    first, last = mem.get("first_quarter_mb"), mem.get("last_quarter_mb")
+    return last / first - 1 if first and last else None
+
+
 def _warmup_memory(overload: dict[str, Any]) -> str:
-    """The unjudged warm-up's RSS, first and last quarter (a result of an older run has none)."""
-    mem = (overload.get("warmup") or {}).get("server_memory") or {}
-    return f"{mem['first_quarter_mb']} -> {mem['last_quarter_mb']} MB" if mem.get("first_quarter_mb") else "not run"
+    """The unjudged warm-up phases' RSS (a result of an older run has none)."""
+    warmups = overload.get("warmups") or []
+    return ", ".join(_quarters(w["server_memory"]) for w in warmups) if warmups else "none"
 
 
 def median_index(values: list[float]) -> int:
@@ -651,7 +672,7 @@ def judge_targets(result: dict[str, Any], opts: BenchServeOptions) -> list[dict[
     thirds = o["p99_ms_by_third"]
     middle, last = thirds["second"], thirds["third"]
     mem = o["server_memory"]
-    growth = (mem["last_quarter_mb"] / mem["first_quarter_mb"] - 1) if mem["first_quarter_mb"] else None
+    growth = _growth(mem)
     # "Bounded" is judged as "does not grow": with an unbounded queue the accepted requests' latency
     # grows with the time spent over capacity, so the last third's p99 would run away from the middle
     # third's (the first third is the queue filling). An absolute bound from the queue size alone does
@@ -659,12 +680,13 @@ def judge_targets(result: dict[str, Any], opts: BenchServeOptions) -> list[dict[
     bounded = middle is not None and last is not None and last <= P99_GROWTH_LIMIT * middle + 50
     rows.append({"target": f"at {OVERLOAD_FACTOR:g}x that rate: rejections are 503, accepted p99 bounded "
                            f"(last third of the phase <= {P99_GROWTH_LIMIT:g}x the middle third + 50 ms), memory flat "
-                           f"(+{MEMORY_GROWTH_LIMIT:.0%} at most, after the same overload once, not judged)",
+                           f"(+{MEMORY_GROWTH_LIMIT:.0%} at most, after the same overload unjudged until it grows "
+                           f"{MEMORY_GROWTH_LIMIT / 2:.1%} at most, {OVERLOAD_WARMUPS} times at most)",
                  "value": f"{rejected} of {o['good']} rejected with 503, {o['ok']} answered, other statuses "
                           f"{unexpected or 'none'}; p99 {o['latency_ms']['p99']} ms (by third {thirds['first']} / {middle} / "
                           f"{last} ms over {o['spec']['duration_s']:.0f} s); "
                           f"RSS {mem['first_quarter_mb']} -> {mem['last_quarter_mb']} MB (peak {mem['peak_mb']}; "
-                          f"during the warm-up {_warmup_memory(o)})",
+                          f"warm-up phases {_warmup_memory(o)})",
                  "met": bool(not unexpected and rejected > 0 and bounded and growth is not None
                              and growth <= MEMORY_GROWTH_LIMIT)})
     m = ours["malformed"]
