@@ -141,7 +141,9 @@ def closed_by_server(connection: http.client.HTTPConnection) -> bool:
     if sock is None:
         return False
     try:
-        return bool(select.select([sock], [], [], 0)[0])
+        poller = select.poll()  # not select.select: past 1,024 open descriptors it refuses the socket
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):  # closed or invalid descriptor: not reusable either
         return True
 
