@@ -95,6 +95,12 @@ def missing_shards(folder: Path) -> list[str]:
     return [n for n in shard_names(folder / SHARD_INDEX) if not (folder / n).is_file()]
 
 
+def _names_missing(missing: list[str], folder: Path) -> str:
+    """'names N shard(s) that are not in FOLDER: a, b, c ...', for an error about ``missing``."""
+    return (f"names {len(missing)} shard(s) that are not in {folder}: "
+            f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+
+
 def _sharded(index: Path, shards: list[Path]) -> dict[str, Any]:
     """A sharded checkpoint's provenance: each shard's sha256, and one sha256 over the index and
     all of them, which changes when any file does (the export's reuse key reads it)."""
@@ -134,8 +140,7 @@ def resolve_source(source: str, revision: str | None = None, base_dir: str | Pat
         if (path / SHARD_INDEX).exists() and not (path / WEIGHTS).exists():
             missing = missing_shards(path)
             if missing:
-                raise ModelSourceError(f"{path / SHARD_INDEX} names {len(missing)} shard(s) that are not in {path}: "
-                                       f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}; copy every "
+                raise ModelSourceError(f"{path / SHARD_INDEX} {_names_missing(missing, path)}; copy every "
                                        "file save_pretrained wrote")
             return ModelSource(str(path.resolve()), revision, local=True)
         if not (path / WEIGHTS).exists():
@@ -197,8 +202,7 @@ def model_folder(source: ModelSource) -> Path:
                                   ", or pass --allow-pickle if the repository has only pickle weights"))
     missing = [] if WEIGHTS in weights else missing_shards(folder)
     if missing:
-        raise ModelSourceError(f"{where}: {SHARD_INDEX} names {len(missing)} shard(s) that are not in {folder}: "
-                               f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}; {fix}")
+        raise ModelSourceError(f"{where}: {SHARD_INDEX} {_names_missing(missing, folder)}; {fix}")
     return folder
 
 
