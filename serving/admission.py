@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from edgeport.serving.connections import json_bytes
+from edgeport.serving.connections import BODY_COMPLETE, json_bytes
 from edgeport.serving.metrics import Metrics
 
 Scope = dict[str, Any]
@@ -169,15 +169,19 @@ class Admission:
         cap = begin + limits.body_timeout_s
         chunks: list[bytes] = []
         size = 0
+        arrived = scope.get("extensions", {}).get(BODY_COMPLETE)  # set by serving.connections' protocol
         while True:
-            deadline = cap
-            if limits.min_body_rate > 0:
-                deadline = min(cap, begin + limits.body_grace_s + size / limits.min_body_rate)
-            try:
-                async with asyncio.timeout_at(deadline):
-                    message = await receive()
-            except TimeoutError:
-                raise self._too_slow(size, loop.time() - begin, deadline >= cap) from None
+            if arrived is not None and arrived():  # receive() returns at once: no deadline to arm
+                message = await receive()
+            else:
+                deadline = cap
+                if limits.min_body_rate > 0:
+                    deadline = min(cap, begin + limits.body_grace_s + size / limits.min_body_rate)
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        message = await receive()
+                except TimeoutError:
+                    raise self._too_slow(size, loop.time() - begin, deadline >= cap) from None
             if message["type"] == "http.disconnect":
                 raise ClientGone()
             chunk = message.get("body", b"")

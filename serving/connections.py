@@ -22,6 +22,9 @@ protocol adds:
   such a connection for as long as body bytes keep coming (each one cancels its keep-alive
   timer), and once the body is done it arms no timer at all, so the idle connection stayed open.
 
+- **a body that has arrived, said so**: each request's scope gets the ``BODY_COMPLETE`` extension,
+  so that ``serving.admission`` reads a body already received without arming its deadline timer.
+
 - **a response's head sent with its body**: uvicorn writes the status line and headers when the
   app starts the response and the body when it sends it, two writes and so two TCP segments on
   the socket for every answer; each request's cycle gets a transport that holds the head until
@@ -40,12 +43,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import weakref
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 PROTOCOL = "edgeport.serving.connections:GuardedHttpToolsProtocol"  # what `edgeport serve` hands uvicorn as ``http``
+# The ASGI scope extension this protocol sets on each request: a callable telling whether the whole
+# body has arrived, so that ``receive()`` returns at once. serving.admission then reads it without
+# arming a body deadline (asyncio.timeout: 2% of the server's time outside decoding and the runner).
+BODY_COMPLETE = "edgeport.body_complete"
 
 
 @dataclass
@@ -120,7 +129,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         previous = self.cycle
         super().on_headers_complete()
         if self.cycle is not None and self.cycle is not previous:  # a new request's cycle (not an upgrade)
-            self.cycle.transport = HeadWithBody(self.transport, self.cycle, self)
+            cycle = self.cycle
+            cycle.transport = HeadWithBody(self.transport, cycle, self)
+            # weakly, as the scope is the cycle's own (see HeadWithBody)
+            cycle.scope.setdefault("extensions", {})[BODY_COMPLETE] = partial(_body_complete, weakref.ref(cycle))
 
     def on_response_complete(self) -> None:
         if self.holding is not None:  # a response without body bytes (HEAD): its head goes now
@@ -169,6 +181,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+def _body_complete(cycle_ref: weakref.ReferenceType) -> bool:
+    """Whether the request of uvicorn's cycle ``cycle_ref`` has its whole body in (``BODY_COMPLETE``)."""
+    cycle = cycle_ref()
+    return cycle is not None and not cycle.more_body and cycle.message_event.is_set()
+
+
 class HeadWithBody:
     """One request cycle's transport: the response's head (uvicorn's first write once the response
     has started) is held and written together with the first body bytes, so that a small answer
@@ -179,12 +197,14 @@ class HeadWithBody:
     __slots__ = ("_transport", "_cycle", "_protocol", "_head", "_head_seen")
 
     def __init__(self, transport: asyncio.Transport, cycle: Any, protocol: GuardedHttpToolsProtocol) -> None:
-        self._transport, self._cycle, self._protocol = transport, cycle, protocol
+        # the cycle weakly, as it holds this as its transport: a cycle of references would leave each
+        # finished request, body and all, to the garbage collector instead of freeing it at once
+        self._transport, self._cycle, self._protocol = transport, weakref.ref(cycle), protocol
         self._head: bytes | None = None
         self._head_seen = False
 
     def write(self, data: bytes) -> None:
-        if not self._head_seen and self._cycle.response_started:
+        if not self._head_seen and self._cycle().response_started:  # only its cycle writes here: alive
             self._head_seen, self._head = True, data
             self._protocol.holding = self
             return

@@ -1,13 +1,23 @@
-"""serving.connections.HeadWithBody: a response's head leaves with its body in one write, and
-nothing is held that a client waits for (100 Continue, HEAD answers, streamed chunks, closes)."""
+"""serving.connections' protocol at the level of one connection: a response's head leaves with its
+body in one write (HeadWithBody), nothing is held that a client waits for (100 Continue, HEAD
+answers, streamed chunks, closes), and the BODY_COMPLETE extension tells the app whether the whole
+body is in; serving.admission reads such a body without arming its deadline."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
+import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from edgeport.serving.connections import GuardedHttpToolsProtocol
+from edgeport.serving import admission
+from edgeport.serving.admission import Admission, AdmissionLimits
+from edgeport.serving.connections import BODY_COMPLETE, GuardedHttpToolsProtocol
+from edgeport.serving.metrics import Metrics
+
+SEEN: list[tuple[str, bool]] = []  # /complete: what BODY_COMPLETE said, before and after reading
 
 
 class _Transport(asyncio.Transport):
@@ -50,6 +60,18 @@ async def _app(scope, receive, send) -> None:
                 break
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
         await send({"type": "http.response.body", "body": body})
+    elif path == "/complete":
+        body_complete = scope["extensions"][BODY_COMPLETE]
+        SEEN.append(("before", body_complete()))
+        body = b""
+        while True:
+            SEEN.append(("receive", body_complete()))
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
     elif path == "/stream":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         for part in (b"one", b"two"):
@@ -65,11 +87,15 @@ async def _app(scope, receive, send) -> None:
         await send({"type": "http.response.body", "body": b"hello"})
 
 
-async def _exchange(request: bytes, settle: int = 20) -> tuple[list[bytes], bool]:
+def _protocol() -> GuardedHttpToolsProtocol:
     config = uvicorn.Config(_app, http=GuardedHttpToolsProtocol, lifespan="off", log_level="critical", access_log=False)
     config.load()
-    protocol = GuardedHttpToolsProtocol(config=config, server_state=ServerState(), app_state={},
-                                        _loop=asyncio.get_running_loop())
+    return GuardedHttpToolsProtocol(config=config, server_state=ServerState(), app_state={},
+                                    _loop=asyncio.get_running_loop())
+
+
+async def _exchange(request: bytes, settle: int = 20) -> tuple[list[bytes], bool]:
+    protocol = _protocol()
     transport = _Transport()
     protocol.connection_made(transport)
     protocol.data_received(request)
@@ -115,3 +141,82 @@ def test_streamed_chunks_go_out_as_they_come_the_head_with_the_first():
 def test_an_app_failing_after_its_head_still_sends_the_head_before_closing():
     writes, closed = asyncio.run(_exchange(b"GET /fail-after-start HTTP/1.1\r\nhost: x\r\n\r\n"))
     assert closed and len(writes) == 1 and writes[0].startswith(b"HTTP/1.1 200 OK")
+
+
+def test_body_complete_says_whether_the_whole_body_is_in():
+    SEEN.clear()
+    writes, _ = asyncio.run(_exchange(b"POST /complete HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\nabcd"))
+    assert writes[0].endswith(b"abcd") and SEEN == [("before", True), ("receive", True)]
+
+    async def in_two_parts() -> tuple[list[bytes], bool]:
+        protocol, transport = _protocol(), _Transport()
+        protocol.connection_made(transport)
+        protocol.data_received(b"POST /complete HTTP/1.1\r\nhost: x\r\ncontent-length: 8\r\n\r\nabcd")
+        for _ in range(5):
+            await asyncio.sleep(0)
+        protocol.data_received(b"efgh")
+        once_in = protocol.cycle.scope["extensions"][BODY_COMPLETE]()  # before the app reads it
+        for _ in range(5):
+            await asyncio.sleep(0)
+        protocol.connection_lost(None)
+        return transport.writes, once_in
+
+    SEEN.clear()
+    writes, once_in = asyncio.run(in_two_parts())
+    assert writes[0].endswith(b"abcdefgh") and once_in
+    # half the body in: not complete, though the first receive returns those bytes at once
+    assert SEEN == [("before", False), ("receive", False), ("receive", False)]
+
+
+def test_a_finished_request_is_freed_without_the_garbage_collector():
+    """The extension refers to its cycle weakly (the cycle holds the scope that holds it): a
+    request's cycle, body included, is freed once the connection's next request replaces it."""
+    request = b"POST /complete HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\nabcd"
+
+    async def two_requests() -> tuple[weakref.ref, int]:
+        protocol, transport = _protocol(), _Transport()
+        protocol.connection_made(transport)
+        protocol.data_received(request)
+        first = weakref.ref(protocol.cycle)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        protocol.data_received(request)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        protocol.connection_lost(None)
+        return first, len(transport.writes)
+
+    gc.collect()
+    gc.disable()
+    try:
+        first, answers = asyncio.run(two_requests())
+        assert answers == 2 and first() is None
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("complete", [True, False])
+def test_admission_arms_a_body_deadline_only_for_a_body_still_arriving(monkeypatch, complete):
+    armed: list[float] = []
+    timeout_at = asyncio.timeout_at
+
+    def counting(when):
+        armed.append(when)
+        return timeout_at(when)
+
+    monkeypatch.setattr(admission.asyncio, "timeout_at", counting)
+    parts = [{"type": "http.request", "body": b"ab", "more_body": True},
+             {"type": "http.request", "body": b"cd", "more_body": False}]
+
+    async def receive():
+        return parts.pop(0)
+
+    async def read() -> bytes:
+        stage = Admission(_app, limits=AdmissionLimits(limit=4), metrics=Metrics(lambda: 0),
+                          inference=None)  # type: ignore[arg-type]
+        scope = {"type": "http", "headers": [(b"content-length", b"4")],
+                 "extensions": {BODY_COMPLETE: lambda: complete}}
+        return await stage._read_body(scope, receive)
+
+    assert asyncio.run(read()) == b"abcd"
+    assert len(armed) == (0 if complete else 2)
