@@ -86,6 +86,31 @@ def test_served_scores_are_the_harness_logits(server, harness_logits, faces_dir)
     assert metric_value(requests.get(f"{server}/metrics", timeout=5).text, "edgeport_batches_on_loop_total") > 0
 
 
+@pytest.mark.parametrize("function", ["softmax", "sigmoid", "none"])
+def test_ranked_scores_a_few_labels_in_python_as_numpy_does(function):
+    """Up to SMALL_LABEL_COUNT labels the answer is scored in plain floats; it must rank and score
+    as the numpy path (``scores``, a stable argsort) does, ties in label order, overflow included."""
+    from edgeport.serving.payloads import SMALL_LABEL_COUNT, ranked, scores
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 8, 9, SMALL_LABEL_COUNT):
+        labels = [f"label{i}" for i in range(n)]
+        for trial in range(40):
+            logits = (rng.standard_normal(n) * (1, 10, 1000)[trial % 3]).astype(np.float32)
+            if n > 2 and trial % 4 == 0:
+                logits[2] = logits[0]  # a tie
+            if trial == 1:
+                logits[0] = -1000.0  # sigmoid: exp(1000) overflows
+            top_k = None if trial % 2 else n
+            with np.errstate(over="ignore"):
+                expected = scores(logits, function)
+            order = np.argsort(-expected, kind="stable")[:min(top_k or 5, n)]
+            got = ranked(logits, labels, top_k, function)
+            assert [a["label"] for a in got] == [labels[i] for i in order]
+            np.testing.assert_allclose([a["score"] for a in got], expected[order], rtol=1e-14, atol=0)
+            assert all(type(a["score"]) is float for a in got)
+
+
 def test_a_large_raw_image_is_decoded_off_the_loop_to_the_same_logits(server, validated_tiny, faces_dir):
     """Raw images up to INLINE_DECODE_PIXELS are decoded on the event loop, larger ones in the
     thread pool: both answer what validation's decoding, preprocessing and runner give."""
