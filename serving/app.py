@@ -70,7 +70,6 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Adm
 
     def warm() -> None:
         runner.activate()
-        batcher.one_by_one = runner.fixed_batch_size() == 1
         jpeg_turbo.available()  # the JPEG path's one-time self-check, before the first request rather than in it
 
     @contextlib.asynccontextmanager

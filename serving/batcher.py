@@ -22,9 +22,7 @@ checks and enforcing body deadlines while a slow model runs. For a model whose i
 than that, an inline batcher also takes no more images into a batch than run within the bound
 (``batch_limit``): a fuller batch would only move to the thread, which on one core adds thread
 and GIL switches and no speed (16 clients, 4 alternating pairs: 813 -> 820 req/s, every pair
-faster, +0.7% to +8%). And where grouping gains nothing at all (a runner that takes a batch
-image by image, as every batch-1 TFLite file does), a request that finds the batcher idle runs
-at once on the loop (``run_now``) instead of through the queue.
+faster, +0.7% to +8%).
 """
 from __future__ import annotations
 
@@ -62,10 +60,6 @@ class Batcher:
         self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait_ms / 1000.0, max_queue
         self._on_batch = on_batch
         self.inline = inline
-        # the runner takes a batch image by image (a batch-1 file), so grouping images gains it
-        # nothing: see run_now. serving.app sets it once the runner is loaded.
-        self.one_by_one = False
-        self._in_hand = False  # the batcher's task holds images taken off the queue
         self._per_image_s: float | None = None  # the last batch's time per image; None before one
         self._queue: asyncio.Queue[_Item] | None = None
         self._task: asyncio.Task | None = None
@@ -119,35 +113,11 @@ class Batcher:
             return max(1, min(self.max_batch, int(INLINE_BATCH_S / per_image)))
         return self.max_batch
 
-    def run_now(self, images: list[np.ndarray]) -> list[np.ndarray] | None:
-        """The logits of ``images``, run at once on the event loop; or None: ``submit`` them.
-
-        Only when grouping gains nothing: a runner that takes a batch image by image
-        (``one_by_one``) in an inline batcher, nothing queued or in the batcher's hands (so no
-        request is overtaken), and the images within INLINE_BATCH_S. It saves the trip through the
-        queue, a future per image, the batcher's task and two turns of the event loop: gender-vit
-        on one core, 11 alternating pairs of servers, each at 4 then 16 clients: 789.7 -> 801.5
-        and 808.7 -> 821.9 req/s (medians; 7 and 8 of the 11 pairs faster). A runner's error is
-        raised to the caller, as a batch's is through its futures."""
-        if not (self.one_by_one and not self._in_hand and self._queue is not None and self._queue.empty()
-                and self.runs_inline(len(images))):
-            return None
-        pixels = images[0][None] if len(images) == 1 else np.stack(images)
-        logits, seconds = _timed(self._infer, pixels)
-        self._ran(len(images), seconds, True)
-        return list(logits)
-
-    def _ran(self, images: int, seconds: float, on_loop: bool) -> None:
-        self._per_image_s = seconds / images
-        if self._on_batch is not None:
-            self._on_batch(images, seconds, on_loop)
-
     async def _run(self) -> None:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
-            self._in_hand = True
             deadline = loop.time() + self.max_wait
             limit = self.batch_limit()
             while len(batch) < limit:
@@ -169,7 +139,9 @@ class Batcher:
                         logits, seconds = _timed(self._infer, pixels)
                     else:
                         logits, seconds = await loop.run_in_executor(self._thread, _timed, self._infer, pixels)
-                    self._ran(len(live), seconds, on_loop)
+                    self._per_image_s = seconds / len(live)
+                    if self._on_batch is not None:
+                        self._on_batch(len(live), seconds, on_loop)
                     for item, row in zip(live, logits):
                         if not item.future.done():
                             item.future.set_result(row)
@@ -178,7 +150,6 @@ class Batcher:
                     if not item.future.done():
                         item.future.set_exception(exc)
             finally:
-                self._in_hand = False
                 for _ in batch:
                     self._queue.task_done()
 

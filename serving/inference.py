@@ -117,9 +117,6 @@ class InferenceEndpoint:
         """The logits of ``pixels`` through the batcher, within the request timeout (504 past it)."""
         if not self.ready():
             raise RequestError(503, "not ready (loading, or shutting down)")
-        now = self.batcher.run_now(pixels)
-        if now is not None:
-            return now
         try:
             futures = self.batcher.submit(pixels)
         except QueueFull as exc:

@@ -420,54 +420,6 @@ def test_an_inline_batcher_takes_no_more_images_than_run_on_the_loop():
     assert sizes_thread == [8, 8] and not on_loop
 
 
-def test_a_one_by_one_runner_runs_a_lone_request_at_once_and_overtakes_nobody():
-    """run_now runs images at once only for a runner that takes batches image by image, in an
-    inline batcher that knows the images fit on the loop and holds nothing queued or in hand."""
-    from edgeport.serving.batcher import Batcher
-
-    calls: list[int] = []
-
-    def infer(batch: np.ndarray) -> np.ndarray:
-        calls.append(len(batch))
-        return batch.reshape(len(batch), -1)[:, :2] * 2
-
-    image = np.ones((1, 2, 2), np.float32)
-
-    async def scenario(one_by_one: bool, inline: bool) -> list[bool]:
-        batcher = Batcher(infer, max_batch=8, inline=inline)
-        batcher.one_by_one = one_by_one
-        batcher.start()
-        ran: list[bool] = [batcher.run_now([image]) is not None]  # no timing yet: never at once
-        await asyncio.gather(*batcher.submit([image]))
-        now = batcher.run_now([image, image])
-        ran.append(now is not None)
-        if now is not None:
-            assert [float(r[0]) for r in now] == [2.0, 2.0] and calls[-1] == 2
-        queued = batcher.submit([image])  # the batcher's task has not taken it yet: queued
-        ran.append(batcher.run_now([image]) is not None)
-        await asyncio.gather(*queued)
-        await batcher.stop()
-        return ran
-
-    assert asyncio.run(scenario(one_by_one=True, inline=True)) == [False, True, False]
-    assert asyncio.run(scenario(one_by_one=False, inline=True)) == [False, False, False]
-    assert asyncio.run(scenario(one_by_one=True, inline=False)) == [False, False, False]
-
-    async def in_hand() -> bool:  # the batcher's task took an image and waits for company
-        batcher = Batcher(infer, max_batch=8, max_wait_ms=200, inline=True)
-        batcher.one_by_one = True
-        batcher.start()
-        batcher._per_image_s = 1e-6  # as if timed
-        waiting = batcher.submit([image])
-        await asyncio.sleep(0.02)
-        ran = batcher.run_now([image]) is not None
-        await asyncio.gather(*waiting)
-        await batcher.stop()
-        return ran
-
-    assert asyncio.run(in_hand()) is False
-
-
 def test_a_batch_is_timed_where_it_runs_not_while_the_loop_is_busy():
     """A batch in the inference thread is timed in the thread: the event loop resuming late (held
     by other requests, or a busy machine) is not the runner's time, and must not keep a fast
