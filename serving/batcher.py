@@ -18,11 +18,7 @@ thread: there the hand-over to the thread and back (two thread switches and the 
 lone client about a seventh of its throughput (gender-vit on one core, alternating pairs, medians:
 484 -> 560 req/s at 1 client, 8 of 8 pairs faster; 636 -> 686 at 4; no change at 16, where
 batches are larger). Longer batches go to the thread, so that the loop keeps answering health
-checks and enforcing body deadlines while a slow model runs. For a model whose image takes less
-than that, an inline batcher also takes no more images into a batch than run within the bound
-(``batch_limit``): a fuller batch would only move to the thread, which on one core adds thread
-and GIL switches and no speed (16 clients, 4 alternating pairs: 813 -> 820 req/s, every pair
-faster, +0.7% to +8%).
+checks and enforcing body deadlines while a slow model runs.
 """
 from __future__ import annotations
 
@@ -103,24 +99,13 @@ class Batcher:
         time per image says it takes at most INLINE_BATCH_S)."""
         return self.inline and self._per_image_s is not None and self._per_image_s * images <= INLINE_BATCH_S
 
-    def batch_limit(self) -> int:
-        """The most images the next batch takes: ``max_batch``, but for an inline batcher whose images
-        each take under INLINE_BATCH_S, only as many as still run on the event loop. On one core
-        the inference thread adds no speed, only thread and GIL switches while the loop keeps
-        decoding; bigger batches than that would leave the loop for it."""
-        per_image = self._per_image_s
-        if self.inline and per_image is not None and per_image < INLINE_BATCH_S:
-            return max(1, min(self.max_batch, int(INLINE_BATCH_S / per_image)))
-        return self.max_batch
-
     async def _run(self) -> None:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
             deadline = loop.time() + self.max_wait
-            limit = self.batch_limit()
-            while len(batch) < limit:
+            while len(batch) < self.max_batch:
                 remaining = deadline - loop.time()
                 if remaining <= 0 and self._queue.empty():
                     break

@@ -388,38 +388,6 @@ def test_an_inline_batcher_runs_short_batches_on_the_loop_and_long_ones_in_its_t
     assert asyncio.run(scenario(inline=False)) == [False] * 5
 
 
-def test_an_inline_batcher_takes_no_more_images_than_run_on_the_loop():
-    """On one core a fast model's batches are cut to what runs within INLINE_BATCH_S, so that they
-    all stay on the loop's thread; without inline they fill max_batch in the inference thread."""
-    from edgeport.serving.batcher import INLINE_BATCH_S, Batcher
-
-    sizes: list[int] = []
-    threads: list[int] = []
-    per_image_s = INLINE_BATCH_S / 5
-
-    def infer(batch: np.ndarray) -> np.ndarray:
-        sizes.append(len(batch))
-        threads.append(threading.get_ident())
-        time.sleep(per_image_s * len(batch))
-        return batch.reshape(len(batch), -1)[:, :2]
-
-    async def scenario(inline: bool) -> tuple[list[int], bool]:
-        batcher = Batcher(infer, max_batch=8, inline=inline)
-        batcher.start()
-        image = np.zeros((1, 2, 2), np.float32)
-        await asyncio.gather(*batcher.submit([image]))  # the first batch: its time per image is known after it
-        sizes.clear()
-        threads.clear()
-        await asyncio.gather(*batcher.submit([image] * 16))
-        await batcher.stop()
-        return list(sizes), all(t == threading.get_ident() for t in threads)
-
-    sizes_inline, on_loop = asyncio.run(scenario(inline=True))
-    assert sum(sizes_inline) == 16 and max(sizes_inline) <= 5 and on_loop  # a sleep may overshoot, never undershoot
-    sizes_thread, on_loop = asyncio.run(scenario(inline=False))
-    assert sizes_thread == [8, 8] and not on_loop
-
-
 def test_a_batch_is_timed_where_it_runs_not_while_the_loop_is_busy():
     """A batch in the inference thread is timed in the thread: the event loop resuming late (held
     by other requests, or a busy machine) is not the runner's time, and must not keep a fast
