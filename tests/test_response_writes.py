@@ -51,21 +51,14 @@ async def _app(scope, receive, send) -> None:
     if scope["type"] != "http":
         return
     path = scope["path"]
-    if path == "/echo":  # reads the body (after a 100 Continue when the client asked for one)
+    if path in ("/echo", "/complete"):  # reads the body (after a 100 Continue when the client asked for one)
+        noted = scope["extensions"][BODY_COMPLETE] if path == "/complete" else None  # notes what it said
+        if noted is not None:
+            SEEN.append(("before", noted()))
         body = b""
         while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
-        await send({"type": "http.response.body", "body": body})
-    elif path == "/complete":
-        body_complete = scope["extensions"][BODY_COMPLETE]
-        SEEN.append(("before", body_complete()))
-        body = b""
-        while True:
-            SEEN.append(("receive", body_complete()))
+            if noted is not None:
+                SEEN.append(("receive", noted()))
             message = await receive()
             body += message.get("body", b"")
             if not message.get("more_body"):
