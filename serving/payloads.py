@@ -195,7 +195,7 @@ def ranked(logits: np.ndarray, labels: list[str], top_k: int | None, function: s
 
 
 # Up to this many labels ``ranked`` scores in plain Python floats: numpy's cost per call, not per
-# value, was most of a two-label answer (gender-vit, one core: 7.4 us against 1.7 us in a loop;
+# value, was most of a two-label answer (gender-vit, one core: 7.4 us against 2.1 us in a loop;
 # in the server, where the request path runs cache-cold, a tenth of the time outside decoding).
 # Past it numpy's vectorised exp wins (1,000 ImageNet labels).
 SMALL_LABEL_COUNT = 32
