@@ -685,7 +685,7 @@ def judge_targets(result: dict[str, Any], opts: BenchServeOptions) -> list[dict[
                  "value": f"{rejected} of {o['good']} rejected with 503, {o['ok']} answered, other statuses "
                           f"{unexpected or 'none'}; p99 {o['latency_ms']['p99']} ms (by third {thirds['first']} / {middle} / "
                           f"{last} ms over {o['spec']['duration_s']:.0f} s); "
-                          f"RSS {mem['first_quarter_mb']} -> {mem['last_quarter_mb']} MB (peak {mem['peak_mb']}; "
+                          f"RSS {_quarters(mem)} (peak {mem['peak_mb']}; "
                           f"warm-up phases {_warmup_memory(o)})",
                  "met": bool(not unexpected and rejected > 0 and bounded and growth is not None
                              and growth <= MEMORY_GROWTH_LIMIT)})
