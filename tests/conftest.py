@@ -1,12 +1,16 @@
-"""Shared fixtures: a small random ViT, exported once per test session, and real face images."""
+"""Shared fixtures: a small random ViT, exported once per test session, and real face images; and the
+order test files run in (the longest first, from ``tests/durations.json``)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
+import statistics
 import sys
 import tempfile
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,6 +21,56 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Seconds each test file took in a full run (its tests' setup, call and teardown), read to start
+# the longest files first. `make test` runs whole files on two workers (pytest-xdist, loadfile),
+# each worker taking the next file when it runs out: with pytest-xdist's own order (files with
+# the most tests first) a 40 s file started last and one worker idled for a minute at the end
+# (docs/decisions/development-test-suite-time.md). Written by a run with RECORD_DURATIONS set:
+# files it ran are updated, the others kept. A stale or missing figure only changes the order.
+DURATIONS = REPO / "tests" / "durations.json"
+RECORD_DURATIONS = "EDGEPORT_RECORD_DURATIONS"
+_ran: defaultdict[str, float] = defaultdict(float)
+
+
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def file_weights(path: Path = DURATIONS) -> dict[str, float]:
+    """The recorded seconds per test file (empty when there is no readable record)."""
+    try:
+        weights = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): float(v) for k, v in weights.items()} if isinstance(weights, dict) else {}
+
+
+def longest_files_first(items: list[pytest.Item], weights: dict[str, float]) -> None:
+    """Sort ``items`` so that the files recorded as longest come first; a file's tests stay together
+    and in their order; a file with no record counts as the median one."""
+    if not weights:
+        return
+    unknown = statistics.median(weights.values())
+    items.sort(key=lambda item: (-weights.get(_file_of(item.nodeid), unknown), _file_of(item.nodeid)))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # pyproject.toml's --no-loadscope-reorder keeps pytest-xdist from reordering files by test count
+    longest_files_first(items, file_weights())
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if os.environ.get(RECORD_DURATIONS):
+        _ran[_file_of(report.nodeid)] += report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # the controller writes (under pytest-xdist each worker's reports reach it too)
+    if not os.environ.get(RECORD_DURATIONS) or os.environ.get("PYTEST_XDIST_WORKER") or not _ran:
+        return
+    weights = {**file_weights(), **{f: round(s, 1) for f, s in _ran.items()}}
+    DURATIONS.write_text(json.dumps(dict(sorted(weights.items())), indent=1) + "\n")
 FACES = REPO / "tests" / "data" / "faces"
 CALIB = REPO / "tests" / "data" / "calib"
 ALL_VARIANTS = ["onnx-fp32", "onnx-fp16", "onnx-int8-dynamic", "onnx-int8-static", "savedmodel-fp32",

@@ -787,9 +787,9 @@ def test_edgeport_commands_exist() -> None:
     assert not problems, f"{len(problems)} problem(s) in edgeport command lines:\n" + "\n".join(problems)
 
 
-#: Options of other tools that the reference pages name in inline code (pip, uv, Docker, kubectl).
+#: Options of other tools that the reference pages name in inline code (pip, uv, Docker, kubectl, pytest-xdist).
 OTHER_TOOLS_OPTIONS = {"--build-arg", "--dry-run", "--exclude-editable", "--ignore-requires-python", "--no-deps",
-                       "--no-build-isolation", "--compile-bytecode"}
+                       "--no-build-isolation", "--compile-bytecode", "--no-loadscope-reorder"}
 #: Pages that record history (dated figures, decisions): an option may have been renamed since.
 HISTORY = ("docs/benchmarks.md", "docs/decisions/")
 
