@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parent.parent
 # the longest files first. `make test` runs whole files on two workers (pytest-xdist, loadfile),
 # each worker taking the next file when it runs out: with pytest-xdist's own order (files with
 # the most tests first) a 40 s file started last and one worker idled for a minute at the end
-# (docs/decisions/development-test-suite-time.md). Written by a run with RECORD_DURATIONS set:
-# files it ran are updated, the others kept. A stale or missing figure only changes the order.
+# (docs/decisions/development-test-suite-time.md). Written by a run with EDGEPORT_RECORD_DURATIONS
+# set: the files it ran are updated, the others kept. A stale or missing figure only changes the order.
 DURATIONS = REPO / "tests" / "durations.json"
 RECORD_DURATIONS = "EDGEPORT_RECORD_DURATIONS"
 _ran: defaultdict[str, float] = defaultdict(float)
@@ -40,10 +40,9 @@ def _file_of(nodeid: str) -> str:
 def file_weights(path: Path = DURATIONS) -> dict[str, float]:
     """The recorded seconds per test file (empty when there is no readable record)."""
     try:
-        weights = json.loads(path.read_text())
-    except (OSError, ValueError):
+        return {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
+    except (OSError, ValueError, TypeError, AttributeError):  # unreadable, not JSON, not {file: seconds}
         return {}
-    return {str(k): float(v) for k, v in weights.items()} if isinstance(weights, dict) else {}
 
 
 def longest_files_first(items: list[pytest.Item], weights: dict[str, float]) -> None:
@@ -71,6 +70,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     weights = {**file_weights(), **{f: round(s, 1) for f, s in _ran.items()}}
     DURATIONS.write_text(json.dumps(dict(sorted(weights.items())), indent=1) + "\n")
+
+
 FACES = REPO / "tests" / "data" / "faces"
 CALIB = REPO / "tests" / "data" / "calib"
 ALL_VARIANTS = ["onnx-fp32", "onnx-fp16", "onnx-int8-dynamic", "onnx-int8-static", "savedmodel-fp32",

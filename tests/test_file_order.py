@@ -24,9 +24,10 @@ def test_the_longest_files_come_first_and_a_files_tests_keep_their_order() -> No
 def test_without_a_record_the_collected_order_stays(tmp_path: Path) -> None:
     items = [Item("tests/test_b.py::one"), Item("tests/test_a.py::one")]
     (tmp_path / "broken.json").write_text("{not json")
-    for path in (tmp_path / "missing.json", tmp_path / "broken.json"):
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "words.json").write_text('{"tests/test_a.py": "long"}')
+    for path in (tmp_path / "missing.json", tmp_path / "broken.json", tmp_path / "list.json", tmp_path / "words.json"):
         weights = file_weights(path)
         assert weights == {}
         longest_files_first(items, weights)
         assert [i.nodeid for i in items] == ["tests/test_b.py::one", "tests/test_a.py::one"]
-
