@@ -194,6 +194,13 @@ def model_folder(source: ModelSource) -> Path:
     fix = (f"download it where the Hub is reachable (`huggingface-cli download {source.location} --revision "
            f"{source.revision}`) and copy the cache folder (HF_HOME) here")
     where = f"{source.location!r} at revision {source.revision!r}"
+    # snapshot_download skips a pattern nothing matches: a repository without an image processor
+    # config is found here, before anything is written, not by the first step that reads it
+    unread = [n for n in ("config.json", "preprocessor_config.json") if not (folder / n).is_file()]
+    if unread:
+        raise ModelSourceError(f"{where} has no {', '.join(unread)} in {folder}: {fix}; if the repository has "
+                               "none, save the model and its image processor with save_pretrained() into a "
+                               "folder and export that folder")
     weights = [n for n in (WEIGHTS, SHARD_INDEX) if (folder / n).is_file()] or \
         (_pickle_files(folder) if source.allow_pickle else [])
     if not weights:
@@ -256,17 +263,16 @@ def _hub_cached(repo_id: str, filename: str, revision: str | None) -> Path | Non
     return Path(found) if isinstance(found, str) else None
 
 
-def copy_model_metadata(source: ModelSource, out_dir: Path) -> None:
+def copy_model_metadata(source: ModelSource, out_dir: Path, folder: Path | None = None) -> None:
     """Copy config.json and preprocessor_config.json next to the artifacts, and a distilled
-    student's distill.json (its verdict against its teacher) when the local folder has one."""
+    student's distill.json (its verdict against its teacher) when the local folder has one.
+
+    ``folder``: the model's files (``model_folder(source)``, which a caller that already has it
+    passes, so that a hub snapshot is not looked up twice)."""
+    folder = folder if folder is not None else model_folder(source)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "preprocessor_config.json"):
-        if source.local:
-            shutil.copyfile(Path(source.location) / name, out_dir / name)
-        else:
-            from huggingface_hub import hf_hub_download
-
-            shutil.copyfile(hf_hub_download(source.location, name, revision=source.revision), out_dir / name)
+        shutil.copyfile(folder / name, out_dir / name)
     distilled = Path(source.location) / DISTILL_REPORT if source.local else None
     if distilled is not None and distilled.is_file():
         shutil.copyfile(distilled, out_dir / DISTILL_REPORT)

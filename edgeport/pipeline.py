@@ -203,7 +203,7 @@ def export_model(
     model_dir = model_folder(source)
     out_dir.mkdir(parents=True, exist_ok=True)
     previous = {} if force else _previous_records(out_dir)
-    copy_model_metadata(source, out_dir)
+    copy_model_metadata(source, out_dir, model_dir)
     labels = read_labels(out_dir / "config.json")
     resized = bool(input_size) and fix_input_size(out_dir / "preprocessor_config.json", input_size)
     preprocessing = Preprocessing.from_file(out_dir / "preprocessor_config.json", decode=decode)

@@ -105,6 +105,28 @@ def test_a_cached_snapshot_without_weights_fails_before_writing(hf_home, tmp_pat
     assert not (tmp_path / "o").exists()
 
 
+def test_a_hub_snapshot_without_an_image_processor_config_fails_before_writing(hf_home, tmp_path, monkeypatch):
+    """A repository with weights but no preprocessor_config.json (snapshot_download skips what is
+    not there): the error names the file and the fix before anything is written, not a lookup
+    error from huggingface_hub at the step that reads it."""
+    from huggingface_hub import constants
+
+    from edgeport.model_source import ModelSourceError, resolve_source
+    from edgeport.pipeline import export_model
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    snapshot = hf_home / "hub" / f"models--{REPO_ID.replace('/', '--')}" / "snapshots" / REVISION
+    (snapshot / "preprocessor_config.json").unlink()
+    source = resolve_source(REPO_ID, REVISION)
+    with pytest.raises(ModelSourceError) as caught:
+        export_model("tiny", source, tmp_path / "o", variants=["onnx-fp32"], images_dir=None, calibration_dir=None,
+                     eval_dir=None, progress=False, isolate=False)
+    assert f"'{REPO_ID}' at revision '{REVISION}' has no preprocessor_config.json" in str(caught.value)
+    assert "save_pretrained()" in str(caught.value)
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_sharded_hub_snapshot_exports_and_a_missing_shard_is_named(tiny_vit, tmp_path, monkeypatch):
     """A checkpoint saved in shards, by id from the cache: exported with every shard recorded; with
     one shard missing from the cache, the error names it and nothing is written."""
