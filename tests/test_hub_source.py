@@ -84,10 +84,14 @@ def test_export_by_id_and_revision_from_the_cache_without_images(hf_home, faces_
     assert str(tmp_path) not in (out / "report.json").read_text()
 
 
-def test_a_cached_snapshot_without_weights_fails_before_writing(hf_home, tmp_path, monkeypatch):
-    """A snapshot in the cache with its config but not its weights: the error names the fix, and
-    nothing is written. In process (the cache folder is read from huggingface_hub's constants at
-    each call), offline as the suite runs."""
+@pytest.mark.parametrize("removed, fix", [("model.safetensors", "huggingface-cli download"),
+                                           ("preprocessor_config.json", "save_pretrained()")])
+def test_a_cached_snapshot_missing_a_file_fails_before_writing(hf_home, tmp_path, monkeypatch, removed, fix):
+    """A snapshot in the cache with its config but not its weights, or not its image processor
+    config (snapshot_download skips what the repository lacks): the error names the file and the
+    fix, and nothing is written, rather than huggingface_hub's lookup error at the step that reads
+    it. In process (the cache folder is read from huggingface_hub's constants at each call),
+    offline as the suite runs."""
     from huggingface_hub import constants
 
     from edgeport.model_source import ModelSourceError, resolve_source
@@ -95,35 +99,13 @@ def test_a_cached_snapshot_without_weights_fails_before_writing(hf_home, tmp_pat
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    (hf_home / "hub" / f"models--{REPO_ID.replace('/', '--')}" / "snapshots" / REVISION / "model.safetensors").unlink()
+    (hf_home / "hub" / f"models--{REPO_ID.replace('/', '--')}" / "snapshots" / REVISION / removed).unlink()
     source = resolve_source(REPO_ID, REVISION)  # its config is there: the id and revision are fine
     with pytest.raises(ModelSourceError) as caught:
         export_model("tiny", source, tmp_path / "o", variants=["onnx-fp32"], images_dir=None, calibration_dir=None,
                      eval_dir=None, progress=False, isolate=False)
-    assert f"'{REPO_ID}' at revision '{REVISION}' has no model.safetensors" in str(caught.value)
-    assert "huggingface-cli download" in str(caught.value)
-    assert not (tmp_path / "o").exists()
-
-
-def test_a_hub_snapshot_without_an_image_processor_config_fails_before_writing(hf_home, tmp_path, monkeypatch):
-    """A repository with weights but no preprocessor_config.json (snapshot_download skips what is
-    not there): the error names the file and the fix before anything is written, not a lookup
-    error from huggingface_hub at the step that reads it."""
-    from huggingface_hub import constants
-
-    from edgeport.model_source import ModelSourceError, resolve_source
-    from edgeport.pipeline import export_model
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    snapshot = hf_home / "hub" / f"models--{REPO_ID.replace('/', '--')}" / "snapshots" / REVISION
-    (snapshot / "preprocessor_config.json").unlink()
-    source = resolve_source(REPO_ID, REVISION)
-    with pytest.raises(ModelSourceError) as caught:
-        export_model("tiny", source, tmp_path / "o", variants=["onnx-fp32"], images_dir=None, calibration_dir=None,
-                     eval_dir=None, progress=False, isolate=False)
-    assert f"'{REPO_ID}' at revision '{REVISION}' has no preprocessor_config.json" in str(caught.value)
-    assert "save_pretrained()" in str(caught.value)
+    assert f"'{REPO_ID}' at revision '{REVISION}' has no {removed}" in str(caught.value)
+    assert fix in str(caught.value)
     assert not (tmp_path / "o").exists()
 
 
