@@ -217,17 +217,22 @@ def _check_hub_revision(repo_id: str, revision: str) -> None:
     """Fail now, with the fix, when ``repo_id`` at ``revision`` cannot be read (hub or local cache)."""
     from huggingface_hub import constants, hf_hub_download
 
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
     try:
         config = hf_hub_download(repo_id, "config.json", revision=revision)
     except OSError as exc:  # every huggingface_hub lookup error is an OSError
+        where = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "snapshots" / revision
+        missing = f"{repo_id!r} at revision {revision!r} is not in the local Hugging Face cache ({where} not found)"
+        download = (f"download it where the Hub is reachable (`huggingface-cli download {repo_id} --revision "
+                    f"{revision}`) and copy the cache folder (HF_HOME) here")
         if constants.HF_HUB_OFFLINE:
-            where = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "snapshots" / revision
-            raise ModelSourceError(
-                f"{repo_id!r} at revision {revision!r} is not in the local Hugging Face cache ({where} not found) "
-                "and HF_HUB_OFFLINE=1 keeps edgeport off the network: check the revision, or download it where "
-                f"the Hub is reachable (`huggingface-cli download {repo_id} --revision {revision}`) and copy the "
-                "cache folder (HF_HOME) here"
-            ) from None
+            raise ModelSourceError(f"{missing} and HF_HUB_OFFLINE=1 keeps edgeport off the network: check the "
+                                   f"revision, or {download}") from None
+        if isinstance(exc, LocalEntryNotFoundError):  # no answer from the Hub (after its retries), no cached copy
+            raise ModelSourceError(f"{missing} and the Hugging Face Hub could not be reached: {download}; on a "
+                                   "machine without network, set HF_HUB_OFFLINE=1 to read the cache without "
+                                   "trying the Hub first") from None
         raise ModelSourceError(f"cannot read {repo_id!r} at revision {revision!r} from the Hugging Face Hub: "
                                f"{type(exc).__name__}: {exc}") from None
     check_image_classifier(Path(config), shown_as=f"{repo_id}@{revision} config.json")

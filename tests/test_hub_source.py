@@ -153,6 +153,30 @@ def test_unknown_revision_fails_with_a_clear_error(hf_home, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_revision_neither_cached_nor_reachable_names_the_cache_and_the_fix(tmp_path, monkeypatch):
+    """Online mode with the Hub out of reach (huggingface_hub gives up after its retries, about
+    23 s here, and has no cached copy): the error names the cache folder looked in, the download
+    command, and HF_HUB_OFFLINE=1 for a machine without network."""
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from edgeport.model_source import ModelSourceError, resolve_source
+
+    def unreachable(*args, **kwargs):
+        raise LocalEntryNotFoundError("An error happened while trying to locate the file on the Hub and we "
+                                      "cannot find the requested files in the local cache.")
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
+    with pytest.raises(ModelSourceError) as caught:
+        resolve_source(REPO_ID, REVISION)
+    message = str(caught.value)
+    snapshot = tmp_path / "hub" / f"models--{REPO_ID.replace('/', '--')}" / "snapshots" / REVISION
+    assert f"is not in the local Hugging Face cache ({snapshot} not found)" in message
+    assert "could not be reached" in message and "set HF_HUB_OFFLINE=1" in message
+    assert f"huggingface-cli download {REPO_ID} --revision {REVISION}" in message
 
 
 def test_distill_a_hub_teacher_by_id_and_revision(hf_home, calib_dir, tmp_path):
