@@ -216,7 +216,6 @@ def model_folder(source: ModelSource) -> Path:
 def _check_hub_revision(repo_id: str, revision: str) -> None:
     """Fail now, with the fix, when ``repo_id`` at ``revision`` cannot be read (hub or local cache)."""
     from huggingface_hub import constants, hf_hub_download
-
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
