@@ -374,8 +374,7 @@ def test_a_burst_on_a_fast_one_core_server_is_refused_beyond_the_bound(validated
                  cores={min(os.sched_getaffinity(0))}) as (url, proc, _):
         for _ in range(3):  # the batcher learns the model's time per image: its batches then run on the loop
             assert requests.post(url, data=good, headers={"Content-Type": "image/jpeg"}, timeout=30).status_code == 200
-        host, port = url.rsplit("/", 1)[1].split(":")
-        clients = [socket.create_connection((host, int(port)), timeout=30) for _ in range(32)]
+        clients = [_connect(url) for _ in range(32)]
         for client in clients:  # every request but its last byte: all 32 wait on their bodies...
             client.sendall(request[:-1])
         time.sleep(0.5)
@@ -383,13 +382,7 @@ def test_a_burst_on_a_fast_one_core_server_is_refused_beyond_the_bound(validated
             client.sendall(request[-1:])
         statuses = []
         for client in clients:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = client.recv(65536)
-                if not chunk:
-                    break
-                head += chunk
-            statuses.append(int(head.split(b" ", 2)[1]) if head else 0)
+            statuses.append(_response(client, timeout=30, check_closed=False)[0])
             client.close()
         assert set(statuses) <= {200, 503} and statuses.count(200) >= 2, statuses
         assert statuses.count(503) >= 1, statuses  # the burst was seen whole, and bounded
