@@ -17,6 +17,8 @@ DISTILL_REPORT = "distill.json"  # a student's verdict against its teacher (edge
 # What save_pretrained writes for a model larger than its max_shard_size: the index (which tensor
 # is in which file) and model-0000K-of-0000N.safetensors. transformers loads either layout.
 SHARD_INDEX = "model.safetensors.index.json"
+# What every model folder needs besides its weights: the labels and the preprocessing
+METADATA_FILES = ("config.json", "preprocessor_config.json")
 
 
 class ModelSourceError(ValueError):
@@ -130,7 +132,7 @@ def resolve_source(source: str, revision: str | None = None, base_dir: str | Pat
         raise ModelSourceError(f"reading the Hugging Face model {source} {needs}")
     path = Path(source) if Path(source).is_absolute() else Path(base_dir) / source
     if path.is_dir():
-        missing = [n for n in ("config.json", "preprocessor_config.json") if not (path / n).exists()]
+        missing = [n for n in METADATA_FILES if not (path / n).exists()]
         if missing:
             raise ModelSourceError(
                 f"{path} is missing {', '.join(missing)}: save the model and its image processor "
@@ -167,7 +169,7 @@ def resolve_source(source: str, revision: str | None = None, base_dir: str | Pat
 
 # What an export reads from a hub model's snapshot: the files resolve_source requires of a local
 # folder, and its weights (safetensors, or the shard index and its shards).
-HUB_FILES = ["config.json", "preprocessor_config.json", WEIGHTS, SHARD_INDEX, "model-*-of-*.safetensors"]
+HUB_FILES = [*METADATA_FILES, WEIGHTS, SHARD_INDEX, "model-*-of-*.safetensors"]
 HUB_PICKLE_FILES = ["*.bin", "*.bin.index.json", "*.pt", "*.pth", "*.ckpt"]  # with --allow-pickle only
 
 
@@ -191,12 +193,11 @@ def model_folder(source: ModelSource) -> Path:
     except Exception as exc:  # huggingface_hub's lookup and HTTP errors, whatever their class
         raise ModelSourceError(f"cannot read {source.location!r} at revision {source.revision!r} into the local "
                                f"Hugging Face cache: {type(exc).__name__}: {str(exc)[:300]}") from None
-    fix = (f"download it where the Hub is reachable (`huggingface-cli download {source.location} --revision "
-           f"{source.revision}`) and copy the cache folder (HF_HOME) here")
+    fix = _download_fix(source.location, source.revision)
     where = f"{source.location!r} at revision {source.revision!r}"
     # snapshot_download skips a pattern nothing matches: a repository without an image processor
     # config is found here, before anything is written, not by the first step that reads it
-    unread = [n for n in ("config.json", "preprocessor_config.json") if not (folder / n).is_file()]
+    unread = [n for n in METADATA_FILES if not (folder / n).is_file()]
     if unread:
         raise ModelSourceError(f"{where} has no {', '.join(unread)} in {folder}: {fix}; if the repository has "
                                "none, save the model and its image processor with save_pretrained() into a "
@@ -213,6 +214,12 @@ def model_folder(source: ModelSource) -> Path:
     return folder
 
 
+def _download_fix(repo_id: str, revision: str | None) -> str:
+    """How to bring a hub model that cannot be read here into the local cache."""
+    return (f"download it where the Hub is reachable (`huggingface-cli download {repo_id} --revision {revision}`) "
+            "and copy the cache folder (HF_HOME) here")
+
+
 def _check_hub_revision(repo_id: str, revision: str) -> None:
     """Fail now, with the fix, when ``repo_id`` at ``revision`` cannot be read (hub or local cache)."""
     from huggingface_hub import constants, hf_hub_download
@@ -223,8 +230,7 @@ def _check_hub_revision(repo_id: str, revision: str) -> None:
     except OSError as exc:  # every huggingface_hub lookup error is an OSError
         where = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "snapshots" / revision
         missing = f"{repo_id!r} at revision {revision!r} is not in the local Hugging Face cache ({where} not found)"
-        download = (f"download it where the Hub is reachable (`huggingface-cli download {repo_id} --revision "
-                    f"{revision}`) and copy the cache folder (HF_HOME) here")
+        download = _download_fix(repo_id, revision)
         if constants.HF_HUB_OFFLINE:
             raise ModelSourceError(f"{missing} and HF_HUB_OFFLINE=1 keeps edgeport off the network: check the "
                                    f"revision, or {download}") from None
@@ -275,7 +281,7 @@ def copy_model_metadata(source: ModelSource, out_dir: Path, folder: Path | None 
     passes, so that a hub snapshot is not looked up twice)."""
     folder = folder if folder is not None else model_folder(source)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "preprocessor_config.json"):
+    for name in METADATA_FILES:
         shutil.copyfile(folder / name, out_dir / name)
     distilled = Path(source.location) / DISTILL_REPORT if source.local else None
     if distilled is not None and distilled.is_file():
