@@ -23,6 +23,7 @@ from edgeport.runtimes.machine import usable_cores
 from edgeport.serving import connections
 from edgeport.serving.admission import Admission
 from edgeport.serving.batcher import Batcher
+from edgeport.serving.direct import DirectInference
 from edgeport.serving.inference import InferenceEndpoint, check_name
 from edgeport.serving.metrics import Metrics
 from edgeport.serving.payloads import RequestError
@@ -144,7 +145,10 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Adm
 
     # reads inference bodies within their limits, bounds uploads and inference apart, counts every
     # request; the inference routes go to the endpoint, the rest to FastAPI
-    return Admission(app, limits=settings.admission_limits(), metrics=metrics, inference=endpoint)
+    admission = Admission(app, limits=settings.admission_limits(), metrics=metrics, inference=endpoint)
+    # plain requests whose body came with their headers skip the ASGI machinery (serving.direct)
+    connections.use_direct(DirectInference(admission, endpoint))
+    return admission
 
 
 def app_from_env() -> Admission:

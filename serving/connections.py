@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 PROTOCOL = "edgeport.serving.connections:GuardedHttpToolsProtocol"  # what `edgeport serve` hands uvicorn as ``http``
 # The ASGI scope extension this protocol sets on each request: a callable telling whether the whole
@@ -68,13 +68,21 @@ class ConnectionLimits:
 
 
 LIMITS = ConnectionLimits()
-COUNTS = {"header_timeouts": 0, "connections_refused": 0}  # read by serving.metrics
+COUNTS = {"header_timeouts": 0, "connections_refused": 0, "direct": 0}  # read by serving.metrics
+DIRECT: Any | None = None  # the direct path of this process's app (``use_direct``)
 
 
 def configure(limits: ConnectionLimits) -> None:
     """Set the limits every later connection of this process gets."""
     global LIMITS
     LIMITS = limits
+
+
+def use_direct(direct: Any | None) -> None:
+    """Hand this process's plain inference requests to ``direct`` (a ``serving.direct.DirectInference``;
+    None: every request goes through the ASGI app)."""
+    global DIRECT
+    DIRECT = direct
 
 
 # Starlette's JSONResponse settings; one encoder, since json.dumps builds a new one for each call
@@ -105,6 +113,65 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
         self.holding: HeadWithBody | None = None  # the cycle's transport holding a response head now
+        # a request the direct path may answer once its body is in: (cycle, app, route), until the
+        # end of the read its headers came in (serving.direct)
+        self._direct_waiting: tuple[Any, Any, str] | None = None
+        self._reading = False  # within data_received
+
+    def data_received(self, data: bytes) -> None:
+        self._reading = True
+        try:
+            super().data_received(data)
+        finally:
+            self._reading = False
+        waiting, self._direct_waiting = self._direct_waiting, None
+        if waiting is not None:  # its body is still arriving: the ASGI path reads it, within its deadlines
+            self._to_asgi(waiting[0], waiting[1])
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        direct = DIRECT
+        if direct is not None and app is self.app and not self.flow.write_paused:
+            route = direct.route(cycle.scope, cycle.waiting_for_100_continue)
+            if route is not None:
+                if not cycle.more_body:  # a pipelined request, its body in: started from the loop, not
+                    # from within the answer before it (one stack frame deeper for each request in the pipeline)
+                    self.loop.call_soon(self._start_pipelined, cycle, app, route)
+                    return
+                if self._reading:  # as its headers end: wait for its body until the end of this read
+                    self._direct_waiting = (cycle, app, route)
+                    return
+        super()._start_asgi_task(cycle, app)
+
+    def _start_pipelined(self, cycle: Any, app: Any, route: str) -> None:
+        if self.transport.is_closing():  # the connection went meanwhile
+            return
+        if not self._start_direct(cycle, route):
+            super()._start_asgi_task(cycle, app)
+
+    def _start_direct(self, cycle: Any, route: str) -> bool:
+        # the cycle strongly: a pipelined request's cycle replaces it as the protocol's while it runs
+        if not DIRECT.start(cycle.scope, route, bytes(cycle.body), partial(self._respond_direct, cycle)):
+            return False
+        COUNTS["direct"] += 1
+        return True
+
+    def _respond_direct(self, cycle: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """Write a direct answer as uvicorn's ``send`` writes an ASGI one (status line, its default
+        headers, ``connection: close`` when the connection ends), in one write, and end the cycle."""
+        if cycle.disconnected:  # the client went: nothing to write, as uvicorn's send does
+            return
+        head = [STATUS_LINE[status]]
+        for name, value in (*cycle.default_headers, *headers):
+            head += [name, b": ", value, b"\r\n"]
+        if not cycle.keep_alive:
+            head.append(b"connection: close\r\n")
+        head += [b"\r\n", body]
+        cycle.response_started = cycle.response_complete = True
+        self.transport.write(b"".join(head))
+        cycle.message_event.set()
+        if not cycle.keep_alive:
+            self.transport.close()
+        cycle.on_response()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -128,11 +195,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_header_timer()
         previous = self.cycle
         super().on_headers_complete()
-        if self.cycle is not None and self.cycle is not previous:  # a new request's cycle (not an upgrade)
-            cycle = self.cycle
-            cycle.transport = HeadWithBody(self.transport, cycle, self)
-            # weakly, as the scope is the cycle's own (see HeadWithBody)
-            cycle.scope.setdefault("extensions", {})[BODY_COMPLETE] = partial(_body_complete, weakref.ref(cycle))
+        cycle = self.cycle
+        if cycle is not None and cycle is not previous:  # a new request's cycle (not an upgrade)
+            waiting = self._direct_waiting
+            if waiting is None or waiting[0] is not cycle:  # the direct path needs neither (see _to_asgi)
+                self._guard_cycle(cycle)
+
+    def _guard_cycle(self, cycle: Any) -> None:
+        """Give a request's cycle what the ASGI path uses: the transport that sends the head with the
+        body, and the scope's BODY_COMPLETE."""
+        cycle.transport = HeadWithBody(self.transport, cycle, self)
+        # weakly, as the scope is the cycle's own (see HeadWithBody)
+        cycle.scope.setdefault("extensions", {})[BODY_COMPLETE] = partial(_body_complete, weakref.ref(cycle))
+
+    def _to_asgi(self, cycle: Any, app: Any) -> None:
+        """Hand a request the direct path waited for to the ASGI app after all."""
+        self._guard_cycle(cycle)
+        super()._start_asgi_task(cycle, app)
 
     def on_response_complete(self) -> None:
         if self.holding is not None:  # a response without body bytes (HEAD): its head goes now
@@ -146,6 +225,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        waiting = self._direct_waiting
+        if waiting is not None and waiting[0] is self.cycle:  # its body came with its headers
+            self._direct_waiting = None
+            if not self._start_direct(waiting[0], waiting[2]):
+                self._to_asgi(waiting[0], waiting[1])
         if self._linger_timer is not None:  # the unread body is done: an ordinary kept-alive connection again
             self._linger_timer.cancel()
             self._linger_timer = None

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
@@ -28,6 +28,11 @@ from edgeport.serving.payloads import (Parsed, RequestError, b64_bytes, check_co
                                        parse_body, peek_raw_image, ranked, short_repr)
 from edgeport.serving.selection import ServedModel
 from edgeport.serving.settings import ServeSettings
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from edgeport.validation.jpeg_turbo import TurboJpeg
 
 log = logging.getLogger("edgeport.serve")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -53,48 +58,87 @@ class InferenceEndpoint:
     async def __call__(self, scope: dict[str, Any], route: str, body: bytes, send: Send) -> int:
         """Answer one request to ``route`` (a template of ``serving.admission.inference_route``);
         returns the status sent. Errors are answered as JSON ``{"error": ...}``, never raised."""
-        headers: list[tuple[bytes, bytes]] = []
         try:
+            self.check_route(route, scope["path"])
             if route == "/v2/models/{name}/infer":
-                check_name(scope["path"].split("/")[3], self.model)
                 answer = await self._v2_infer(body)
             else:
-                if route != "/":
-                    check_name(scope["path"][len("/models/"):], self.model)
                 answer = await self._classify(body, header(scope, b"content-type"))
             status = 200
         except RequestError as exc:
             status, answer = exc.status, {"error": exc.message}
-            if exc.status == 503:
-                headers.append((b"retry-after", str(self.settings.retry_after_s).encode()))
         except Exception:
-            log.exception("error while answering %s %s", scope["method"], scope["path"])
-            status, answer = 500, {"error": "internal error (logged by the server)"}
-        payload = json_bytes(answer)
-        headers += [(b"content-length", str(len(payload)).encode()), (b"content-type", b"application/json")]
+            status, answer = self.internal_error(scope["method"], scope["path"])
+        headers, payload = self.encode(status, answer)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
         return status
 
+    def check_route(self, route: str, path: str) -> None:
+        """A 404 unless the model named in ``path`` (the ``/models/{name}`` routes) is the served one."""
+        if route == "/v2/models/{name}/infer":
+            check_name(path.split("/")[3], self.model)
+        elif route != "/":
+            check_name(path[len("/models/"):], self.model)
+
+    def encode(self, status: int, answer: Any) -> tuple[list[tuple[bytes, bytes]], bytes]:
+        """The response headers and JSON body of ``answer`` sent with ``status`` (a 503 says when to retry)."""
+        payload = json_bytes(answer)
+        headers = [(b"retry-after", str(self.settings.retry_after_s).encode())] if status == 503 else []
+        headers += [(b"content-length", str(len(payload)).encode()), (b"content-type", b"application/json")]
+        return headers, payload
+
+    @staticmethod
+    def internal_error(method: str, path: str) -> tuple[int, dict[str, str]]:
+        """Log the exception being handled; the 500 answer the client gets instead of its details."""
+        log.exception("error while answering %s %s", method, path)
+        return 500, {"error": "internal error (logged by the server)"}
+
+    def inline_image(self, body: bytes, content_type: str | None) -> Image.Image | TurboJpeg | None:
+        """The raw image in ``body``, its header read, when it is small enough to decode on the event
+        loop (``INLINE_DECODE_PIXELS``); None for anything else (JSON, a large image, no image)."""
+        peeked = peek_raw_image(body, content_type)
+        if peeked is None or peeked.width * peeked.height > INLINE_DECODE_PIXELS:
+            return None
+        return peeked
+
+    def pixels_of(self, peeked: Image.Image | TurboJpeg) -> np.ndarray:
+        """The preprocessed input of a raw image ``peek_raw_image`` returned (a 400 if it will not decode)."""
+        preprocessing = self.model.preprocessing
+        return preprocessing(decode_image(peeked, open_with=preprocessing.open))
+
+    def scores_of(self, row: np.ndarray, top_k: int | None = None, function: str | None = None) -> list[dict[str, Any]]:
+        """The answer for one image's logits: its labels and scores, highest first."""
+        return ranked(row, self.model.labels, top_k, function or self.default_function)
+
+    def submit(self, pixels: list[np.ndarray]) -> list[asyncio.Future]:
+        """Queue ``pixels`` for the runner; a 503 when the server is not ready or its queue is full."""
+        if not self.ready():
+            raise RequestError(503, "not ready (loading, or shutting down)")
+        try:
+            return self.batcher.submit(pixels)
+        except QueueFull as exc:
+            raise RequestError(503, f"server busy: {exc}; retry later") from None
+
+    def timeout_error(self) -> RequestError:
+        """The 504 of a request whose result did not come within ``--timeout-s``."""
+        return RequestError(504, f"no result within {self.settings.timeout_s:g} s (--timeout-s)")
+
     async def _classify(self, body: bytes, content_type: str | None) -> Any:
-        model = self.model
-
-        peeked = peek_raw_image(body, content_type)  # its header is read once, here
-
-        def decode() -> tuple[Parsed, list[np.ndarray]]:  # one hop to the thread pool, not two
-            if peeked is not None:
-                parsed = Parsed([decode_image(peeked, open_with=model.preprocessing.open)], None, None, batched=False)
-            else:
-                parsed = parse_body(body, content_type, self.max_images, model.preprocessing.open)
-            return parsed, [model.preprocessing(im) for im in parsed.images]
-
-        if peeked is not None and peeked.width * peeked.height <= INLINE_DECODE_PIXELS:
-            parsed, pixels = decode()
+        peeked = self.inline_image(body, content_type)  # its header is read once, here
+        if peeked is not None:
+            parsed = Parsed([], None, None, batched=False)
+            pixels = [self.pixels_of(peeked)]
         else:
+            model = self.model
+
+            def decode() -> tuple[Parsed, list[np.ndarray]]:  # one hop to the thread pool, not two
+                parsed = parse_body(body, content_type, self.max_images, model.preprocessing.open)
+                return parsed, [model.preprocessing(im) for im in parsed.images]
+
             parsed, pixels = await run_in_threadpool(decode)
         rows = await self._logits(pixels)
-        function = parsed.function or self.default_function
-        answers = [ranked(row, model.labels, parsed.top_k, function) for row in rows]
+        answers = [self.scores_of(row, parsed.top_k, parsed.function) for row in rows]
         return answers if parsed.batched else answers[0]
 
     async def _v2_infer(self, body: bytes) -> dict[str, Any]:
@@ -115,12 +159,7 @@ class InferenceEndpoint:
 
     async def _logits(self, pixels: list[np.ndarray]) -> list[np.ndarray]:
         """The logits of ``pixels`` through the batcher, within the request timeout (504 past it)."""
-        if not self.ready():
-            raise RequestError(503, "not ready (loading, or shutting down)")
-        try:
-            futures = self.batcher.submit(pixels)
-        except QueueFull as exc:
-            raise RequestError(503, f"server busy: {exc}; retry later") from None
+        futures = self.submit(pixels)
         # one timer that cancels what is not done, rather than asyncio.wait_for over a gather: a
         # task, a waiter and a timeout context for each request (7% of the server's Python time)
         expired: list[bool] = []
@@ -130,15 +169,14 @@ class InferenceEndpoint:
             for f in futures:
                 f.cancel()
 
-        timeout_s = self.settings.timeout_s
-        timer = asyncio.get_running_loop().call_later(timeout_s, expire)
+        timer = asyncio.get_running_loop().call_later(self.settings.timeout_s, expire)
         try:
             return [await f for f in futures]
         except asyncio.CancelledError:
             for f in futures:  # the request was given up (timeout, or the client went): its images are skipped
                 f.cancel()
             if expired:
-                raise RequestError(504, f"no result within {timeout_s:g} s (--timeout-s)") from None
+                raise self.timeout_error() from None
             raise
         finally:
             timer.cancel()

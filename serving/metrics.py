@@ -79,3 +79,5 @@ class _ConnectionEvents:
                                   "within --header-timeout-s", value=connections.COUNTS["header_timeouts"])
         yield CounterMetricFamily("edgeport_connections_refused", "Connections refused with 503 over "
                                   "--max-connections", value=connections.COUNTS["connections_refused"])
+        yield CounterMetricFamily("edgeport_direct_requests", "Inference requests answered by the direct path, "
+                                  "without the ASGI app (serving.direct)", value=connections.COUNTS["direct"])
