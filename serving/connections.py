@@ -158,7 +158,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _respond_direct(self, cycle: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """Write a direct answer as uvicorn's ``send`` writes an ASGI one (status line, its default
         headers, ``connection: close`` when the connection ends), in one write, and end the cycle."""
-        if cycle.disconnected:  # the client went: nothing to write, as uvicorn's send does
+        # the client went: nothing to write, as uvicorn's send does (a cycle the protocol no longer holds,
+        # a pipelined one having replaced it, is not told: the transport is)
+        if cycle.disconnected or self.transport.is_closing():
             return
         head = [STATUS_LINE[status]]
         for name, value in (*cycle.default_headers, *headers):

@@ -126,17 +126,16 @@ class InferenceEndpoint:
 
     async def _classify(self, body: bytes, content_type: str | None) -> Any:
         peeked = self.inline_image(body, content_type)  # its header is read once, here
-        if peeked is not None:
-            parsed = Parsed([], None, None, batched=False)
-            pixels = [self.pixels_of(peeked)]
-        else:
-            model = self.model
+        if peeked is not None:  # one raw image, decoded on the loop: no parameters, one answer
+            row, = await self._logits([self.pixels_of(peeked)])
+            return self.scores_of(row)
+        model = self.model
 
-            def decode() -> tuple[Parsed, list[np.ndarray]]:  # one hop to the thread pool, not two
-                parsed = parse_body(body, content_type, self.max_images, model.preprocessing.open)
-                return parsed, [model.preprocessing(im) for im in parsed.images]
+        def decode() -> tuple[Parsed, list[np.ndarray]]:  # one hop to the thread pool, not two
+            parsed = parse_body(body, content_type, self.max_images, model.preprocessing.open)
+            return parsed, [model.preprocessing(im) for im in parsed.images]
 
-            parsed, pixels = await run_in_threadpool(decode)
+        parsed, pixels = await run_in_threadpool(decode)
         rows = await self._logits(pixels)
         answers = [self.scores_of(row, parsed.top_k, parsed.function) for row in rows]
         return answers if parsed.batched else answers[0]
