@@ -33,6 +33,11 @@ protocol adds:
   core, 4 clients, gender-vit: 750 -> 762 req/s, medians of 6 alternating pairs (-0.7% to +7.1%
   a pair; docs/benchmarks.md, 2026-12-06 midday).
 
+- **plain inference requests answered directly**: a request ``serving.direct`` may answer (judged
+  by its headers) is held until the end of the read its headers ended in; if its body came with
+  them, ``serving.direct`` answers it without an ASGI task and this protocol writes the answer as
+  uvicorn's ``send`` would and ends the cycle; otherwise it goes to the app as any other.
+
 The request body's own deadline and rate floor are enforced per request by ``serving.admission``.
 
 The limits are module state, set by ``configure`` from ``create_app``: uvicorn loads the protocol
@@ -106,7 +111,7 @@ def raw_response(status: int, reason: str, message: str, extra: list[tuple[str, 
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a header deadline and a bound on open connections."""
+    """uvicorn's httptools protocol with a header deadline, a bound on open connections, and the direct path."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
