@@ -194,6 +194,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        # a request begins: the connection is not idle. uvicorn cancels its keep-alive timer only as
+        # a read starts, but a direct answer given within a read (a 404 at once) arms it before the
+        # next request in the same read is parsed
+        self._unset_keepalive_if_required()
         # the next request on a kept-alive connection: its headers are timed from their first byte
         # (the first request's were timed from the connection's opening; that timer keeps running)
         self._arm_header_timer()

@@ -50,7 +50,7 @@ def _without_date(headers: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def server(validated_tiny):
-    with serving(validated_tiny, "--variant", "onnx-fp32") as running:
+    with serving(validated_tiny, "--variant", "onnx-fp32", "--keep-alive-s", "1") as running:
         yield running[0]
 
 
@@ -107,6 +107,22 @@ def test_hundreds_of_pipelined_requests_in_one_write(server, faces_dir):
     assert [status for status, _ in answers] == [200 if i in (0, 401) else 404 for i in range(402)]
     sock.close()
     assert requests.post(server, data=good, headers={"Content-Type": "image/jpeg"}, timeout=10).status_code == 200
+
+
+def test_an_answer_given_within_a_read_does_not_time_out_the_next_request(server, faces_dir):
+    """A 404 answered at once, then, in the same write, a request whose body takes longer than the
+    keep-alive timeout (1 s here) to arrive: the connection stays open for it (the keep-alive timer
+    armed by the first answer is for an idle connection, and this one is not)."""
+    good = _good(faces_dir)
+    first = b"".join(_request(good, "/models/other"))
+    head, body = _request(good)
+    sock = _connect(server)
+    sock.sendall(first + head + body[:100])
+    time.sleep(1.5)
+    sock.sendall(body[100:])
+    answers = _responses(sock, 2)
+    assert [status for status, _ in answers] == [404, 200]
+    sock.close()
 
 
 def test_connection_close_is_honoured(server, faces_dir):
