@@ -122,6 +122,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # end of the read its headers came in (serving.direct)
         self._direct_waiting: tuple[Any, Any, str] | None = None
         self._reading = False  # within data_received
+        # the direct path, if it answers for the app this connection serves
+        self._direct = DIRECT if DIRECT is not None and DIRECT.serves(self.app) else None
 
     def data_received(self, data: bytes) -> None:
         self._reading = True
@@ -134,7 +136,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._to_asgi(waiting[0], waiting[1])
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
-        direct = DIRECT
+        direct = self._direct
         if direct is not None and app is self.app and not self.flow.write_paused:
             route = direct.route(cycle.scope, cycle.waiting_for_100_continue)
             if route is not None:
@@ -155,7 +157,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _start_direct(self, cycle: Any, route: str) -> bool:
         # the cycle strongly: a pipelined request's cycle replaces it as the protocol's while it runs
-        if not DIRECT.start(cycle.scope, route, bytes(cycle.body), partial(self._respond_direct, cycle)):
+        if not self._direct.start(cycle.scope, route, bytes(cycle.body), partial(self._respond_direct, cycle)):
             return False
         COUNTS["direct"] += 1
         return True

@@ -46,6 +46,16 @@ class DirectInference:
     def __init__(self, admission: Admission, endpoint: InferenceEndpoint) -> None:
         self.admission, self.endpoint = admission, endpoint
 
+    def serves(self, app: Any) -> bool:
+        """Whether ``app`` (what uvicorn runs: this path's admission, maybe inside uvicorn's own
+        middleware) is the app this path answers for, so that a process holding another app (a
+        test, an embedding program) never has its requests answered with this model."""
+        for _ in range(4):  # uvicorn wraps the app in at most a couple of layers (proxy headers, ASGI2)
+            if app is self.admission:
+                return True
+            app = getattr(app, "app", None)
+        return False
+
     def route(self, scope: dict[str, Any], expect_100_continue: bool) -> str | None:
         """The route template of a request this path may answer, judged by its headers; else None."""
         if scope["method"] != "POST" or expect_100_continue:

@@ -220,3 +220,12 @@ def test_direct_answers_for_a_result_a_timeout_a_failure_and_a_full_queue():
 def test_a_request_admission_would_refuse_is_left_to_it():
     answers, observed, in_progress, taken = _run_direct("admission full")
     assert not taken and answers == [] and observed == [] and in_progress == [1, 1]
+
+
+def test_the_direct_path_answers_only_for_its_own_app():
+    """uvicorn runs the app inside its own middleware (proxy headers): found through it; another
+    app in the same process is not answered by this path."""
+    admission = SimpleNamespace()
+    direct = DirectInference(admission, _Endpoint.__new__(_Endpoint))
+    assert direct.serves(admission) and direct.serves(SimpleNamespace(app=SimpleNamespace(app=admission)))
+    assert not direct.serves(SimpleNamespace(app=SimpleNamespace())) and not direct.serves(object())
