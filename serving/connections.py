@@ -118,9 +118,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
         self.holding: HeadWithBody | None = None  # the cycle's transport holding a response head now
-        # a request the direct path may answer once its body is in: (cycle, app, route), until the
-        # end of the read its headers came in (serving.direct)
-        self._direct_waiting: tuple[Any, Any, str] | None = None
+        # a request the direct path may answer once its body is in: (cycle, route), until the end of
+        # the read its headers came in (serving.direct); its app is this connection's own
+        self._direct_waiting: tuple[Any, str] | None = None
         self._reading = False  # within data_received
         # the direct path, if it answers for the app this connection serves
         self._direct = DIRECT if DIRECT is not None and DIRECT.serves(self.app) else None
@@ -133,7 +133,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._reading = False
         waiting, self._direct_waiting = self._direct_waiting, None
         if waiting is not None:  # its body is still arriving: the ASGI path reads it, within its deadlines
-            self._to_asgi(waiting[0], waiting[1])
+            self._to_asgi(waiting[0])
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         direct = self._direct
@@ -145,7 +145,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                     self.loop.call_soon(self._start_pipelined, cycle, app, route)
                     return
                 if self._reading:  # as its headers end: wait for its body until the end of this read
-                    self._direct_waiting = (cycle, app, route)
+                    self._direct_waiting = (cycle, route)
                     return
         super()._start_asgi_task(cycle, app)
 
@@ -221,10 +221,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # weakly, as the scope is the cycle's own (see HeadWithBody)
         cycle.scope.setdefault("extensions", {})[BODY_COMPLETE] = partial(_body_complete, weakref.ref(cycle))
 
-    def _to_asgi(self, cycle: Any, app: Any) -> None:
+    def _to_asgi(self, cycle: Any) -> None:
         """Hand a request the direct path waited for to the ASGI app after all."""
         self._guard_cycle(cycle)
-        super()._start_asgi_task(cycle, app)
+        super()._start_asgi_task(cycle, self.app)
 
     def on_response_complete(self) -> None:
         if self.holding is not None:  # a response without body bytes (HEAD): its head goes now
@@ -241,8 +241,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         waiting = self._direct_waiting
         if waiting is not None and waiting[0] is self.cycle:  # its body came with its headers
             self._direct_waiting = None
-            if not self._start_direct(waiting[0], waiting[2]):
-                self._to_asgi(waiting[0], waiting[1])
+            if not self._start_direct(*waiting):
+                self._to_asgi(waiting[0])
         if self._linger_timer is not None:  # the unread body is done: an ordinary kept-alive connection again
             self._linger_timer.cancel()
             self._linger_timer = None

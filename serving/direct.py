@@ -64,13 +64,9 @@ class DirectInference:
         route = "/" if path == "/" else inference_path(path)  # "/" first: the common case, without a regex
         if route not in DIRECT_ROUTES:
             return None
-        length, chunked = None, False
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                length = value
-            elif name == b"transfer-encoding":
-                chunked = True
-        if chunked or length is None or not length.isdigit() or int(length) > self.admission.limits.max_body:
+        length = header(scope, b"content-length")
+        if header(scope, b"transfer-encoding") is not None or length is None or not length.isdigit() \
+                or int(length) > self.admission.limits.max_body:
             return None  # admission answers these (400, 413) or reads a chunked body within its deadlines
         return route
 
@@ -108,11 +104,8 @@ class DirectInference:
         if future.cancelled():  # only the timer cancels it
             exc = endpoint.timeout_error()
             status, answer = exc.status, {"error": exc.message}
-        elif future.exception() is not None:
-            try:
-                raise future.exception()
-            except Exception:  # logged with its traceback, as the ASGI path logs it
-                status, answer = endpoint.internal_error(scope["method"], scope["path"])
+        elif future.exception() is not None:  # the runner failed: logged with its traceback, as the ASGI path logs it
+            status, answer = endpoint.internal_error(scope["method"], scope["path"], future.exception())
         else:
             status, answer = 200, endpoint.scores_of(future.result())
         self._finish(respond, route, begin, status, answer)

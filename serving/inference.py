@@ -89,9 +89,10 @@ class InferenceEndpoint:
         return headers, payload
 
     @staticmethod
-    def internal_error(method: str, path: str) -> tuple[int, dict[str, str]]:
-        """Log the exception being handled; the 500 answer the client gets instead of its details."""
-        log.exception("error while answering %s %s", method, path)
+    def internal_error(method: str, path: str, exc: BaseException | None = None) -> tuple[int, dict[str, str]]:
+        """Log ``exc`` (default: the exception being handled) with its traceback; the 500 answer the
+        client gets instead of its details."""
+        log.error("error while answering %s %s", method, path, exc_info=exc if exc is not None else True)
         return 500, {"error": "internal error (logged by the server)"}
 
     def inline_image(self, body: bytes, content_type: str | None) -> Image.Image | TurboJpeg | None:

@@ -172,7 +172,7 @@ class _Endpoint:
         return RequestError(504, "too late")
 
     @staticmethod
-    def internal_error(method: str, path: str) -> tuple[int, dict]:
+    def internal_error(method: str, path: str, exc: BaseException | None = None) -> tuple[int, dict]:
         return 500, {"error": "internal"}
 
 
