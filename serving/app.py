@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import math
 import os
 from dataclasses import asdict
@@ -31,7 +30,6 @@ from edgeport.serving.selection import ServedModel
 from edgeport.serving.settings import ServeSettings
 from edgeport.validation import jpeg_turbo
 
-log = logging.getLogger("edgeport.serve")
 CONFIG_ENV = "EDGEPORT_SERVE_CONFIG"  # how `edgeport serve --workers N` hands each worker its settings
 
 
@@ -99,8 +97,8 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Adm
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
-        log.exception("error while answering %s %s", request.method, request.url.path)
-        return JSONResponse({"error": "internal error (logged by the server)"}, status_code=500)
+        status, answer = InferenceEndpoint.internal_error(request.method, request.url.path, exc)
+        return JSONResponse(answer, status_code=status)
 
     @app.get("/health")
     async def health():

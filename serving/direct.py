@@ -85,7 +85,7 @@ class DirectInference:
                 return False
             future, = endpoint.submit([endpoint.pixels_of(peeked)])
         except RequestError as exc:
-            self._finish(respond, route, begin, exc.status, {"error": exc.message})
+            self._finish(respond, route, begin, *exc.answer())
             return True
         except Exception:
             self._finish(respond, route, begin, *endpoint.internal_error(scope["method"], scope["path"]))
@@ -102,8 +102,7 @@ class DirectInference:
         self.admission.in_progress -= 1
         endpoint = self.endpoint
         if future.cancelled():  # only the timer cancels it
-            exc = endpoint.timeout_error()
-            status, answer = exc.status, {"error": exc.message}
+            status, answer = endpoint.timeout_error().answer()
         elif future.exception() is not None:  # the runner failed: logged with its traceback, as the ASGI path logs it
             status, answer = endpoint.internal_error(scope["method"], scope["path"], future.exception())
         else:

@@ -66,7 +66,7 @@ class InferenceEndpoint:
                 answer = await self._classify(body, header(scope, b"content-type"))
             status = 200
         except RequestError as exc:
-            status, answer = exc.status, {"error": exc.message}
+            status, answer = exc.answer()
         except Exception:
             status, answer = self.internal_error(scope["method"], scope["path"])
         headers, payload = self.encode(status, answer)

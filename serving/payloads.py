@@ -37,6 +37,10 @@ class RequestError(Exception):
         self.status = status
         self.message = message
 
+    def answer(self) -> tuple[int, dict[str, str]]:
+        """The status and JSON body this refusal is answered with, on either path (``{"error": message}``)."""
+        return self.status, {"error": self.message}
+
 
 @dataclass
 class Parsed:

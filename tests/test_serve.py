@@ -203,6 +203,42 @@ def test_the_server_runs_the_jpeg_self_check_before_it_is_ready(validated_tiny):
     assert asyncio.run(checked_on_start()) == 1
 
 
+def test_an_unexpected_error_is_a_logged_500_without_its_details(validated_tiny, caplog):
+    from edgeport.serving.app import create_app
+    from edgeport.serving.settings import ServeSettings
+
+    app = create_app(ServeSettings(model_dir=str(validated_tiny), threads=1)).app
+
+    @app.get("/boom")
+    async def boom():
+        raise RuntimeError("secret detail")
+
+    sent: list[dict] = []
+
+    async def call() -> None:
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+                 "scheme": "http", "path": "/boom", "raw_path": b"/boom", "root_path": "", "query_string": b"",
+                 "headers": [], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+        with pytest.raises(RuntimeError):  # Starlette answers, then re-raises for the server to log
+            await app(scope, receive, send)
+
+    with caplog.at_level("ERROR", logger="edgeport.serve"):
+        asyncio.run(call())
+    assert sent[0]["status"] == 500
+    body = b"".join(m.get("body", b"") for m in sent[1:])
+    assert json.loads(body) == {"error": "internal error (logged by the server)"}
+    assert b"secret detail" not in body
+    logged = [r for r in caplog.records if r.name == "edgeport.serve" and r.levelname == "ERROR"]
+    assert [r.getMessage() for r in logged] == ["error while answering GET /boom"]
+    assert logged[0].exc_info is not None and "secret detail" in str(logged[0].exc_info[1])
+
+
 def _bomb_png(width: int = 30000, height: int = 30000) -> bytes:
     """A valid PNG header claiming width x height pixels (PIL refuses it as a decompression bomb)."""
     def chunk(kind: bytes, data: bytes) -> bytes:
